@@ -1,0 +1,1 @@
+"""netskyctl: the thin netsky client (stdlib only, so it starts fast)."""

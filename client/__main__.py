@@ -1,0 +1,3 @@
+from client.netskyctl import main
+
+raise SystemExit(main())

@@ -1,0 +1,3 @@
+from netskyd.cli import main
+
+main()

@@ -1,0 +1,141 @@
+"""Control methods: what each JSON-RPC method of ``netskyd.protocol`` does.
+
+Each handler takes ``(ctx, params)`` and returns a JSON-able result, or raises
+RpcError (or a NetskyError, mapped to an error code by ``control``).
+Shapes are documented in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from netskyd import __version__, protocol
+from netskyd.config import Runtime
+from netskyd.context import Context
+from netskyd.ids import parse_agent
+from netskyd.maildir import now_rfc3339
+from netskyd.store.db import SCHEMA_VERSION
+
+Handler = Callable[[Context, dict[str, Any]], Awaitable[Any]]
+
+
+class RpcError(Exception):
+    """Raised by a handler to answer with a specific JSON-RPC error code."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+def _int(params: dict[str, Any], key: str, default: int | None) -> int | None:
+    value = params.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise RpcError(protocol.INVALID_PARAMS, f"{key} must be a non-negative integer")
+    return value
+
+
+def _float(params: dict[str, Any], key: str, default: float) -> float:
+    value = params.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise RpcError(protocol.INVALID_PARAMS, f"{key} must be a positive number")
+    return float(value)
+
+
+def _agent(params: dict[str, Any]) -> str:
+    try:
+        return parse_agent(str(params.get("agent", "")))
+    except ValueError as e:
+        raise RpcError(protocol.UNKNOWN_AGENT, str(e)) from e
+
+
+async def hello(ctx: Context, params: dict[str, Any]) -> Any:
+    theirs = params.get("api_version")
+    if theirs != protocol.API_VERSION:
+        raise RpcError(
+            protocol.VERSION_SKEW,
+            f"version skew: client speaks API {theirs}, netskyd {__version__} speaks "
+            f"API {protocol.API_VERSION}; use the netskyctl of the same install",
+            {"api_version": protocol.API_VERSION, "version": __version__},
+        )
+    return {"api_version": protocol.API_VERSION, "version": __version__, "pid": os.getpid()}
+
+
+async def ping(ctx: Context, params: dict[str, Any]) -> Any:
+    return {"pong": True, "ts": now_rfc3339()}
+
+
+async def status(ctx: Context, params: dict[str, Any]) -> Any:
+    sup = ctx.sup()
+    now = ctx.clock()
+    return {
+        "daemon": {
+            "pid": os.getpid(),
+            "version": __version__,
+            "api_version": protocol.API_VERSION,
+            "schema_version": SCHEMA_VERSION,
+            "home": str(ctx.settings.home),
+            "tmux_socket": ctx.settings.tmux_socket,
+            "uptime_s": round(now - ctx.started_at, 1),
+            "ticks": ctx.tick_count,
+            "tick_interval_s": ctx.settings.tick_interval_s,
+            "last_tick_age_s": None if ctx.last_tick_at is None
+            else round(now - ctx.last_tick_at, 1),
+        },
+        "desired": {"state": "up" if sup.desired.up else "down", "agents": sup.desired.wanted()},
+        "agents": sup.rows(),
+        "unknown_sessions": sup.unknown_sessions,
+        "bus": {"delivered": ctx.the_bus().delivered_count,
+                "poisoned": ctx.the_bus().poisoned_count},
+    }
+
+
+def _agent_rows(ctx: Context, agents: list[str]) -> list[dict[str, Any]]:
+    return [r for r in ctx.sup().rows() if r["agent"] in agents]
+
+
+async def up(ctx: Context, params: dict[str, Any]) -> Any:
+    clones = _int(params, "clones", None)
+    timeout_s = _float(params, "timeout_s", ctx.settings.ready_timeout_s + 5)
+    agents = await ctx.sup().set_up(clones)
+    ready = await ctx.sup().wait_ready(agents, timeout_s) if params.get("wait", True) else None
+    return {"agents": _agent_rows(ctx, agents), "ready": ready}
+
+
+async def down(ctx: Context, params: dict[str, Any]) -> Any:
+    return {"killed": await ctx.sup().set_down()}
+
+
+async def agent(ctx: Context, params: dict[str, Any]) -> Any:
+    name = _agent(params)
+    runtime = params.get("runtime")
+    try:
+        rt = Runtime(runtime) if runtime else None
+    except ValueError as e:
+        raise RpcError(protocol.INVALID_PARAMS,
+                       f"unknown runtime {runtime!r} (one of {', '.join(Runtime)})") from e
+    timeout_s = _float(params, "timeout_s", ctx.settings.ready_timeout_s + 5)
+    agents = await ctx.sup().add_agent(name, rt)
+    ready = await ctx.sup().wait_ready(agents, timeout_s) if params.get("wait", True) else None
+    return {"agents": _agent_rows(ctx, agents), "ready": ready}
+
+
+async def kill(ctx: Context, params: dict[str, Any]) -> Any:
+    return await ctx.sup().kill(_agent(params))
+
+
+HANDLERS: dict[str, Handler] = {
+    protocol.HELLO: hello,
+    protocol.PING: ping,
+    protocol.STATUS: status,
+    protocol.UP: up,
+    protocol.DOWN: down,
+    protocol.AGENT: agent,
+    protocol.KILL: kill,
+}
+assert set(HANDLERS) == protocol.METHODS, "every protocol method needs a handler"

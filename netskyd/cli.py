@@ -1,0 +1,77 @@
+"""The ``netskyd`` command: ``netskyd run`` (foreground daemon) and ``netskyd demo``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import anyio
+import click
+
+from netskyd import __version__
+from netskyd.config import load_settings
+from netskyd.errors import ConfigError, DaemonAlreadyRunning
+
+EXIT_ALREADY_RUNNING = 1
+EXIT_CONFIG = 2
+
+
+def _backend_options() -> dict[str, bool]:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="netskyd")
+def main() -> None:
+    """netskyd: the netsky supervisor daemon."""
+
+
+@main.command()
+@click.option("--config", "config", type=click.Path(path_type=Path), default=None,
+              help="config.toml to read (default: $NETSKY_CONFIG, else $NETSKY_HOME/config.toml).")
+def run(config: Path | None) -> None:
+    """Run the daemon in the foreground (what systemd/launchd runs).
+
+    Logs JSON to NETSKY_HOME/logs/netskyd.jsonl and readable lines to stderr.
+    Stops on SIGTERM/SIGINT and leaves the agents' tmux sessions running.
+    """
+    from netskyd import log as logmod
+    from netskyd.daemon import Daemon
+
+    environ = dict(os.environ)
+    try:
+        settings = load_settings(config, environ)
+    except ConfigError as e:
+        click.echo(f"netskyd: {e}", err=True)
+        sys.exit(EXIT_CONFIG)
+    logmod.configure(settings.paths.log_file, settings.log_level)
+    daemon = Daemon(settings, config_path=config or _env_config(environ), environ=environ)
+    try:
+        anyio.run(daemon.serve, backend="asyncio", backend_options=_backend_options())
+    except DaemonAlreadyRunning as e:
+        click.echo(f"netskyd: {e}", err=True)
+        sys.exit(EXIT_ALREADY_RUNNING)
+    except KeyboardInterrupt:
+        pass
+
+
+def _env_config(environ: dict[str, str]) -> Path | None:
+    value = environ.get("NETSKY_CONFIG")
+    return Path(value) if value else None
+
+
+@main.command()
+@click.option("--clones", default=2, show_default=True, help="Clones in the demo constellation.")
+@click.option("--once", is_flag=True, help="Run the tour, stop everything, and exit.")
+@click.option("--home", type=click.Path(path_type=Path), default=None,
+              help="NETSKY_HOME of the demo (default: ./.netsky-demo).")
+def demo(clones: int, once: bool, home: Path | None) -> None:
+    """Run the demo constellation: a real daemon, real tmux, demo agents, a guided tour."""
+    from netskyd.demo import run_demo
+
+    sys.exit(run_demo(clones=clones, once=once, home=home, environ=dict(os.environ)))

@@ -1,0 +1,163 @@
+"""Settings: one frozen pydantic model, loaded in one place from TOML and NETSKY_* variables.
+
+Precedence (highest first): ``NETSKY_<FIELD>`` environment variables, the TOML
+file, the defaults below. The TOML file is ``--config PATH``, else
+``$NETSKY_CONFIG``, else ``$NETSKY_HOME/config.toml`` when it exists. Its keys
+are the field names, at the top level. List and table fields given in the
+environment are JSON (``NETSKY_AGENT_RUNTIMES='{"agentinfinity": "demo"}'``).
+No other module reads ``os.environ``: callers pass the environment in.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from netskyd.errors import ConfigError
+from netskyd.ids import MAX_CLONE, is_agent_id
+from netskyd.paths import Paths
+
+DEFAULT_HOME = "~/.netsky"
+#: Clones brought up by ``up`` with no number (ARCHITECTURE.md: spawned lazily).
+DEFAULT_CLONE_COUNT = 0
+
+
+class Runtime(StrEnum):
+    """What runs in an agent's pane."""
+
+    CLAUDE = "claude"
+    CODEX = "codex"
+    SHELL = "shell"
+    DEMO = "demo"
+    CUSTOM = "custom"
+
+
+class Settings(BaseModel):
+    """Every netsky setting; units are in the field names (``_s``, ``_ms``, ``_bytes``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    home: Path = Field(default_factory=lambda: Path(DEFAULT_HOME).expanduser())
+    #: ``tmux -L`` socket name; None = the user's default tmux server.
+    tmux_socket: str | None = None
+    #: Runtime of agents without an entry in ``agent_runtimes``.
+    runtime: Runtime = Runtime.CLAUDE
+    #: Per-agent runtime overrides, e.g. ``{"agentinfinity": "demo"}``.
+    agent_runtimes: dict[str, Runtime] = Field(default_factory=dict)
+    #: Clones brought up by ``up`` with no number.
+    clones: int = Field(DEFAULT_CLONE_COUNT, ge=0, le=MAX_CLONE)
+    tick_interval_s: float = Field(60.0, gt=0)
+    #: Deadline for a spawned agent to become ready.
+    ready_timeout_s: float = Field(60.0, gt=0)
+    #: Deadline for any single tmux command.
+    tmux_timeout_s: float = Field(5.0, gt=0)
+    #: Pause between a bracketed paste and its Enter (TUIs treat a fast Enter as newline).
+    paste_settle_ms: int = Field(250, ge=0, le=10_000)
+    inbox_max_pending: int = Field(1000, ge=1)
+    envelope_max_bytes: int = Field(256 * 1024, ge=1024)
+    session_width: int = Field(200, ge=40)
+    session_height: int = Field(50, ge=10)
+    #: Working directory of agent0 and agentinfinity; None = NETSKY_HOME.
+    workdir: Path | None = None
+    claude_command: str = "claude"
+    claude_args: list[str] = Field(default_factory=list)
+    codex_command: str = "codex"
+    codex_args: list[str] = Field(default_factory=list)
+    shell_command: str = "sh -i"
+    #: Command template of the ``custom`` runtime (Jinja2; variables: agent, n,
+    #: prompt_file, home, workdir — each already shell-quoted).
+    custom_command: str | None = None
+    #: Regex that marks the custom runtime's idle prompt (readiness), if any.
+    custom_ready_regex: str | None = None
+    #: Where the owner layer lives; None = NETSKY_HOME/0.md if present, else the bundled 0.md.
+    owner_prompt: Path | None = None
+    #: Prompt templates directory; None = the bundled ``prompts/``.
+    prompts_dir: Path | None = None
+    log_level: str = "info"
+
+    @field_validator("home", "workdir", "owner_prompt", "prompts_dir")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        return None if v is None else v.expanduser().absolute()
+
+    @field_validator("agent_runtimes")
+    @classmethod
+    def _agent_ids(cls, v: dict[str, Runtime]) -> dict[str, Runtime]:
+        bad = [k for k in v if not is_agent_id(k)]
+        if bad:
+            raise ValueError(f"not agent ids: {', '.join(bad)}")
+        return v
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.home)
+
+    def runtime_for(self, agent: str) -> Runtime:
+        """Return the runtime configured for ``agent`` (override, else the default)."""
+        return self.agent_runtimes.get(agent, self.runtime)
+
+
+_STRUCTURED = {"agent_runtimes", "claude_args", "codex_args"}
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        key = f"NETSKY_{name.upper()}"
+        if key not in environ:
+            continue
+        raw = environ[key]
+        if name in _STRUCTURED:
+            try:
+                out[name] = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{key} must be JSON: {e}") from e
+        elif raw == "" and name in {"tmux_socket", "workdir", "custom_command"}:
+            out[name] = None
+        else:
+            out[name] = raw
+    return out
+
+
+def config_path(cli_path: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """Return the TOML file to read, or None when there is none (defaults apply)."""
+    if cli_path is not None:
+        return cli_path
+    if environ.get("NETSKY_CONFIG"):
+        return Path(environ["NETSKY_CONFIG"]).expanduser()
+    home = Path(environ.get("NETSKY_HOME") or DEFAULT_HOME).expanduser()
+    candidate = home / "config.toml"
+    return candidate if candidate.exists() else None
+
+
+def load_settings(cli_path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load settings from the TOML file and ``environ`` (defaults to an empty mapping).
+
+    Raises ConfigError naming the file, variable or field that is wrong.
+    """
+    environ = environ or {}
+    values: dict[str, Any] = {}
+    path = config_path(cli_path, environ)
+    if path is not None:
+        try:
+            values.update(tomllib.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file not found: {path}") from e
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from e
+    values.update(_env_overrides(environ))
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(root)"
+            lines.append(f"  {field}: {err['msg']} (NETSKY_{field.split('.')[0].upper()})")
+        where = f" in {path} or the environment" if path else " in the environment"
+        raise ConfigError(f"invalid settings{where}:\n" + "\n".join(lines)) from e

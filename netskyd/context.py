@@ -1,0 +1,60 @@
+"""The daemon's shared context: settings, ports, stores and the long-lived components.
+
+Built once by ``Daemon.startup()`` and handed to every task's ``run(ctx)``.
+Time comes from ``clock`` (wall, seconds since the epoch) and ``monotonic``,
+both injectable for tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+
+from netskyd.config import Settings
+from netskyd.paths import Paths
+from netskyd.recorder import Recorder
+from netskyd.store.db import Store
+from netskyd.tmux import Tmux
+
+if TYPE_CHECKING:
+    from netskyd.bus import Bus
+    from netskyd.supervisor import Supervisor
+
+
+@dataclass
+class Context:
+    """Everything a daemon task needs; one per running netskyd."""
+
+    settings: Settings
+    tmux: Tmux
+    store: Store
+    recorder: Recorder
+    config_path: Path | None = None
+    clock: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    started_at: float = field(default_factory=time.time)
+    last_tick_at: float | None = None
+    tick_count: int = 0
+    supervisor: Supervisor | None = None
+    #: One watchdog tick at a time, whoever asks for it.
+    tick_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    bus: Bus | None = None
+
+    @property
+    def paths(self) -> Paths:
+        return self.settings.paths
+
+    def sup(self) -> Supervisor:
+        """The supervisor (set during startup)."""
+        assert self.supervisor is not None, "supervisor not started"
+        return self.supervisor
+
+    def the_bus(self) -> Bus:
+        """The bus (set during startup)."""
+        assert self.bus is not None, "bus not started"
+        return self.bus

@@ -1,0 +1,163 @@
+"""netskyd's lifecycle: ``startup() -> run tasks -> shutdown()``.
+
+``serve()`` starts each long-running task with ``await tg.start(...)``, so
+"ready" means every task called ``task_status.started()``. The shutdown trigger
+is injectable (tests pass ``event.wait``); by default it is the signal task:
+SIGTERM/SIGINT stop, SIGHUP reloads the config. Agents' tmux sessions are left
+running on shutdown; the next daemon adopts them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+
+import anyio
+from anyio.abc import TaskGroup
+
+from netskyd import __version__, bus, control, supervisor, ticker
+from netskyd import log as logmod
+from netskyd.bus import Bus
+from netskyd.config import Settings, load_settings
+from netskyd.context import Context
+from netskyd.errors import ConfigError
+from netskyd.lock import DaemonLock
+from netskyd.recorder import Recorder
+from netskyd.store.db import Store
+from netskyd.store.journal import Journal
+from netskyd.supervisor import Supervisor
+from netskyd.tmux import Tmux
+
+log = logmod.get("netskyd")
+
+
+def format_uptime(seconds: float) -> str:
+    """``4h12m``, ``3m05s``, ``12s``."""
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+class Daemon:
+    """One netskyd: holds the lock, the context and the task group."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.environ = dict(environ or {})
+        self.shutdown_trigger = shutdown_trigger
+        self.lock = DaemonLock(settings.paths.lock)
+        self.ctx: Context | None = None
+
+    async def startup(self) -> Context:
+        """Take the lock, open the stores, build the context. Raises DaemonAlreadyRunning."""
+        paths = self.settings.paths
+        self.lock.acquire()
+        for d in (paths.state, paths.prompts, paths.ready, paths.logs, paths.channels):
+            d.mkdir(parents=True, exist_ok=True)
+        store = await Store.open(paths.db)
+        recorder = Recorder(Journal(paths.logs), store)
+        ctx = Context(
+            settings=self.settings,
+            tmux=Tmux(self.settings.tmux_socket, self.settings.tmux_timeout_s),
+            store=store,
+            recorder=recorder,
+            config_path=self.config_path,
+        )
+        ctx.supervisor = Supervisor(ctx)
+        ctx.bus = Bus(ctx)
+        self.ctx = ctx
+        await recorder.event(
+            "daemon.starting", pid=os.getpid(), version=__version__, home=str(paths.home),
+            tmux_socket=self.settings.tmux_socket, schema_version=await store.schema_version(),
+        )
+        return ctx
+
+    async def serve(self) -> None:
+        """Run until the shutdown trigger fires (or a signal stops us), then shut down."""
+        ctx = await self.startup()
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(control.run, ctx)
+                await tg.start(supervisor.run, ctx)
+                await tg.start(bus.run, ctx)
+                await tg.start(ticker.run, ctx)
+                await ctx.recorder.event(
+                    "daemon.ready", pid=os.getpid(), socket=str(ctx.paths.socket),
+                    tick_interval_s=self.settings.tick_interval_s,
+                )
+                if self.shutdown_trigger is not None:
+                    tg.start_soon(self._stop_when, self.shutdown_trigger, tg)
+                tg.start_soon(self._signals, tg)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.shutdown()
+
+    async def _stop_when(self, trigger: Callable[[], Awaitable[object]], tg: TaskGroup) -> None:
+        await trigger()
+        await self._begin_stop(tg, "trigger")
+
+    async def _begin_stop(self, tg: TaskGroup, why: str) -> None:
+        assert self.ctx is not None
+        await self.ctx.recorder.event("daemon.stopping", reason=why)
+        self.ctx.the_bus().stop.set()
+        tg.cancel_scope.cancel()
+
+    async def _signals(self, tg: TaskGroup) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self.reload()
+                    continue
+                await self._begin_stop(tg, signal.Signals(signum).name)
+                return
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read config.toml; keep the old settings when the new ones are invalid."""
+        assert self.ctx is not None
+        try:
+            new = load_settings(self.config_path, self.environ)
+        except ConfigError as e:
+            await self.ctx.recorder.event("config.reload_failed", level="error", error=str(e))
+            return
+        if new.home != self.settings.home or new.tmux_socket != self.settings.tmux_socket:
+            await self.ctx.recorder.event(
+                "config.reload_failed", level="error",
+                error="home and tmux_socket cannot change while running; restart netskyd",
+            )
+            return
+        self.settings = self.ctx.settings = new
+        await self.ctx.recorder.event("config.reloaded")
+
+    async def shutdown(self) -> None:
+        """Remove the socket, close the stores, log one summary line, release the lock."""
+        ctx = self.ctx
+        if ctx is None:
+            self.lock.release()
+            return
+        ctx.paths.socket.unlink(missing_ok=True)
+        alive = sum(1 for st in ctx.sup().agents.values() if st.alive)
+        in_flight = ctx.the_bus().in_flight()
+        uptime = format_uptime(ctx.clock() - ctx.started_at)
+        try:
+            await ctx.recorder.event(
+                "daemon.stopped", agents_left_running=alive, envelopes_in_flight=in_flight,
+                uptime=uptime,
+            )
+        finally:
+            log.info(f"stopped: {alive} agents left running, {in_flight} envelopes in flight, "
+                     f"uptime {uptime}")
+            await ctx.store.close()
+            self.lock.release()

@@ -1,0 +1,76 @@
+"""Agent ids and roles (stdlib only; shared by the daemon, the client and the demo agent).
+
+Agent ids are ``agent0`` (root orchestrator), ``agent1``..``agentN`` (clones) and
+``agentinfinity`` (watchdog); tmux session names equal agent ids. Pseudo-senders
+(``agentcron``, ``agentloop``, ``netsky``, ``owner``) may appear in an envelope's
+``from`` but own no inbox. Source: ARCHITECTURE.md, "The constellation".
+"""
+
+from __future__ import annotations
+
+import re
+
+ROOT = "agent0"
+WATCHDOG = "agentinfinity"
+PSEUDO_SENDERS = frozenset({"agentcron", "agentloop", "netsky", "owner"})
+MAX_CLONE = 999
+
+_AGENT_RE = re.compile(r"^agent(0|[1-9][0-9]{0,2}|infinity)$")
+#: Sessions a restart may tear down (agentinfinity survives every restart).
+TEARDOWN_RE = re.compile(r"^agent[0-9]+$")
+
+
+def is_agent_id(value: str) -> bool:
+    """Return True when ``value`` is ``agent0``, ``agent1``..``agent999`` or ``agentinfinity``."""
+    return bool(_AGENT_RE.match(value))
+
+
+def is_sender_id(value: str) -> bool:
+    """Return True for an agent id or a pseudo-sender (``owner``, ``netsky``, ...)."""
+    return is_agent_id(value) or value in PSEUDO_SENDERS
+
+
+def clone_id(n: int) -> str:
+    """Return the agent id of clone ``n`` (1-based).
+
+    Raises ValueError when ``n`` is outside 1..MAX_CLONE.
+    """
+    if not 1 <= n <= MAX_CLONE:
+        raise ValueError(f"clone number must be 1..{MAX_CLONE}, got {n}")
+    return f"agent{n}"
+
+
+def parse_agent(value: str) -> str:
+    """Normalise what a person types (``3``, ``agent3``, ``infinity``) to an agent id.
+
+    Raises ValueError naming the bad value.
+    """
+    v = value.strip()
+    if v.isdigit() or v == "infinity":
+        v = f"agent{int(v) if v.isdigit() else v}"
+    if not is_agent_id(v):
+        raise ValueError(
+            f"not an agent id: {value!r} (expected agent0, agent1..agent{MAX_CLONE} "
+            "or agentinfinity)"
+        )
+    return v
+
+
+def agent_n(agent: str) -> str:
+    """Return the ``AGENT_N`` value of an agent: ``"0"``, ``"3"`` or ``"infinity"``."""
+    return agent.removeprefix("agent")
+
+
+def role_of(agent: str) -> str:
+    """Return the role of an agent: ``orchestrator``, ``clone`` or ``watchdog``."""
+    if agent == ROOT:
+        return "orchestrator"
+    if agent == WATCHDOG:
+        return "watchdog"
+    return "clone"
+
+
+def sort_key(agent: str) -> tuple[int, int]:
+    """Order agents as people read them: agent0, agent1, ..., agentN, agentinfinity."""
+    n = agent_n(agent)
+    return (1, 0) if n == "infinity" else (0, int(n) if n.isdigit() else 0)

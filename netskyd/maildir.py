@@ -1,0 +1,152 @@
+"""Envelopes on disk, maildir style (stdlib only: the client and demo agent use it too).
+
+An envelope is one JSON file (ARCHITECTURE.md, "The agent bus")::
+
+    {"v": 1, "id": "<uuid4 hex>", "from": "agent1", "to": "agent0",
+     "ts": "2026-11-21T10:00:00.123456Z", "kind": "message", "text": "...",
+     "chat_id": "agent1", "in_reply_to": null}
+
+named ``<ts in ns>-<from>-<id>.json`` so names sort by time. Sending follows
+maildir delivery: write to ``tmp/``, fsync, rename into ``inbox/`` (maildir's
+``new/``), fsync the directory. The rename is atomic on one filesystem, so the
+daemon never sees half an envelope, and sending needs no daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from netskyd.errors import EnvelopeTooLarge, InboxFull, UnknownAgent
+from netskyd.ids import is_agent_id, is_sender_id
+from netskyd.paths import Paths
+
+ENVELOPE_VERSION = 1
+KINDS = ("message", "brief", "handoff", "cron", "loop", "escalation", "harvest")
+DEFAULT_INBOX_MAX_PENDING = 1000
+DEFAULT_ENVELOPE_MAX_BYTES = 256 * 1024
+
+
+def rfc3339_from_ns(ts_ns: int) -> str:
+    """Format nanoseconds since the epoch as RFC 3339 UTC with microseconds and ``Z``."""
+    dt = datetime.fromtimestamp(ts_ns / 1e9, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def now_rfc3339() -> str:
+    """Return the current time as an RFC 3339 UTC string (``...123456Z``)."""
+    return rfc3339_from_ns(time.time_ns())
+
+
+def new_envelope(
+    sender: str,
+    to: str,
+    text: str,
+    *,
+    kind: str = "message",
+    chat_id: str | None = None,
+    in_reply_to: str | None = None,
+    ts_ns: int | None = None,
+) -> dict[str, Any]:
+    """Build an envelope dict (shape in the module docstring).
+
+    Raises UnknownAgent for a bad ``to`` or ``from`` and ValueError for a bad kind.
+    """
+    if not is_agent_id(to):
+        raise UnknownAgent(f"not an agent id: {to!r}")
+    if not is_sender_id(sender):
+        raise UnknownAgent(f"not an agent id or pseudo-sender: {sender!r}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown envelope kind {kind!r} (one of {', '.join(KINDS)})")
+    ts_ns = time.time_ns() if ts_ns is None else ts_ns
+    return {
+        "v": ENVELOPE_VERSION,
+        "id": uuid.uuid4().hex,
+        "from": sender,
+        "to": to,
+        "ts": rfc3339_from_ns(ts_ns),
+        "kind": kind,
+        "text": text,
+        "chat_id": chat_id or sender,
+        "in_reply_to": in_reply_to,
+        "_ts_ns": ts_ns,
+    }
+
+
+def envelope_filename(envelope: dict[str, Any]) -> str:
+    """Return ``<ts in ns>-<from>-<id>.json`` for an envelope built by new_envelope."""
+    return f"{envelope['_ts_ns']}-{envelope['from']}-{envelope['id']}.json"
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename into it survives a crash (POSIX)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: sibling tmp file, fsync, rename, fsync dir."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def pending_count(paths: Paths, agent: str) -> int:
+    """Count the envelopes waiting in an agent's ``inbox/`` (0 when it does not exist)."""
+    try:
+        with os.scandir(paths.channel(agent, "inbox")) as it:
+            return sum(1 for e in it if e.name.endswith(".json"))
+    except FileNotFoundError:
+        return 0
+
+
+def send(
+    paths: Paths,
+    envelope: dict[str, Any],
+    *,
+    inbox_max_pending: int = DEFAULT_INBOX_MAX_PENDING,
+    envelope_max_bytes: int = DEFAULT_ENVELOPE_MAX_BYTES,
+) -> Path:
+    """Drop an envelope into its target's inbox; return the inbox path it landed at.
+
+    Raises InboxFull when the inbox already holds ``inbox_max_pending`` envelopes,
+    EnvelopeTooLarge when the encoded envelope exceeds ``envelope_max_bytes``.
+    """
+    to = envelope["to"]
+    body = {k: v for k, v in envelope.items() if not k.startswith("_")}
+    data = (json.dumps(body, ensure_ascii=False) + "\n").encode("utf-8")
+    if len(data) > envelope_max_bytes:
+        raise EnvelopeTooLarge(
+            f"envelope for {to} is {len(data)} bytes; the limit is {envelope_max_bytes} "
+            "(envelope_max_bytes)"
+        )
+    paths.ensure_channel(to)
+    pending = pending_count(paths, to)
+    if pending >= inbox_max_pending:
+        raise InboxFull(
+            f"inbox of {to} is full: {pending} envelopes pending "
+            f"(inbox_max_pending={inbox_max_pending}); try again later"
+        )
+    name = envelope_filename(envelope)
+    tmp = paths.channel(to, "tmp") / name
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    final = paths.channel(to, "inbox") / name
+    os.rename(tmp, final)
+    fsync_dir(final.parent)
+    return final

@@ -1,0 +1,83 @@
+"""Every path under NETSKY_HOME, in one place (stdlib only).
+
+Layout source: ARCHITECTURE.md, "Paths".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CHANNEL_DIRS = ("tmp", "inbox", "claimed", "delivered", "poison", "outbox")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Paths derived from one NETSKY_HOME (an absolute directory)."""
+
+    home: Path
+
+    @property
+    def config(self) -> Path:
+        return self.home / "config.toml"
+
+    @property
+    def socket(self) -> Path:
+        return self.home / "netskyd.sock"
+
+    @property
+    def state(self) -> Path:
+        return self.home / "state"
+
+    @property
+    def lock(self) -> Path:
+        return self.state / "netskyd.lock"
+
+    @property
+    def prompts(self) -> Path:
+        return self.state / "prompts"
+
+    @property
+    def ready(self) -> Path:
+        return self.state / "ready"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def log_file(self) -> Path:
+        return self.logs / "netskyd.jsonl"
+
+    @property
+    def db(self) -> Path:
+        return self.home / "meta.db"
+
+    @property
+    def channels(self) -> Path:
+        return self.home / "channels" / "agent"
+
+    @property
+    def workspaces(self) -> Path:
+        return self.home / "workspaces"
+
+    def channel(self, agent: str, box: str) -> Path:
+        """Return ``channels/agent/<agent>/<box>`` (box is one of CHANNEL_DIRS)."""
+        if box not in CHANNEL_DIRS:
+            raise ValueError(f"unknown channel box {box!r}")
+        return self.channels / agent / box
+
+    def prompt_file(self, agent: str) -> Path:
+        return self.prompts / f"{agent}.md"
+
+    def ready_file(self, agent: str) -> Path:
+        return self.ready / f"{agent}.json"
+
+    def marker(self, name: str) -> Path:
+        """Return ``state/<name>`` for a named marker such as ``desired.json``."""
+        return self.state / name
+
+    def ensure_channel(self, agent: str) -> None:
+        """Create every box of an agent's channel (idempotent)."""
+        for box in CHANNEL_DIRS:
+            (self.channels / agent / box).mkdir(parents=True, exist_ok=True)

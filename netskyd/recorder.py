@@ -1,0 +1,36 @@
+"""One call records a fact everywhere it belongs: log, journal, then meta.db.
+
+Order matters: the journal line is fsynced before the database write, so the
+journal is the source of truth after a crash (ARCHITECTURE.md, "Paths").
+A database failure is logged, never raised: losing a row must not stop a tick.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from netskyd import log as logmod
+from netskyd.store.db import Store
+from netskyd.store.journal import Journal
+
+
+class Recorder:
+    """Writes events to the structlog log, the JSONL journal and the ``events`` table."""
+
+    def __init__(self, journal: Journal, store: Store) -> None:
+        self.journal = journal
+        self.store = store
+        self.log = logmod.get("netskyd")
+
+    async def event(
+        self, name: str, *, agent: str | None = None, level: str = "info", **fields: Any
+    ) -> str:
+        """Record event ``name`` (e.g. ``agent.spawned``); return its RFC 3339 timestamp."""
+        getattr(self.log, level)(name, agent=agent, **fields)
+        ts = self.journal.append(name, {"agent": agent, **fields})
+        try:
+            await self.store.add_event(ts, name, agent, fields)
+        except sqlite3.Error as e:
+            self.log.error("store.write_failed", table="events", error=str(e), event_name=name)
+        return ts

@@ -1,0 +1,95 @@
+"""Runtimes: the command line that runs in an agent's pane, and how its readiness shows.
+
+Command lines are checked against the CLIs' own ``--help`` (claude-code 2.1.x,
+codex-cli 0.16x): the prompt goes in through each CLI's own flag.
+
+- ``claude``: ``claude --append-system-prompt-file <prompt file>``
+- ``codex``: ``codex -c developer_instructions=<TOML string>``; the value is read
+  from a sidecar file at launch (``$(cat ...)``) so long prompts never pass
+  through tmux's command buffer.
+- ``shell``: ``shell_command`` (default ``sh -i``), prompt file in NETSKY_PROMPT_FILE.
+- ``demo``: ``python -m netskyd.demo_agent`` with the daemon's own interpreter.
+- ``custom``: ``custom_command``, a Jinja2 template (variables shell-quoted).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import jinja2
+
+from netskyd.config import Runtime, Settings
+from netskyd.errors import ConfigError
+from netskyd.ids import agent_n
+
+#: Idle input prompts as they appear on the real screens (used for readiness).
+IDLE_PROMPTS: dict[Runtime, re.Pattern[str]] = {
+    # Claude Code 2.1.x: an empty "❯ " line inside the input box.
+    Runtime.CLAUDE: re.compile(r"(?m)^\s*❯\s*$"),
+    # Codex 0.16x: "› Ask Codex to do anything" (placeholder) in the composer.
+    Runtime.CODEX: re.compile(r"(?m)^›\s"),
+    # Any POSIX shell: the last non-empty line ends in a prompt character.
+    Runtime.SHELL: re.compile(r"[$#%>]\s*\Z"),
+}
+
+
+def toml_string(text: str) -> str:
+    """Encode ``text`` as a TOML basic string (JSON's escapes are a subset of TOML's)."""
+    return json.dumps(text.replace("\x7f", ""), ensure_ascii=False)
+
+
+def build_command(
+    settings: Settings, runtime: Runtime, agent: str, prompt_file: Path, workdir: Path
+) -> str:
+    """Return the shell command line tmux runs in the agent's pane.
+
+    Raises ConfigError for ``custom`` without a ``custom_command``, or a template
+    that does not render.
+    """
+    q = shlex.quote
+    if runtime is Runtime.DEMO:
+        return f"{q(sys.executable)} -m netskyd.demo_agent"
+    if runtime is Runtime.SHELL:
+        return settings.shell_command
+    if runtime is Runtime.CLAUDE:
+        argv = [settings.claude_command, *settings.claude_args]
+        argv += ["--append-system-prompt-file", str(prompt_file)]
+        return shlex.join(argv)
+    if runtime is Runtime.CODEX:
+        sidecar = prompt_file.with_suffix(".codex.toml")
+        sidecar.write_text(toml_string(prompt_file.read_text(encoding="utf-8")), encoding="utf-8")
+        head = shlex.join([settings.codex_command, *settings.codex_args, "-c"])
+        return f'{head} "developer_instructions=$(cat {q(str(sidecar))})"'
+    if runtime is Runtime.CUSTOM:
+        if not settings.custom_command:
+            raise ConfigError("runtime 'custom' needs custom_command in config.toml")
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+        try:
+            return env.from_string(settings.custom_command).render(
+                agent=q(agent),
+                n=q(agent_n(agent)),
+                prompt_file=q(str(prompt_file)),
+                home=q(str(settings.home)),
+                workdir=q(str(workdir)),
+            )
+        except jinja2.TemplateError as e:
+            raise ConfigError(f"custom_command does not render: {e}") from e
+    raise ConfigError(f"unknown runtime {runtime!r}")
+
+
+def idle_prompt(settings: Settings, runtime: Runtime) -> re.Pattern[str] | None:
+    """The regex whose match on the pane means "at its idle prompt", if the runtime has one."""
+    if runtime is Runtime.CUSTOM:
+        return re.compile(settings.custom_ready_regex) if settings.custom_ready_regex else None
+    return IDLE_PROMPTS.get(runtime)
+
+
+def pane_shows_idle(pattern: re.Pattern[str] | None, pane_text: str) -> bool:
+    """True when the pane text shows the idle prompt (trailing blank lines ignored)."""
+    if pattern is None:
+        return False
+    return bool(pattern.search(pane_text.rstrip("\n ")))

@@ -1,0 +1,1 @@
+"""Durable state: named markers, the JSONL journal, and meta.db."""

@@ -1,0 +1,191 @@
+"""meta.db: SQLite in WAL mode through aiosqlite, with versioned migrations.
+
+The schema version is the highest applied entry of MIGRATIONS, recorded in
+``schema_migrations`` and mirrored in ``PRAGMA user_version``. Migrations only
+ever append: an existing entry is never edited once released. Every write here
+comes after the same fact was written to the JSONL journal.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+#: (version, SQL script). Append new versions; never edit released ones.
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            event TEXT NOT NULL,
+            agent TEXT,
+            fields TEXT NOT NULL
+        );
+        CREATE INDEX events_ts ON events(ts);
+        CREATE TABLE ticks (
+            id INTEGER PRIMARY KEY,
+            started_ts TEXT NOT NULL,
+            finished_ts TEXT NOT NULL,
+            duration_ms REAL NOT NULL,
+            summary TEXT NOT NULL
+        );
+        CREATE TABLE spawns (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            runtime TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            pane_pid INTEGER,
+            ready_ts TEXT,
+            outcome TEXT NOT NULL DEFAULT 'spawned'
+        );
+        CREATE INDEX spawns_agent ON spawns(agent, ts);
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            envelope_id TEXT,
+            sender TEXT,
+            recipient TEXT NOT NULL,
+            kind TEXT,
+            envelope_ts TEXT,
+            file TEXT NOT NULL,
+            status TEXT NOT NULL,
+            delivered_ts TEXT,
+            via TEXT,
+            duplicate INTEGER NOT NULL DEFAULT 0,
+            reason TEXT
+        );
+        CREATE INDEX messages_recipient ON messages(recipient, delivered_ts);
+        CREATE INDEX messages_envelope ON messages(envelope_id);
+        """,
+    ),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+class Store:
+    """The daemon's one connection to meta.db. Open with ``await Store.open(path)``."""
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Open (creating if needed) and migrate the database at ``path``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, timeout=5.0)
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        store = cls(conn, path)
+        await store.migrate()
+        return store
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def schema_version(self) -> int:
+        """Return the highest applied migration (0 for an empty database)."""
+        async with self.conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations in one transaction each; return the versions applied."""
+        await self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, applied_ts TEXT NOT NULL)"
+        )
+        current = await self.schema_version()
+        applied = []
+        for version, script in MIGRATIONS:
+            if version <= current:
+                continue
+            await self.conn.executescript(
+                "BEGIN;\n"
+                + script
+                + f"\nINSERT INTO schema_migrations VALUES ({version}, "
+                "strftime('%Y-%m-%dT%H:%M:%fZ','now'));\n"
+                + f"PRAGMA user_version = {version};\nCOMMIT;"
+            )
+            applied.append(version)
+        return applied
+
+    async def add_event(self, ts: str, event: str, agent: str | None, fields: dict[str, Any]) -> None:
+        await self.conn.execute(
+            "INSERT INTO events (ts, event, agent, fields) VALUES (?, ?, ?, ?)",
+            (ts, event, agent, json.dumps(fields, default=str)),
+        )
+        await self.conn.commit()
+
+    async def add_tick(
+        self, started_ts: str, finished_ts: str, duration_ms: float, summary: dict[str, Any]
+    ) -> None:
+        await self.conn.execute(
+            "INSERT INTO ticks (started_ts, finished_ts, duration_ms, summary) VALUES (?,?,?,?)",
+            (started_ts, finished_ts, duration_ms, json.dumps(summary, default=str)),
+        )
+        await self.conn.commit()
+
+    async def add_spawn(
+        self, ts: str, agent: str, session_id: str, runtime: str, reason: str, pane_pid: int | None
+    ) -> int:
+        cur = await self.conn.execute(
+            "INSERT INTO spawns (ts, agent, session_id, runtime, reason, pane_pid) "
+            "VALUES (?,?,?,?,?,?)",
+            (ts, agent, session_id, runtime, reason, pane_pid),
+        )
+        await self.conn.commit()
+        return int(cur.lastrowid or 0)
+
+    async def finish_spawn(self, session_id: str, outcome: str, ready_ts: str | None) -> None:
+        await self.conn.execute(
+            "UPDATE spawns SET outcome = ?, ready_ts = ? WHERE session_id = ?",
+            (outcome, ready_ts, session_id),
+        )
+        await self.conn.commit()
+
+    async def add_message(
+        self,
+        *,
+        envelope_id: str | None,
+        sender: str | None,
+        recipient: str,
+        kind: str | None,
+        envelope_ts: str | None,
+        file: str,
+        status: str,
+        delivered_ts: str | None,
+        via: str | None,
+        duplicate: bool = False,
+        reason: str | None = None,
+    ) -> None:
+        await self.conn.execute(
+            "INSERT INTO messages (envelope_id, sender, recipient, kind, envelope_ts, file, "
+            "status, delivered_ts, via, duplicate, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (envelope_id, sender, recipient, kind, envelope_ts, file, status, delivered_ts, via,
+             int(duplicate), reason),
+        )
+        await self.conn.commit()
+
+    async def was_delivered(self, envelope_id: str) -> bool:
+        """Return True when an envelope with this id was already recorded as delivered."""
+        async with self.conn.execute(
+            "SELECT 1 FROM messages WHERE envelope_id = ? AND status = 'delivered' LIMIT 1",
+            (envelope_id,),
+        ) as cur:
+            return await cur.fetchone() is not None
+
+    async def count(self, table: str) -> int:
+        """Row count of one of this module's tables (for status and tests)."""
+        if table not in {"events", "ticks", "spawns", "messages"}:
+            raise ValueError(f"unknown table {table!r}")
+        async with self.conn.execute(f"SELECT COUNT(*) FROM {table}") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0

@@ -1,0 +1,71 @@
+"""The ticker: every ``tick_interval_s``, run one tick and record one tick row.
+
+A tick (this issue): liveness check (respawn wanted agents that are missing,
+notice late readiness) and an inbox rescan as the watcher's backstop. Ticks are
+scheduled on a fixed grid from the monotonic clock, so they do not drift; a tick
+that overruns skips the missed slots instead of bunching up. Each tick has a
+deadline; one that hits it is recorded as ``timed_out`` and never wedges the next.
+A lock keeps one tick at a time even when another path asks for a tick.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from netskyd.context import Context
+from netskyd.errors import NetskyError
+
+def next_deadline(start: float, interval: float, now: float) -> float:
+    """Next tick time on the grid ``start + k * interval`` strictly after ``now``."""
+    k = int((now - start) // interval) + 1
+    return start + k * interval
+
+
+def tick_deadline_s(interval: float, tmux_timeout_s: float) -> float:
+    """How long one tick may run: long enough for several tmux calls, at most 30 s."""
+    return max(4 * tmux_timeout_s, min(interval, 30.0))
+
+
+async def tick_once(ctx: Context) -> dict[str, Any]:
+    """Run one tick; return its summary (also recorded as a ``ticks`` row and an event)."""
+    async with ctx.tick_lock:
+        started = datetime.now(UTC)
+        t0 = ctx.monotonic()
+        summary: dict[str, Any] = {"n": ctx.tick_count + 1, "timed_out": False}
+        deadline = tick_deadline_s(ctx.settings.tick_interval_s, ctx.settings.tmux_timeout_s)
+        with anyio.move_on_after(deadline) as scope:
+            try:
+                summary["liveness"] = await ctx.sup().check(reason="tick")
+            except NetskyError as e:
+                summary["error"] = str(e)
+            ctx.the_bus().rescan()
+        if scope.cancelled_caught:
+            summary["timed_out"] = True
+        duration_ms = (ctx.monotonic() - t0) * 1000
+        finished = datetime.now(UTC)
+        ctx.tick_count += 1
+        ctx.last_tick_at = ctx.clock()
+        level = "warning" if summary["timed_out"] or "error" in summary else "debug"
+        await ctx.recorder.event("tick", level=level, duration_ms=round(duration_ms, 1),
+                                 **summary)
+        await ctx.store.add_tick(_ts(started), _ts(finished), duration_ms, summary)
+        return summary
+
+
+def _ts(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Long-running task: tick at once, then every ``tick_interval_s`` until cancelled."""
+    task_status.started()
+    start = ctx.monotonic()
+    while True:
+        await tick_once(ctx)
+        interval = ctx.settings.tick_interval_s
+        now = ctx.monotonic()
+        await anyio.sleep(next_deadline(start, interval, now) - now)
