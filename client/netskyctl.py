@@ -259,6 +259,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             if args.channel_command != "send":
                 raise Usage("channel needs a subcommand: send")
             return cmd_channel_send(args, environ)
+        if args.command == "agent":
+            args.n = parse_agent(args.n)  # usage errors before any connection attempt
+        if args.command == "kill":
+            args.agent = parse_agent(args.agent)
         socket_path = Paths(home_of(environ)).socket
         with Client(socket_path) as client:
             return cmd_rpc(args, client)

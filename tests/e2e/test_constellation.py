@@ -127,3 +127,20 @@ def test_agent_and_kill(netsky: Netsky) -> None:
 
     bad = netsky.ctl("kill", "agent-x")
     assert bad.returncode == 2 and "not an agent id" in bad.stderr
+
+
+def test_bad_envelope_is_poisoned_and_does_not_block_the_next(netsky: Netsky) -> None:
+    netsky.configure(clones=1)
+    netsky.start()
+    wait_for(lambda: netsky.all_ready(["agent0", "agent1", "agentinfinity"]), 60, "agents ready")
+    inbox = netsky.home / "channels/agent/agent1/inbox"
+    (inbox / "0000000000000000001-agent0-bad.json").write_text("{this is not json")
+    good = netsky.ctl("channel", "send", "agent1", "after the bad one", "--from", "agent0")
+    assert good.returncode == 0
+    wait_for(lambda: "← agent0: after the bad one" in netsky.pane_text("agent1"), 20,
+             "the good envelope delivered")
+    poison = netsky.home / "channels/agent/agent1/poison"
+    reason = json.loads((poison / "0000000000000000001-agent0-bad.json.reason.json").read_text())
+    assert reason["rule"] == "not-json"
+    assert (poison / "0000000000000000001-agent0-bad.json").exists()
+    assert netsky.status()["bus"]["poisoned"] == 1

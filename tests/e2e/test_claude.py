@@ -1,0 +1,186 @@
+"""End to end with the real Claude Code CLI: netskyd spawns agent0 on the ``claude``
+runtime in a private tmux server, and delivers an envelope into its pane.
+
+Claude Code comes from the npm registry (``@anthropic-ai/claude-code@^2.1``),
+installed once into ``<repo>/.cache/npm``; ``NETSKY_TEST_CLAUDE`` may name an
+existing executable instead. It runs offline and logged out: a temporary HOME holds a
+``.claude.json`` that skips onboarding, the trust dialog and the API-key prompt,
+and the API base URL points at a closed local port, so the submitted envelope
+never leaves the machine (Claude Code just reports a connection error).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import REPO, Netsky, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.claude, pytest.mark.timeout(900)]
+
+CLAUDE_SPEC = "@anthropic-ai/claude-code@^2.1"
+NPM_PREFIX = REPO / ".cache" / "npm"
+NPM_TIMEOUT_S = 600
+#: Fake, never sent anywhere: the base URL below is a closed local port.
+FAKE_API_KEY = "sk-ant-netsky-test-" + "x" * 24 + "0123456789abcdefghij"
+#: Variables of the test runner's environment that must not reach Claude Code.
+CLAUDE_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "CLAUDECODE")
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+@pytest.fixture(scope="session")
+def claude_bin() -> Path:
+    """The Claude Code CLI: $NETSKY_TEST_CLAUDE, else .cache/npm, else installed there by npm."""
+    override = os.environ.get("NETSKY_TEST_CLAUDE")
+    if override:
+        path = Path(override).expanduser().absolute()
+        if not _executable(path):
+            pytest.fail(f"NETSKY_TEST_CLAUDE={override} is not an executable file", pytrace=False)
+        return path
+    cached = NPM_PREFIX / "node_modules" / ".bin" / "claude"
+    if _executable(cached):
+        return cached
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed: cannot install Claude Code from the npm registry")
+    NPM_PREFIX.mkdir(parents=True, exist_ok=True)
+    cmd = [npm, "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund", CLAUDE_SPEC]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=NPM_TIMEOUT_S,
+                             check=False, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        out = _text(e.stdout) + _text(e.stderr)
+        pytest.fail(f"{' '.join(cmd)} did not finish within {NPM_TIMEOUT_S}s:\n{out}",
+                    pytrace=False)
+    if res.returncode != 0 or not _executable(cached):
+        pytest.fail(f"{' '.join(cmd)} failed (exit {res.returncode}); {cached} "
+                    f"{'exists' if _executable(cached) else 'is missing'}:\n"
+                    f"{res.stdout}\n{res.stderr}", pytrace=False)
+    return cached
+
+
+def _text(out: bytes | str | None) -> str:
+    if isinstance(out, bytes):
+        return out.decode(errors="replace")
+    return out or ""
+
+
+def _closed_port() -> int:
+    """A local TCP port with nothing listening (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ClaudeNetsky(Netsky):
+    """A Netsky whose daemon (hence its tmux server and every pane) gets ``extra_env``."""
+
+    def __init__(self, base: Netsky, extra_env: dict[str, str]) -> None:
+        # Reuse the fixture's home and socket, so its cleanup() also covers this one.
+        self.__dict__.update(base.__dict__)
+        self.extra_env = extra_env
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in super().env.items() if not k.startswith(CLAUDE_ENV_PREFIXES)}
+        env.update(self.extra_env)
+        return env
+
+
+def seed_home(home: Path, workdir: Path, api_key: str) -> None:
+    """A HOME where Claude Code starts at its input prompt: onboarded, trusted, key approved."""
+    home.mkdir(parents=True, exist_ok=True)
+    state = {
+        "hasCompletedOnboarding": True,
+        "theme": "dark",
+        "numStartups": 5,
+        "customApiKeyResponses": {"approved": [api_key[-20:]], "rejected": []},
+        "projects": {
+            str(workdir): {"hasTrustDialogAccepted": True, "hasCompletedProjectOnboarding": True},
+        },
+    }
+    (home / ".claude.json").write_text(json.dumps(state, indent=2))
+
+
+@pytest.fixture
+def claude_netsky(netsky: Netsky, claude_bin: Path, tmp_path: Path) -> Iterator[ClaudeNetsky]:
+    home = tmp_path / "user-home"
+    workdir = (tmp_path / "work").absolute()
+    workdir.mkdir()
+    seed_home(home, workdir, FAKE_API_KEY)
+    ns = ClaudeNetsky(netsky, {
+        "HOME": str(home),
+        "ANTHROPIC_API_KEY": FAKE_API_KEY,
+        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{_closed_port()}",
+        "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+    })
+    ns.configure(runtime="claude", claude_command=str(claude_bin), clones=0,
+                 agent_runtimes={"agentinfinity": "demo"}, ready_timeout_s=90,
+                 paste_settle_ms=300, workdir=str(workdir))
+    yield ns  # the netsky fixture kills the daemon and the private tmux server
+
+
+def _diagnostics(ns: Netsky, agent: str = "agent0") -> str:
+    agents: Any
+    try:
+        agents = ns.agents()
+    except Exception as e:  # the daemon may be gone
+        agents = f"(status failed: {e})"
+    return (f"\n--- status: {agents}\n--- {agent} pane:\n{ns.pane_text(agent)}"
+            f"\n--- netskyd stderr:\n{ns.stderr()}")
+
+
+def _ready(ns: Netsky, agent: str) -> bool:
+    if ns._died():
+        raise AssertionError(f"netskyd exited:{_diagnostics(ns, agent)}")
+    return bool(ns.agents().get(agent, {}).get("ready"))
+
+
+def test_envelope_reaches_real_claude_code(claude_netsky: ClaudeNetsky, claude_bin: Path) -> None:
+    ns = claude_netsky
+    ns.start()
+
+    try:
+        wait_for(lambda: _ready(ns, "agent0"), 120, "agent0 (Claude Code) ready", step_s=0.5)
+    except AssertionError as e:
+        raise AssertionError(f"{e}{_diagnostics(ns)}") from None
+    assert ns.agents()["agent0"]["runtime"] == "claude", _diagnostics(ns)
+    assert "Claude Code" in ns.pane_text("agent0"), _diagnostics(ns)
+    prompt = ns.home / "state" / "prompts" / "agent0.md"
+    assert prompt.is_file() and "agent0" in prompt.read_text(), _diagnostics(ns)
+
+    text = f"hello claude {uuid.uuid4().hex[:12]}"
+    sent = ns.ctl("channel", "send", "agent0", text, "--from", "agent1", "--json")
+    assert sent.returncode == 0, sent.stderr + sent.stdout
+    envelope_id = json.loads(sent.stdout)["id"]
+
+    try:
+        wait_for(lambda: f"← agent: {text}" in ns.pane_text("agent0"), 60,
+                 "the envelope rendered in agent0's pane", step_s=0.5)
+    except AssertionError as e:
+        raise AssertionError(f"{e}{_diagnostics(ns)}") from None
+
+    delivered = ns.home / "channels" / "agent" / "agent0" / "delivered"
+    moved = wait_for(lambda: list(delivered.glob(f"*{envelope_id}.json")), 10,
+                     "the envelope in agent0's delivered/")
+    assert json.loads(moved[0].read_text())["text"] == text
+    assert not list((ns.home / "channels/agent/agent0/inbox").glob("*.json")), _diagnostics(ns)
+
+    # Stop the daemon here; the netsky fixture then kills the private tmux server,
+    # which ends Claude Code with it.
+    assert ns.stop() == 0, ns.stderr()
