@@ -103,9 +103,18 @@ def format_status(st: dict[str, Any]) -> str:
         session = "spawning" if a["spawning"] else ("alive" if a["alive"] else "gone")
         if not a["wanted"] and a["alive"]:
             session = "alive (unwanted)"
-        rows.append((a["agent"], a["role"], a["runtime"], session, "yes" if a["ready"] else "no",
-                     str(a["pane_pid"] or "-"), str(a["inbox_pending"]),
-                     _age(a["last_delivery_ts"])))
+        rows.append(
+            (
+                a["agent"],
+                a["role"],
+                a["runtime"],
+                session,
+                "yes" if a["ready"] else "no",
+                str(a["pane_pid"] or "-"),
+                str(a["inbox_pending"]),
+                _age(a["last_delivery_ts"]),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -127,10 +136,15 @@ def _uptime(seconds: float) -> str:
 def _agents_line(result: dict[str, Any]) -> str:
     parts = []
     for a in result.get("agents", []):
-        state = "ready" if a["ready"] else ("spawning" if a["spawning"] else
-                                            ("alive" if a["alive"] else "not running"))
-        parts.append(f"{a['agent']} ({a['runtime']}): {state}"
-                     + (f" - {a['last_error']}" if a.get("last_error") else ""))
+        state = (
+            "ready"
+            if a["ready"]
+            else ("spawning" if a["spawning"] else ("alive" if a["alive"] else "not running"))
+        )
+        parts.append(
+            f"{a['agent']} ({a['runtime']}): {state}"
+            + (f" - {a['last_error']}" if a.get("last_error") else "")
+        )
     return "\n".join(parts)
 
 
@@ -144,8 +158,13 @@ def cmd_rpc(args: argparse.Namespace, client: Client) -> int:
         t0 = time.perf_counter()
         res = client.call(protocol.PING)
         ms = (time.perf_counter() - t0) * 1000
-        res.update({"pid": client.hello.get("pid"), "version": client.hello.get("version"),
-                    "rtt_ms": round(ms, 2)})
+        res.update(
+            {
+                "pid": client.hello.get("pid"),
+                "version": client.hello.get("version"),
+                "rtt_ms": round(ms, 2),
+            }
+        )
         _out(args, res, f"pong from netskyd {res['version']} (pid {res['pid']}) in {ms:.1f} ms")
         return 0
     if c in ("up", "agent"):
@@ -188,7 +207,8 @@ def cmd_channel_send(args: argparse.Namespace, environ: Mapping[str, str]) -> in
     text = sys.stdin.read() if args.text == "-" else args.text
     envelope = new_envelope(sender, to, text, kind=args.kind, in_reply_to=args.reply_to)
     path = send(
-        Paths(home_of(environ)), envelope,
+        Paths(home_of(environ)),
+        envelope,
         inbox_max_pending=_setting(environ, "inbox_max_pending", 1000),
         envelope_max_bytes=_setting(environ, "envelope_max_bytes", 256 * 1024),
     )
@@ -199,10 +219,12 @@ def cmd_channel_send(args: argparse.Namespace, environ: Mapping[str, str]) -> in
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="machine-readable output")
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
+    )
     p = argparse.ArgumentParser(
-        prog="netskyctl", parents=[common],
+        prog="netskyctl",
+        parents=[common],
         description="Talk to netskyd, the netsky supervisor. Exit codes: 0 ok, 1 failed, "
         "2 usage, 3 daemon not running, 4 version skew, 75 temporary failure.",
     )
@@ -228,9 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("agent", help="target agent")
     send.add_argument("text", help="message text ('-' reads standard input)")
     send.add_argument("--from", dest="sender", required=True, help="sending agent id")
-    send.add_argument("--kind", default="message",
-                      choices=("message", "brief", "handoff", "cron", "loop", "escalation",
-                               "harvest"))
+    send.add_argument(
+        "--kind",
+        default="message",
+        choices=("message", "brief", "handoff", "cron", "loop", "escalation", "harvest"),
+    )
     send.add_argument("--reply-to", dest="reply_to", default=None, help="envelope id answered")
     return p
 

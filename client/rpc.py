@@ -50,7 +50,9 @@ class Client:
             sock.connect(str(self.socket_path))
         except (FileNotFoundError, ConnectionRefusedError) as e:
             sock.close()
-            raise DaemonNotRunning(f"netskyd is not running (no answer on {self.socket_path})") from e
+            raise DaemonNotRunning(
+                f"netskyd is not running (no answer on {self.socket_path})"
+            ) from e
         except OSError as e:
             sock.close()
             raise DaemonNotRunning(f"cannot reach netskyd at {self.socket_path}: {e}") from e
@@ -67,8 +69,9 @@ class Client:
             self._sock.close()
             self._sock = None
 
-    def call(self, method: str, params: dict[str, Any] | None = None,
-             timeout_s: float | None = None) -> Any:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, timeout_s: float | None = None
+    ) -> Any:
         """Send one request and return its result. Raises RpcFailed, DaemonNotRunning."""
         assert self._sock is not None, "not connected"
         self._next_id += 1
@@ -78,15 +81,19 @@ class Client:
             self._sock.sendall((json.dumps(req) + "\n").encode())
             line = self._readline()
         except TimeoutError as e:
-            raise NetskyError(f"netskyd did not answer {method} within "
-                              f"{timeout_s or self.timeout_s:g}s") from e
+            raise NetskyError(
+                f"netskyd did not answer {method} within {timeout_s or self.timeout_s:g}s"
+            ) from e
         except OSError as e:
             raise DaemonNotRunning(f"lost the connection to netskyd: {e}") from e
         resp = json.loads(line)
         if "error" in resp:
             err = resp["error"]
-            raise RpcFailed(int(err.get("code", protocol.INTERNAL_ERROR)),
-                            str(err.get("message", "error")), err.get("data"))
+            raise RpcFailed(
+                int(err.get("code", protocol.INTERNAL_ERROR)),
+                str(err.get("message", "error")),
+                err.get("data"),
+            )
         return resp.get("result")
 
     def _readline(self) -> bytes:

@@ -84,14 +84,17 @@ async def status(ctx: Context, params: dict[str, Any]) -> Any:
             "uptime_s": round(now - ctx.started_at, 1),
             "ticks": ctx.tick_count,
             "tick_interval_s": ctx.settings.tick_interval_s,
-            "last_tick_age_s": None if ctx.last_tick_at is None
+            "last_tick_age_s": None
+            if ctx.last_tick_at is None
             else round(now - ctx.last_tick_at, 1),
         },
         "desired": {"state": "up" if sup.desired.up else "down", "agents": sup.desired.wanted()},
         "agents": sup.rows(),
         "unknown_sessions": sup.unknown_sessions,
-        "bus": {"delivered": ctx.the_bus().delivered_count,
-                "poisoned": ctx.the_bus().poisoned_count},
+        "bus": {
+            "delivered": ctx.the_bus().delivered_count,
+            "poisoned": ctx.the_bus().poisoned_count,
+        },
     }
 
 
@@ -117,8 +120,9 @@ async def agent(ctx: Context, params: dict[str, Any]) -> Any:
     try:
         rt = Runtime(runtime) if runtime else None
     except ValueError as e:
-        raise RpcError(protocol.INVALID_PARAMS,
-                       f"unknown runtime {runtime!r} (one of {', '.join(Runtime)})") from e
+        raise RpcError(
+            protocol.INVALID_PARAMS, f"unknown runtime {runtime!r} (one of {', '.join(Runtime)})"
+        ) from e
     timeout_s = _float(params, "timeout_s", ctx.settings.ready_timeout_s + 5)
     agents = await ctx.sup().add_agent(name, rt)
     ready = await ctx.sup().wait_ready(agents, timeout_s) if params.get("wait", True) else None

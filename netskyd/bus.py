@@ -154,7 +154,10 @@ class Bus:
             for f, _ in batch:  # back to the queue, in order; the next kick retries
                 os.rename(f, paths.channel(agent, "inbox") / f.name)
             await self.ctx.recorder.event(
-                "envelope.delivery_failed", level="warning", agent=agent, count=len(batch),
+                "envelope.delivery_failed",
+                level="warning",
+                agent=agent,
+                count=len(batch),
                 error=str(e),
             )
             return 0
@@ -163,13 +166,25 @@ class Bus:
             duplicate = await self.ctx.store.was_delivered(env.id)
             os.rename(f, paths.channel(agent, "delivered") / f.name)
             await self.ctx.recorder.event(
-                "envelope.delivered", agent=agent, envelope_id=env.id, sender=env.sender,
-                kind=env.kind, via="pane", duplicate=duplicate,
+                "envelope.delivered",
+                agent=agent,
+                envelope_id=env.id,
+                sender=env.sender,
+                kind=env.kind,
+                via="pane",
+                duplicate=duplicate,
             )
             await self.ctx.store.add_message(
-                envelope_id=env.id, sender=env.sender, recipient=agent, kind=env.kind,
-                envelope_ts=env.ts, file=f.name, status="delivered", delivered_ts=delivered_ts,
-                via="pane", duplicate=duplicate,
+                envelope_id=env.id,
+                sender=env.sender,
+                recipient=agent,
+                kind=env.kind,
+                envelope_ts=env.ts,
+                file=f.name,
+                status="delivered",
+                delivered_ts=delivered_ts,
+                via="pane",
+                duplicate=duplicate,
             )
         st.last_delivery_ts = delivered_ts
         self.delivered_count += len(batch)
@@ -189,16 +204,25 @@ class Bus:
         target = poison_dir / path.name
         reason = {"rule": rule, "detail": detail, "ts": now_rfc3339(), "file": path.name}
         try:
-            atomic_write_bytes(poison_dir / f"{path.name}.reason.json",
-                               (json.dumps(reason, indent=2) + "\n").encode())
+            atomic_write_bytes(
+                poison_dir / f"{path.name}.reason.json",
+                (json.dumps(reason, indent=2) + "\n").encode(),
+            )
             os.rename(path, target)
         except OSError as e:
             reason["move_error"] = str(e)
         self.poisoned_count += 1
         await self.ctx.recorder.event("envelope.poisoned", level="warning", agent=agent, **reason)
         await self.ctx.store.add_message(
-            envelope_id=None, sender=None, recipient=agent, kind=None, envelope_ts=None,
-            file=path.name, status="poisoned", delivered_ts=None, via=None,
+            envelope_id=None,
+            sender=None,
+            recipient=agent,
+            kind=None,
+            envelope_ts=None,
+            file=path.name,
+            status="poisoned",
+            delivered_ts=None,
+            via=None,
             reason=f"{rule}: {detail}",
         )
 
@@ -220,7 +244,12 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
         bus.rescan()
         task_status.started()
         async for changes in awatch(
-            root, debounce=20, step=5, stop_event=bus.stop, rust_timeout=500, recursive=True,
+            root,
+            debounce=20,
+            step=5,
+            stop_event=bus.stop,
+            rust_timeout=500,
+            recursive=True,
             ignore_permission_denied=True,
         ):
             for change, path in changes:

@@ -32,8 +32,13 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--config", "config", type=click.Path(path_type=Path), default=None,
-              help="config.toml to read (default: $NETSKY_CONFIG, else $NETSKY_HOME/config.toml).")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="config.toml to read (default: $NETSKY_CONFIG, else $NETSKY_HOME/config.toml).",
+)
 def run(config: Path | None) -> None:
     """Run the daemon in the foreground (what systemd/launchd runs).
 
@@ -68,8 +73,12 @@ def _env_config(environ: dict[str, str]) -> Path | None:
 @main.command()
 @click.option("--clones", default=2, show_default=True, help="Clones in the demo constellation.")
 @click.option("--once", is_flag=True, help="Run the tour, stop everything, and exit.")
-@click.option("--home", type=click.Path(path_type=Path), default=None,
-              help="NETSKY_HOME of the demo (default: ./.netsky-demo).")
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="NETSKY_HOME of the demo (default: ./.netsky-demo).",
+)
 def demo(clones: int, once: bool, home: Path | None) -> None:
     """Run the demo constellation: a real daemon, real tmux, demo agents, a guided tour."""
     from netskyd.demo import run_demo

@@ -136,7 +136,9 @@ def config_path(cli_path: Path | None, environ: Mapping[str, str]) -> Path | Non
     return candidate if candidate.exists() else None
 
 
-def load_settings(cli_path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    cli_path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
     """Load settings from the TOML file and ``environ`` (defaults to an empty mapping).
 
     Raises ConfigError naming the file, variable or field that is wrong.

@@ -80,8 +80,12 @@ class Daemon:
         ctx.bus = Bus(ctx)
         self.ctx = ctx
         await recorder.event(
-            "daemon.starting", pid=os.getpid(), version=__version__, home=str(paths.home),
-            tmux_socket=self.settings.tmux_socket, schema_version=await store.schema_version(),
+            "daemon.starting",
+            pid=os.getpid(),
+            version=__version__,
+            home=str(paths.home),
+            tmux_socket=self.settings.tmux_socket,
+            schema_version=await store.schema_version(),
         )
         return ctx
 
@@ -95,7 +99,9 @@ class Daemon:
                 await tg.start(bus.run, ctx)
                 await tg.start(ticker.run, ctx)
                 await ctx.recorder.event(
-                    "daemon.ready", pid=os.getpid(), socket=str(ctx.paths.socket),
+                    "daemon.ready",
+                    pid=os.getpid(),
+                    socket=str(ctx.paths.socket),
                     tick_interval_s=self.settings.tick_interval_s,
                 )
                 if self.shutdown_trigger is not None:
@@ -134,7 +140,8 @@ class Daemon:
             return
         if new.home != self.settings.home or new.tmux_socket != self.settings.tmux_socket:
             await self.ctx.recorder.event(
-                "config.reload_failed", level="error",
+                "config.reload_failed",
+                level="error",
                 error="home and tmux_socket cannot change while running; restart netskyd",
             )
             return
@@ -153,11 +160,15 @@ class Daemon:
         uptime = format_uptime(ctx.clock() - ctx.started_at)
         try:
             await ctx.recorder.event(
-                "daemon.stopped", agents_left_running=alive, envelopes_in_flight=in_flight,
+                "daemon.stopped",
+                agents_left_running=alive,
+                envelopes_in_flight=in_flight,
                 uptime=uptime,
             )
         finally:
-            log.info(f"stopped: {alive} agents left running, {in_flight} envelopes in flight, "
-                     f"uptime {uptime}")
+            log.info(
+                f"stopped: {alive} agents left running, {in_flight} envelopes in flight, "
+                f"uptime {uptime}"
+            )
             await ctx.store.close()
             self.lock.release()

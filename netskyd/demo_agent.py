@@ -53,7 +53,7 @@ class DemoAgent:
             m = _BLOCK.search(self.buffer)
             if m is None:
                 break
-            self.buffer = self.buffer[m.end():]
+            self.buffer = self.buffer[m.end() :]
             attrs = dict(_ATTR.findall(m.group(1)))
             code = self.handle(attrs.get("from", "owner"), m.group(2).strip(), attrs)
             if code is not None:
@@ -114,7 +114,9 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     if sys.stdin.isatty():
         _quiet_tty(sys.stdin)
     write_ready_record(paths.ready_file(agent), agent, session_id, "demo", os.getpid())
-    demo.say(f"netsky demo agent {agent} ready (session {session_id[:8] or '-'}, pid {os.getpid()})")
+    demo.say(
+        f"netsky demo agent {agent} ready (session {session_id[:8] or '-'}, pid {os.getpid()})"
+    )
     demo.say("send me 'ping' over the bus; 'crash' makes me exit non-zero")
     while True:
         line = sys.stdin.readline()

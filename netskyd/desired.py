@@ -32,8 +32,12 @@ class Desired:
         return sorted(self.agents, key=sort_key) if self.up else []
 
     def to_json(self, by: str) -> dict[str, Any]:
-        return {"state": "up" if self.up else "down", "agents": dict(self.agents),
-                "ts": now_rfc3339(), "by": by}
+        return {
+            "state": "up" if self.up else "down",
+            "agents": dict(self.agents),
+            "ts": now_rfc3339(),
+            "by": by,
+        }
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> Desired:

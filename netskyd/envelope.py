@@ -78,8 +78,12 @@ def render_channel(envelopes: list[Envelope]) -> str:
     for env in envelopes:
         attrs = " ".join(
             f'{k}="{html.escape(v, quote=True)}"'
-            for k, v in (("source", "agent"), ("chat_id", env.chat_id), ("from", env.sender),
-                         ("ts", env.ts))
+            for k, v in (
+                ("source", "agent"),
+                ("chat_id", env.chat_id),
+                ("from", env.sender),
+                ("ts", env.ts),
+            )
         )
         blocks.append(f"<channel {attrs}>\n{env.text}\n</channel>")
     return "\n".join(blocks)

@@ -17,8 +17,13 @@ from netskyd.maildir import atomic_write_bytes, now_rfc3339
 
 def write_ready_record(path: Path, agent: str, session_id: str, runtime: str, pid: int) -> None:
     """Atomically write an agent's readiness record."""
-    record = {"agent": agent, "session_id": session_id, "runtime": runtime, "pid": pid,
-              "ts": now_rfc3339()}
+    record = {
+        "agent": agent,
+        "session_id": session_id,
+        "runtime": runtime,
+        "pid": pid,
+        "ts": now_rfc3339(),
+    }
     atomic_write_bytes(path, (json.dumps(record) + "\n").encode())
 
 

@@ -77,8 +77,12 @@ async def create_session(
         env["NETSKY_CONFIG"] = str(ctx.config_path)
     try:
         pane = await ctx.tmux.new_session(
-            agent, command, cwd=workdir, env=env,
-            width=settings.session_width, height=settings.session_height,
+            agent,
+            command,
+            cwd=workdir,
+            env=env,
+            width=settings.session_width,
+            height=settings.session_height,
         )
     except TmuxError as e:
         raise SpawnFailed(f"tmux could not create session {agent}: {e}") from e

@@ -158,12 +158,16 @@ class Supervisor:
             st.alive, st.pane_pid = True, pane.pane_pid
             st.session_id = await self.ctx.tmux.show_env(name, "NETSKY_SESSION_ID")
             runtime = await self.ctx.tmux.show_env(name, "NETSKY_RUNTIME")
-            if runtime in Runtime.__members__.values():
+            if runtime is not None and runtime in {r.value for r in Runtime}:
                 st.runtime = Runtime(runtime)
             st.ready = await self._ready_now(st)
             await self.ctx.recorder.event(
-                "agent.adopted", agent=name, session_id=st.session_id, pane_pid=pane.pane_pid,
-                ready=st.ready, wanted=name in self.desired.wanted(),
+                "agent.adopted",
+                agent=name,
+                session_id=st.session_id,
+                pane_pid=pane.pane_pid,
+                ready=st.ready,
+                wanted=name in self.desired.wanted(),
             )
 
     async def _ready_now(self, st: AgentState) -> bool:
@@ -187,8 +191,12 @@ class Supervisor:
             if was_alive and not st.alive and not st.spawning:
                 st.ready = False
                 await self.ctx.recorder.event(
-                    "agent.gone", level="warning", agent=agent, session_id=st.session_id,
-                    wanted=agent in wanted, noticed_by=reason,
+                    "agent.gone",
+                    level="warning",
+                    agent=agent,
+                    session_id=st.session_id,
+                    wanted=agent in wanted,
+                    noticed_by=reason,
                 )
         for agent in wanted:
             st = self.state_of(agent)
@@ -228,11 +236,20 @@ class Supervisor:
             st.spawned_at = now_rfc3339()
             st.spawns += 1
             await rec.event(
-                "agent.spawned", agent=agent, role=role_of(agent), runtime=st.runtime.value,
-                session_id=spawned.session_id, pane_pid=spawned.pane.pane_pid, reason=reason,
+                "agent.spawned",
+                agent=agent,
+                role=role_of(agent),
+                runtime=st.runtime.value,
+                session_id=spawned.session_id,
+                pane_pid=spawned.pane.pane_pid,
+                reason=reason,
             )
             await self.ctx.store.add_spawn(
-                st.spawned_at, agent, spawned.session_id, st.runtime.value, reason,
+                st.spawned_at,
+                agent,
+                spawned.session_id,
+                st.runtime.value,
+                reason,
                 spawned.pane.pane_pid,
             )
             took = await wait_ready(self.ctx, spawned, self.ctx.settings.ready_timeout_s)
@@ -242,8 +259,9 @@ class Supervisor:
             self.ctx.the_bus().kick(agent)
         except NetskyError as e:
             st.last_error = str(e)
-            await rec.event("agent.spawn_failed", level="error", agent=agent, error=str(e),
-                            reason=reason)
+            await rec.event(
+                "agent.spawn_failed", level="error", agent=agent, error=str(e), reason=reason
+            )
             if st.session_id:
                 await self.ctx.store.finish_spawn(st.session_id, "failed", None)
         finally:
@@ -279,21 +297,23 @@ class Supervisor:
             st = self.state_of(agent)
             if agent not in wanted and not st.alive and not st.spawning:
                 continue
-            rows.append({
-                "agent": agent,
-                "role": role_of(agent),
-                "runtime": st.runtime.value,
-                "wanted": agent in wanted,
-                "alive": st.alive,
-                "spawning": st.spawning,
-                "ready": st.ready,
-                "session_id": st.session_id,
-                "pane_pid": st.pane_pid,
-                "spawns": st.spawns,
-                "inbox_pending": pending_count(self.ctx.paths, agent),
-                "last_delivery_ts": st.last_delivery_ts,
-                "last_error": st.last_error,
-            })
+            rows.append(
+                {
+                    "agent": agent,
+                    "role": role_of(agent),
+                    "runtime": st.runtime.value,
+                    "wanted": agent in wanted,
+                    "alive": st.alive,
+                    "spawning": st.spawning,
+                    "ready": st.ready,
+                    "session_id": st.session_id,
+                    "pane_pid": st.pane_pid,
+                    "spawns": st.spawns,
+                    "inbox_pending": pending_count(self.ctx.paths, agent),
+                    "last_delivery_ts": st.last_delivery_ts,
+                    "last_error": st.last_error,
+                }
+            )
         return rows
 
 

@@ -19,6 +19,7 @@ from anyio.abc import TaskStatus
 from netskyd.context import Context
 from netskyd.errors import NetskyError
 
+
 def next_deadline(start: float, interval: float, now: float) -> float:
     """Next tick time on the grid ``start + k * interval`` strictly after ``now``."""
     k = int((now - start) // interval) + 1
@@ -50,8 +51,7 @@ async def tick_once(ctx: Context) -> dict[str, Any]:
         ctx.tick_count += 1
         ctx.last_tick_at = ctx.clock()
         level = "warning" if summary["timed_out"] or "error" in summary else "debug"
-        await ctx.recorder.event("tick", level=level, duration_ms=round(duration_ms, 1),
-                                 **summary)
+        await ctx.recorder.event("tick", level=level, duration_ms=round(duration_ms, 1), **summary)
         await ctx.store.add_tick(_ts(started), _ts(finished), duration_ms, summary)
         return summary
 

@@ -74,7 +74,8 @@ class Tmux:
                     proc = await anyio.open_process(
                         self.argv(*args),
                         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                        stdout=out, stderr=err,
+                        stdout=out,
+                        stderr=err,
                     )
                     try:
                         if input is not None and proc.stdin is not None:
@@ -94,12 +95,12 @@ class Tmux:
             err.seek(0)
             stdout, stderr = out.read(), err.read()
         if returncode != 0:
-            err = stderr.decode(errors="replace").strip()
-            if "can't find" in err or "session not found" in err:
-                raise SessionNotFound(err)
-            if any(s in err for s in _NO_SERVER):
-                raise SessionNotFound(f"no tmux server: {err}")
-            raise TmuxError(f"tmux {args[0]} failed ({returncode}): {err}")
+            message = stderr.decode(errors="replace").strip()
+            if "can't find" in message or "session not found" in message:
+                raise SessionNotFound(message)
+            if any(s in message for s in _NO_SERVER):
+                raise SessionNotFound(f"no tmux server: {message}")
+            raise TmuxError(f"tmux {args[0]} failed ({returncode}): {message}")
         return stdout.decode(errors="replace")
 
     async def list_panes(self) -> dict[str, PaneInfo]:

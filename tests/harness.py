@@ -30,8 +30,9 @@ def private_socket() -> str:
 def kill_tmux_server(socket_name: str) -> None:
     """Kill the private tmux server (only ever a ``netsky-test-*`` socket)."""
     assert socket_name.startswith("netsky-test-"), socket_name
-    subprocess.run(["tmux", "-L", socket_name, "kill-server"], capture_output=True, timeout=10,
-                   check=False)
+    subprocess.run(
+        ["tmux", "-L", socket_name, "kill-server"], capture_output=True, timeout=10, check=False
+    )
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, step_s: float = 0.1) -> Any:
@@ -52,8 +53,14 @@ class Netsky:
     def __init__(self, home: Path, **settings: Any) -> None:
         self.home = home
         self.socket_name = private_socket()
-        self.settings = {"runtime": "demo", "clones": 2, "tick_interval_s": 1.0,
-                         "ready_timeout_s": 30.0, "paste_settle_ms": 100, **settings}
+        self.settings = {
+            "runtime": "demo",
+            "clones": 2,
+            "tick_interval_s": 1.0,
+            "ready_timeout_s": 30.0,
+            "paste_settle_ms": 100,
+            **settings,
+        }
         home.mkdir(parents=True, exist_ok=True)
         self.config = home / "config.toml"
         self.configure()
@@ -69,20 +76,31 @@ class Netsky:
     @property
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NETSKY_")}
-        env.update(NETSKY_HOME=str(self.home), NETSKY_TMUX_SOCKET=self.socket_name,
-                   NETSKY_CONFIG=str(self.config), PYTHONUNBUFFERED="1")
+        env.update(
+            NETSKY_HOME=str(self.home),
+            NETSKY_TMUX_SOCKET=self.socket_name,
+            NETSKY_CONFIG=str(self.config),
+            PYTHONUNBUFFERED="1",
+        )
         return env
 
     def start(self, wait: bool = True) -> subprocess.Popen[bytes]:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "netskyd", "run", "--config", str(self.config)],
-            env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=self.home,
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            cwd=self.home,
         )
         log.close()
         if wait:
-            wait_for(lambda: self.ctl("ping").returncode == 0 or self._died(), 30,
-                     "netskyd to answer ping")
+            wait_for(
+                lambda: self.ctl("ping").returncode == 0 or self._died(),
+                30,
+                "netskyd to answer ping",
+            )
             assert self.proc.poll() is None, f"netskyd exited early:\n{self.stderr()}"
         return self.proc
 
@@ -92,10 +110,18 @@ class Netsky:
     def stderr(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def ctl(self, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "client", *args], env=self.env,
-                              capture_output=True, text=True, input=input, timeout=timeout,
-                              check=False)
+    def ctl(
+        self, *args: str, input: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "client", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+            check=False,
+        )
 
     def status(self) -> dict[str, Any]:
         res = self.ctl("status", "--json")
@@ -118,9 +144,13 @@ class Netsky:
             return set()
 
     def pane_text(self, session: str) -> str:
-        result = subprocess.run(["tmux", "-L", self.socket_name, "capture-pane", "-p", "-J",
-                                 "-t", f"={session}:"], capture_output=True, text=True,
-                                timeout=10, check=False)
+        result = subprocess.run(
+            ["tmux", "-L", self.socket_name, "capture-pane", "-p", "-J", "-t", f"={session}:"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
         return result.stdout
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:

@@ -108,16 +108,16 @@ class Store:
             if version <= current:
                 continue
             await self.conn.executescript(
-                "BEGIN;\n"
-                + script
-                + f"\nINSERT INTO schema_migrations VALUES ({version}, "
+                "BEGIN;\n" + script + f"\nINSERT INTO schema_migrations VALUES ({version}, "
                 "strftime('%Y-%m-%dT%H:%M:%fZ','now'));\n"
                 + f"PRAGMA user_version = {version};\nCOMMIT;"
             )
             applied.append(version)
         return applied
 
-    async def add_event(self, ts: str, event: str, agent: str | None, fields: dict[str, Any]) -> None:
+    async def add_event(
+        self, ts: str, event: str, agent: str | None, fields: dict[str, Any]
+    ) -> None:
         await self.conn.execute(
             "INSERT INTO events (ts, event, agent, fields) VALUES (?, ?, ?, ?)",
             (ts, event, agent, json.dumps(fields, default=str)),
@@ -169,8 +169,19 @@ class Store:
         await self.conn.execute(
             "INSERT INTO messages (envelope_id, sender, recipient, kind, envelope_ts, file, "
             "status, delivered_ts, via, duplicate, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (envelope_id, sender, recipient, kind, envelope_ts, file, status, delivered_ts, via,
-             int(duplicate), reason),
+            (
+                envelope_id,
+                sender,
+                recipient,
+                kind,
+                envelope_ts,
+                file,
+                status,
+                delivered_ts,
+                via,
+                int(duplicate),
+                reason,
+            ),
         )
         await self.conn.commit()
 

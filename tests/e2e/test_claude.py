@@ -41,8 +41,22 @@ def _executable(path: Path) -> bool:
 
 
 @pytest.fixture(scope="session")
-def claude_bin() -> Path:
-    """The Claude Code CLI: $NETSKY_TEST_CLAUDE, else .cache/npm, else installed there by npm."""
+def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Claude Code CLI, checked with ``--version``."""
+    path = _find_or_install_claude()
+    home = tmp_path_factory.mktemp("claude-version-home")
+    env = {**os.environ, "HOME": str(home), "DISABLE_AUTOUPDATER": "1",
+           "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+    res = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=60,
+                         env=env, stdin=subprocess.DEVNULL, check=False)
+    if res.returncode != 0 or "Claude Code" not in res.stdout:
+        pytest.fail(f"{path} --version failed (exit {res.returncode}):\n{res.stdout}\n{res.stderr}",
+                    pytrace=False)
+    return path
+
+
+def _find_or_install_claude() -> Path:
+    """$NETSKY_TEST_CLAUDE, else .cache/npm's claude, else install it there with npm."""
     override = os.environ.get("NETSKY_TEST_CLAUDE")
     if override:
         path = Path(override).expanduser().absolute()
@@ -58,16 +72,26 @@ def claude_bin() -> Path:
     NPM_PREFIX.mkdir(parents=True, exist_ok=True)
     cmd = [npm, "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund", CLAUDE_SPEC]
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=NPM_TIMEOUT_S,
-                             check=False, stdin=subprocess.DEVNULL)
+        res = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=NPM_TIMEOUT_S,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired as e:
         out = _text(e.stdout) + _text(e.stderr)
-        pytest.fail(f"{' '.join(cmd)} did not finish within {NPM_TIMEOUT_S}s:\n{out}",
-                    pytrace=False)
+        pytest.fail(
+            f"{' '.join(cmd)} did not finish within {NPM_TIMEOUT_S}s:\n{out}", pytrace=False
+        )
     if res.returncode != 0 or not _executable(cached):
-        pytest.fail(f"{' '.join(cmd)} failed (exit {res.returncode}); {cached} "
-                    f"{'exists' if _executable(cached) else 'is missing'}:\n"
-                    f"{res.stdout}\n{res.stderr}", pytrace=False)
+        pytest.fail(
+            f"{' '.join(cmd)} failed (exit {res.returncode}); {cached} "
+            f"{'exists' if _executable(cached) else 'is missing'}:\n"
+            f"{res.stdout}\n{res.stderr}",
+            pytrace=False,
+        )
     return cached
 
 
@@ -120,18 +144,27 @@ def claude_netsky(netsky: Netsky, claude_bin: Path, tmp_path: Path) -> Iterator[
     workdir = (tmp_path / "work").absolute()
     workdir.mkdir()
     seed_home(home, workdir, FAKE_API_KEY)
-    ns = ClaudeNetsky(netsky, {
-        "HOME": str(home),
-        "ANTHROPIC_API_KEY": FAKE_API_KEY,
-        "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{_closed_port()}",
-        "DISABLE_AUTOUPDATER": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_TELEMETRY": "1",
-        "DISABLE_ERROR_REPORTING": "1",
-    })
-    ns.configure(runtime="claude", claude_command=str(claude_bin), clones=0,
-                 agent_runtimes={"agentinfinity": "demo"}, ready_timeout_s=90,
-                 paste_settle_ms=300, workdir=str(workdir))
+    ns = ClaudeNetsky(
+        netsky,
+        {
+            "HOME": str(home),
+            "ANTHROPIC_API_KEY": FAKE_API_KEY,
+            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{_closed_port()}",
+            "DISABLE_AUTOUPDATER": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+        },
+    )
+    ns.configure(
+        runtime="claude",
+        claude_command=str(claude_bin),
+        clones=0,
+        agent_runtimes={"agentinfinity": "demo"},
+        ready_timeout_s=90,
+        paste_settle_ms=300,
+        workdir=str(workdir),
+    )
     yield ns  # the netsky fixture kills the daemon and the private tmux server
 
 
@@ -141,8 +174,10 @@ def _diagnostics(ns: Netsky, agent: str = "agent0") -> str:
         agents = ns.agents()
     except Exception as e:  # the daemon may be gone
         agents = f"(status failed: {e})"
-    return (f"\n--- status: {agents}\n--- {agent} pane:\n{ns.pane_text(agent)}"
-            f"\n--- netskyd stderr:\n{ns.stderr()}")
+    return (
+        f"\n--- status: {agents}\n--- {agent} pane:\n{ns.pane_text(agent)}"
+        f"\n--- netskyd stderr:\n{ns.stderr()}"
+    )
 
 
 def _ready(ns: Netsky, agent: str) -> bool:
@@ -151,7 +186,24 @@ def _ready(ns: Netsky, agent: str) -> bool:
     return bool(ns.agents().get(agent, {}).get("ready"))
 
 
-def test_envelope_reaches_real_claude_code(claude_netsky: ClaudeNetsky, claude_bin: Path) -> None:
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (/proc where there is one, else kill 0)."""
+    if Path("/proc/self/stat").exists():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def test_envelope_reaches_real_claude_code(claude_netsky: ClaudeNetsky) -> None:
     ns = claude_netsky
     ns.start()
 
@@ -170,17 +222,32 @@ def test_envelope_reaches_real_claude_code(claude_netsky: ClaudeNetsky, claude_b
     envelope_id = json.loads(sent.stdout)["id"]
 
     try:
-        wait_for(lambda: f"← agent: {text}" in ns.pane_text("agent0"), 60,
-                 "the envelope rendered in agent0's pane", step_s=0.5)
+        wait_for(
+            lambda: f"← agent: {text}" in ns.pane_text("agent0"),
+            60,
+            "the envelope rendered in agent0's pane",
+            step_s=0.5,
+        )
     except AssertionError as e:
         raise AssertionError(f"{e}{_diagnostics(ns)}") from None
 
     delivered = ns.home / "channels" / "agent" / "agent0" / "delivered"
-    moved = wait_for(lambda: list(delivered.glob(f"*{envelope_id}.json")), 10,
-                     "the envelope in agent0's delivered/")
+    moved = wait_for(
+        lambda: list(delivered.glob(f"*{envelope_id}.json")),
+        10,
+        "the envelope in agent0's delivered/",
+    )
     assert json.loads(moved[0].read_text())["text"] == text
     assert not list((ns.home / "channels/agent/agent0/inbox").glob("*.json")), _diagnostics(ns)
 
-    # Stop the daemon here; the netsky fixture then kills the private tmux server,
-    # which ends Claude Code with it.
+    # Stop the daemon, then the private tmux server (the fixture would too): Claude Code
+    # and the watchdog's demo agent end with it, and nothing is left running.
+    panes = [a["pane_pid"] for a in ns.agents().values() if a.get("pane_pid")]
+    assert panes, _diagnostics(ns)
     assert ns.stop() == 0, ns.stderr()
+    ns.cleanup()
+    wait_for(
+        lambda: not [p for p in panes if _running(p)],
+        20,
+        f"the agents' pane processes {panes} to exit",
+    )

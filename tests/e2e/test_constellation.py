@@ -59,8 +59,11 @@ def test_constellation_lifecycle(netsky: Netsky) -> None:
     # Kill agent0's session behind the daemon's back: it is respawned within a few ticks.
     old_pid = netsky.agents()["agent0"]["pane_pid"]
     netsky.tmux.kill_session("agent0")
-    wait_for(lambda: (a := netsky.agents()["agent0"])["ready"] and a["pane_pid"] != old_pid,
-             30, "agent0 respawned")
+    wait_for(
+        lambda: (a := netsky.agents()["agent0"])["ready"] and a["pane_pid"] != old_pid,
+        30,
+        "agent0 respawned",
+    )
     assert "agent0" in netsky.sessions()
 
     # down: no agent sessions remain, and the daemon does not bring them back.
@@ -97,14 +100,23 @@ def test_down_is_remembered_and_envelopes_waiting_at_start_are_delivered(netsky:
     res = netsky.ctl("up", "--json")
     assert res.returncode == 0, res.stderr + res.stdout
     assert json.loads(res.stdout)["ready"] is True
-    wait_for(lambda: "← owner: hello while you were out" in netsky.pane_text("agent2"), 20,
-             "queued envelope delivered after up")
+    wait_for(
+        lambda: "← owner: hello while you were out" in netsky.pane_text("agent2"),
+        20,
+        "queued envelope delivered after up",
+    )
 
 
 def test_second_daemon_refuses(netsky: Netsky) -> None:
     netsky.start()
-    res = subprocess.run([sys.executable, "-m", "netskyd", "run", "--config", str(netsky.config)],
-                         env=netsky.env, capture_output=True, text=True, timeout=30, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "netskyd", "run", "--config", str(netsky.config)],
+        env=netsky.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert res.returncode == 1
     assert "already running" in res.stderr
     assert netsky.ctl("ping").returncode == 0
@@ -137,8 +149,11 @@ def test_bad_envelope_is_poisoned_and_does_not_block_the_next(netsky: Netsky) ->
     (inbox / "0000000000000000001-agent0-bad.json").write_text("{this is not json")
     good = netsky.ctl("channel", "send", "agent1", "after the bad one", "--from", "agent0")
     assert good.returncode == 0
-    wait_for(lambda: "← agent0: after the bad one" in netsky.pane_text("agent1"), 20,
-             "the good envelope delivered")
+    wait_for(
+        lambda: "← agent0: after the bad one" in netsky.pane_text("agent1"),
+        20,
+        "the good envelope delivered",
+    )
     poison = netsky.home / "channels/agent/agent1/poison"
     reason = json.loads((poison / "0000000000000000001-agent0-bad.json.reason.json").read_text())
     assert reason["rule"] == "not-json"

@@ -11,14 +11,28 @@ import pytest
 
 from client.netskyctl import main
 
-HEAVY = ("pydantic", "anyio", "libtmux", "structlog", "aiosqlite", "watchfiles", "jinja2",
-         "click", "uvloop")
+HEAVY = (
+    "pydantic",
+    "anyio",
+    "libtmux",
+    "structlog",
+    "aiosqlite",
+    "watchfiles",
+    "jinja2",
+    "click",
+    "uvloop",
+)
 
 
 def _run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "client", *args],
-                          env={"NETSKY_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", **env},
-                          capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "client", *args],
+        env={"NETSKY_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("cmd", [["status"], ["ping"], ["up"], ["down"], ["kill", "agent1"]])
@@ -42,9 +56,18 @@ def test_stale_socket_file_is_not_running(tmp_path: Path) -> None:
     assert _run(tmp_path, "status").returncode == 3
 
 
-@pytest.mark.parametrize("argv", [[], ["frobnicate"], ["kill"], ["up", "many"],
-                                  ["agent", "x"], ["channel"],
-                                  ["channel", "send", "agent1", "hi"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["kill"],
+        ["up", "many"],
+        ["agent", "x"],
+        ["channel"],
+        ["channel", "send", "agent1", "hi"],
+    ],
+)
 def test_usage_errors_exit_2(tmp_path: Path, argv: list[str]) -> None:
     assert _run(tmp_path, *argv).returncode == 2
 
@@ -62,20 +85,55 @@ def test_channel_send_works_with_daemon_down(tmp_path: Path) -> None:
 
 
 def test_channel_send_reads_stdin(tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "client", "channel", "send", "agent0", "-",
-                          "--from", "owner", "--json"], input="multi\nline\n",
-                         env={"NETSKY_HOME": str(tmp_path)}, capture_output=True, text=True,
-                         timeout=30, check=False)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "client",
+            "channel",
+            "send",
+            "agent0",
+            "-",
+            "--from",
+            "owner",
+            "--json",
+        ],
+        input="multi\nline\n",
+        env={"NETSKY_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(Path(json.loads(res.stdout)["path"]).read_text())["text"] == "multi\nline\n"
 
 
 def test_full_inbox_exits_75(tmp_path: Path) -> None:
     for i in range(2):
-        assert _run(tmp_path, "channel", "send", "agent1", f"m{i}", "--from", "agent0",
-                    NETSKY_INBOX_MAX_PENDING="2").returncode == 0
-    res = _run(tmp_path, "channel", "send", "agent1", "m2", "--from", "agent0",
-               NETSKY_INBOX_MAX_PENDING="2")
+        assert (
+            _run(
+                tmp_path,
+                "channel",
+                "send",
+                "agent1",
+                f"m{i}",
+                "--from",
+                "agent0",
+                NETSKY_INBOX_MAX_PENDING="2",
+            ).returncode
+            == 0
+        )
+    res = _run(
+        tmp_path,
+        "channel",
+        "send",
+        "agent1",
+        "m2",
+        "--from",
+        "agent0",
+        NETSKY_INBOX_MAX_PENDING="2",
+    )
     assert res.returncode == 75
     assert "inbox of agent1 is full" in res.stderr
     assert len(list((tmp_path / "channels/agent/agent1/inbox").iterdir())) == 2
@@ -89,8 +147,11 @@ def test_bad_agent_ids_exit_2(tmp_path: Path) -> None:
 
 
 def test_client_imports_nothing_heavy() -> None:
-    code = ("import sys, client.netskyctl, client.rpc; "
-            f"print([m for m in {HEAVY!r} if m in sys.modules])")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=30, check=True)
+    code = (
+        "import sys, client.netskyctl, client.rpc; "
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
     assert res.stdout.strip() == "[]"

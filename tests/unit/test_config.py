@@ -19,10 +19,16 @@ def test_defaults_without_file(tmp_path: Path) -> None:
 
 def test_toml_then_environment_wins(tmp_path: Path) -> None:
     cfg = tmp_path / "config.toml"
-    cfg.write_text('runtime = "demo"\nclones = 3\ntick_interval_s = 5\n'
-                   'tmux_socket = "from-file"\nagent_runtimes = { agentinfinity = "shell" }\n')
-    env = {"NETSKY_HOME": str(tmp_path / "h"), "NETSKY_CLONES": "7",
-           "NETSKY_TICK_INTERVAL_S": "0.5", "NETSKY_RUNTIME": "codex"}
+    cfg.write_text(
+        'runtime = "demo"\nclones = 3\ntick_interval_s = 5\n'
+        'tmux_socket = "from-file"\nagent_runtimes = { agentinfinity = "shell" }\n'
+    )
+    env = {
+        "NETSKY_HOME": str(tmp_path / "h"),
+        "NETSKY_CLONES": "7",
+        "NETSKY_TICK_INTERVAL_S": "0.5",
+        "NETSKY_RUNTIME": "codex",
+    }
     s = load_settings(cfg, env)
     assert (s.clones, s.tick_interval_s, s.runtime) == (7, 0.5, Runtime.CODEX)
     assert s.tmux_socket == "from-file"
@@ -51,15 +57,16 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
     [
         ("tick_interval_s = 0\n", {}, "tick_interval_s"),
         ("tick_intervall_s = 5\n", {}, "tick_intervall_s"),
-        ("runtime = \"gpt\"\n", {}, "runtime"),
+        ('runtime = "gpt"\n', {}, "runtime"),
         ("clones = [\n", {}, "not valid TOML"),
         ("", {"NETSKY_CLONES": "many"}, "NETSKY_CLONES"),
         ("", {"NETSKY_AGENT_RUNTIMES": "{not json"}, "must be JSON"),
-        ("agent_runtimes = { agentx = \"demo\" }\n", {}, "agentx"),
+        ('agent_runtimes = { agentx = "demo" }\n', {}, "agentx"),
     ],
 )
-def test_invalid_settings_name_the_culprit(tmp_path: Path, text: str, env: dict[str, str],
-                                           needle: str) -> None:
+def test_invalid_settings_name_the_culprit(
+    tmp_path: Path, text: str, env: dict[str, str], needle: str
+) -> None:
     cfg = tmp_path / "config.toml"
     cfg.write_text(text)
     with pytest.raises(ConfigError, match=needle):

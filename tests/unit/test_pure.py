@@ -21,11 +21,22 @@ from netskyd.runtimes import build_command, idle_prompt, pane_shows_idle
 from netskyd.ticker import next_deadline
 
 
-@pytest.mark.parametrize(("value", "ok"), [
-    ("agent0", True), ("agent1", True), ("agent999", True), ("agentinfinity", True),
-    ("agent01", False), ("agent1000", False), ("agent", False), ("Agent1", False),
-    ("agent-1", False), ("owner", False), ("agent1 ", False),
-])
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("agent0", True),
+        ("agent1", True),
+        ("agent999", True),
+        ("agentinfinity", True),
+        ("agent01", False),
+        ("agent1000", False),
+        ("agent", False),
+        ("Agent1", False),
+        ("agent-1", False),
+        ("owner", False),
+        ("agent1 ", False),
+    ],
+)
 def test_agent_ids(value: str, ok: bool) -> None:
     assert is_agent_id(value) is ok
 
@@ -40,7 +51,10 @@ def test_parse_agent_accepts_what_people_type() -> None:
 
 def test_roles_and_order() -> None:
     assert [role_of(a) for a in ("agent0", "agent4", "agentinfinity")] == [
-        "orchestrator", "clone", "watchdog"]
+        "orchestrator",
+        "clone",
+        "watchdog",
+    ]
     assert agent_n("agentinfinity") == "infinity"
     names = ["agentinfinity", "agent10", "agent2", "agent0"]
     assert sorted(names, key=sort_key) == ["agent0", "agent2", "agent10", "agentinfinity"]
@@ -51,8 +65,11 @@ def test_desired_up_down_agent_kill() -> None:
     assert up2.wanted() == ["agent0", "agent1", "agent2", "agentinfinity"]
     typed = d.with_agent(up2, "agent5", "codex")
     assert typed.agents["agent5"] == "codex"
-    assert d.constellation(1, typed).agents == {"agent0": None, "agent1": None,
-                                                "agentinfinity": None}
+    assert d.constellation(1, typed).agents == {
+        "agent0": None,
+        "agent1": None,
+        "agentinfinity": None,
+    }
     assert "agent2" not in d.without_clone(up2, "agent2").agents
     assert d.without_clone(up2, "agent0") == up2  # agent0 is always wanted
     down = d.Desired(up=False, agents=up2.agents)
@@ -62,13 +79,16 @@ def test_desired_up_down_agent_kill() -> None:
         d.Desired.from_json({"state": "sideways"})
 
 
-@pytest.mark.parametrize(("start", "interval", "now", "expect"), [
-    (0.0, 60.0, 0.0, 60.0),
-    (0.0, 60.0, 59.9, 60.0),
-    (0.0, 60.0, 60.0, 120.0),
-    (0.0, 60.0, 185.0, 240.0),  # an overrun skips missed slots instead of bunching
-    (10.0, 1.0, 10.5, 11.0),
-])
+@pytest.mark.parametrize(
+    ("start", "interval", "now", "expect"),
+    [
+        (0.0, 60.0, 0.0, 60.0),
+        (0.0, 60.0, 59.9, 60.0),
+        (0.0, 60.0, 60.0, 120.0),
+        (0.0, 60.0, 185.0, 240.0),  # an overrun skips missed slots instead of bunching
+        (10.0, 1.0, 10.5, 11.0),
+    ],
+)
 def test_ticks_stay_on_grid(start: float, interval: float, now: float, expect: float) -> None:
     assert next_deadline(start, interval, now) == pytest.approx(expect)
 
@@ -106,8 +126,14 @@ def test_idle_prompts_match_real_screens(tmp_path: Path) -> None:
 
 
 def test_command_lines(tmp_path: Path) -> None:
-    s = load_settings(None, {"NETSKY_HOME": str(tmp_path), "NETSKY_CLAUDE_ARGS": '["--model", "x"]',
-                             "NETSKY_CUSTOM_COMMAND": "mytool --id {{ agent }} {{ prompt_file }}"})
+    s = load_settings(
+        None,
+        {
+            "NETSKY_HOME": str(tmp_path),
+            "NETSKY_CLAUDE_ARGS": '["--model", "x"]',
+            "NETSKY_CUSTOM_COMMAND": "mytool --id {{ agent }} {{ prompt_file }}",
+        },
+    )
     pf = tmp_path / "state" / "prompts" / "agent1.md"
     pf.parent.mkdir(parents=True)
     pf.write_text('say "hi"\nline two\n')

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from netskyd.errors import TmuxTimeout
@@ -29,8 +29,9 @@ def tmux() -> Iterator[Tmux]:
 
 async def test_session_lifecycle_exact_names(tmux: Tmux, tmp_path: Path) -> None:
     assert await tmux.list_panes() == {}  # no server yet
-    pane = await tmux.new_session("agent10", "cat", cwd=tmp_path, env={"X_TEST": "1"},
-                                  width=80, height=20)
+    pane = await tmux.new_session(
+        "agent10", "cat", cwd=tmp_path, env={"X_TEST": "1"}, width=80, height=20
+    )
     assert pane.session == "agent10" and pane.pane_pid > 0
     # "agent1" must not prefix-match "agent10".
     assert not await tmux.has_session("agent1")
@@ -40,10 +41,8 @@ async def test_session_lifecycle_exact_names(tmux: Tmux, tmp_path: Path) -> None
     assert await tmux.show_env("agent10", "NOT_SET") is None
     await tmux.paste("agent10", "hello\nworld", buffer="b1")
     await tmux.send_keys("agent10", "Enter")
-    import anyio
-
     with anyio.fail_after(5):
-        while "world" not in await tmux.capture("agent10"):
+        while "world" not in await tmux.capture("agent10"):  # noqa: ASYNC110 - polling a pane
             await anyio.sleep(0.05)
     assert set(await tmux.list_panes()) == {"agent10"}
     assert await tmux.kill_session("agent10")
@@ -51,8 +50,7 @@ async def test_session_lifecycle_exact_names(tmux: Tmux, tmp_path: Path) -> None
 
 async def test_wedged_server_times_out(tmux: Tmux, tmp_path: Path) -> None:
     await tmux.new_session("agent1", "cat", cwd=tmp_path, env={}, width=80, height=20)
-    pid = int(subprocess.run(tmux.argv("display-message", "-p", "#{pid}"), capture_output=True,
-                             text=True, timeout=5, check=True).stdout)
+    pid = int(await tmux.run("display-message", "-p", "#{pid}"))
     os.kill(pid, signal.SIGSTOP)
     try:
         with pytest.raises(TmuxTimeout, match="did not answer"):

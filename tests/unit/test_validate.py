@@ -32,12 +32,15 @@ def test_good_envelope_passes(tmp_path: Path) -> None:
     assert validate(_write(tmp_path, _good()), "agent0", MAX).text == "hi"
 
 
-@pytest.mark.parametrize(("content", "rule"), [
-    ("{not json", "not-json"),
-    ('{"v": 1}', "schema"),
-    (None, "wrong-recipient"),
-    ("x" * (MAX + 1), "too-large"),
-])
+@pytest.mark.parametrize(
+    ("content", "rule"),
+    [
+        ("{not json", "not-json"),
+        ('{"v": 1}', "schema"),
+        (None, "wrong-recipient"),
+        ("x" * (MAX + 1), "too-large"),
+    ],
+)
 def test_rules(tmp_path: Path, content: str | None, rule: str) -> None:
     p = _write(tmp_path, content if content is not None else _good(to="agent2"))
     with pytest.raises(EnvelopeRejected) as exc:

@@ -1,0 +1,166 @@
+"""``netskyd demo``: a real constellation of demo agents with a guided tour.
+
+Starts ``netskyd run`` as a child process (its own NETSKY_HOME, default
+``./.netsky-demo``, and its own tmux socket ``netsky-demo``), then shows the
+three things netsky is for: agents come up in real tmux sessions, they exchange
+real envelopes (ping/pong), and a killed agent is respawned. Every wait has a
+deadline. Without ``--once`` the constellation keeps running until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from client.netskyctl import format_status
+from client.rpc import Client
+from netskyd import protocol
+from netskyd.errors import NetskyError
+from netskyd.maildir import new_envelope, send
+from netskyd.paths import Paths
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_SOCKET = "netsky-demo"
+
+
+def say(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def wait_until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll ``check`` every 0.1 s; raise NetskyError naming ``what`` past the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except NetskyError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise NetskyError(f"timed out after {timeout_s:g}s waiting for {what}")
+
+
+class Tour:
+    """The demo's steps, talking to the daemon over its socket like netskyctl does."""
+
+    def __init__(self, home: Path, socket_name: str) -> None:
+        self.paths = Paths(home)
+        self.socket_name = socket_name
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        with Client(self.paths.socket, timeout_s=60) as c:
+            return c.call(method, params, timeout_s=60)
+
+    def agents(self) -> dict[str, dict[str, Any]]:
+        return {a["agent"]: a for a in self.call(protocol.STATUS)["agents"]}
+
+    def pane(self, agent: str) -> str:
+        res = subprocess.run(
+            ["tmux", "-L", self.socket_name, "capture-pane", "-p", "-t", f"={agent}:"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+        return res.stdout
+
+    def run(self) -> None:
+        say("1. Bringing the constellation up (real tmux sessions, one per agent)...")
+        t0 = time.monotonic()
+        self.call(protocol.UP, {"wait": False})
+        wait_until(lambda: all(a["ready"] for a in self.agents().values()) and self.agents(),
+                   60, "every agent to be ready")
+        say(f"   ready in {time.monotonic() - t0:.1f}s\n")
+        say(format_status(self.call(protocol.STATUS)))
+        say("\n2. agent0 sends 'ping' to agent1 over the bus; agent1 answers 'pong'...")
+        t0 = time.monotonic()
+        send(self.paths, new_envelope("agent0", "agent1", "ping"))
+        delivered = self.paths.channel("agent0", "delivered")
+
+        def pong() -> bool:
+            for p in delivered.glob("*.json"):
+                env = json.loads(p.read_text())
+                if env["from"] == "agent1" and env["text"] == "pong":
+                    return True
+            return False
+
+        wait_until(pong, 30, "agent1's pong")
+        say(f"   round trip in {(time.monotonic() - t0) * 1000:.0f} ms; agent0's pane shows:")
+        for line in [x for x in self.pane("agent0").splitlines() if x.strip()][-3:]:
+            say(f"   | {line}")
+        say("\n3. Killing agent0's tmux session behind netskyd's back...")
+        old = self.agents()["agent0"]["pane_pid"]
+        subprocess.run(["tmux", "-L", self.socket_name, "kill-session", "-t", "=agent0"],
+                       capture_output=True, timeout=5, check=False)
+        t0 = time.monotonic()
+        wait_until(lambda: (a := self.agents()["agent0"])["ready"] and a["pane_pid"] != old,
+                   60, "agent0 to be respawned")
+        say(f"   agent0 is back (new pane pid) after {time.monotonic() - t0:.1f}s\n")
+
+
+def run_demo(*, clones: int, once: bool, home: Path | None, environ: Mapping[str, str]) -> int:
+    """Run the demo; return the exit code (0 when every step of the tour passed)."""
+    home = (home or Path.cwd() / ".netsky-demo").absolute()
+    socket_name = environ.get("NETSKY_TMUX_SOCKET") or DEMO_SOCKET
+    config = REPO / "examples" / "demo.toml"
+    env = {k: v for k, v in environ.items() if not k.startswith("NETSKY_")}
+    env.update(NETSKY_HOME=str(home), NETSKY_TMUX_SOCKET=socket_name, NETSKY_CLONES=str(clones))
+    if config.exists():
+        env["NETSKY_CONFIG"] = str(config)
+    else:
+        env.update(NETSKY_RUNTIME="demo", NETSKY_TICK_INTERVAL_S="2")
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    log_path = home / "logs" / "demo-daemon.out"
+    say(f"netsky demo: NETSKY_HOME={home}  tmux socket: {socket_name}")
+    with open(log_path, "ab") as log:
+        daemon = subprocess.Popen([sys.executable, "-m", "netskyd", "run"], env=env,
+                                  stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    tour = Tour(home, socket_name)
+    code = 0
+    try:
+        wait_until(lambda: daemon.poll() is not None or tour.call(protocol.PING), 30,
+                   "netskyd to answer on its socket")
+        if daemon.poll() is not None:
+            say(f"netskyd exited ({daemon.returncode}); see {log_path}")
+            return 1
+        say(f"netskyd is running (pid {daemon.pid}); its log: {log_path}\n")
+        tour.run()
+        say("Try it yourself, in another terminal:")
+        say(f"   export NETSKY_HOME={home}")
+        say(f"   netskyctl status                       # also: {sys.executable} -m client status")
+        say("   netskyctl channel send agent2 ping --from agent0")
+        say(f"   tmux -L {socket_name} attach -t agent0   # detach with Ctrl-b d")
+        if once:
+            return 0
+        say("\nThe constellation keeps running. Ctrl-C stops it.")
+        daemon.wait()
+    except NetskyError as e:
+        say(f"demo failed: {e}\n(see {log_path})")
+        code = 1
+    except KeyboardInterrupt:
+        say("")
+    finally:
+        _stop(tour, daemon)
+    return code
+
+
+def _stop(tour: Tour, daemon: subprocess.Popen[bytes]) -> None:
+    if daemon.poll() is None:
+        try:
+            killed = tour.call(protocol.DOWN)["killed"]
+            say(f"stopped agents: {', '.join(killed) or 'none'}")
+        except NetskyError as e:
+            say(f"could not stop the agents: {e}")
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(daemon.pid, signal.SIGKILL)
+            daemon.wait(timeout=10)
+    say(f"netskyd stopped (exit {daemon.returncode})")
