@@ -1,0 +1,18 @@
+# The few verbs people type. Each is a thin wrapper over scripts/.
+.PHONY: demo test lint bench install
+
+install:
+	bash -c '. scripts/lib.sh && ensure_tmux && ensure_venv "[dev]"'
+
+demo:
+	scripts/demo
+
+test:
+	scripts/test
+
+lint: install
+	.venv/bin/ruff check netskyd client tests bench
+	.venv/bin/mypy
+
+bench: install
+	.venv/bin/python bench/status_latency.py

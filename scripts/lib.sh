@@ -1,0 +1,44 @@
+# Shared set-up steps for scripts/demo and scripts/test (sourced, not run).
+# Installs what a fresh machine lacks: tmux (apt-get, or brew on macOS) and a
+# virtualenv in .venv with netsky and its dependencies from the package index.
+
+NETSKY_PYTHON="${NETSKY_PYTHON:-python3}"
+VENV="${VENV:-.venv}"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+ensure_tmux() {
+  if command -v tmux >/dev/null 2>&1; then return 0; fi
+  say "tmux is missing; installing it"
+  if command -v apt-get >/dev/null 2>&1; then
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq tmux
+  elif command -v brew >/dev/null 2>&1; then
+    brew install tmux
+  else
+    say "cannot install tmux here: install it with your package manager, then re-run"
+    return 1
+  fi
+}
+
+ensure_venv() {
+  # $1: pip extras, e.g. "[dev]" (may be empty)
+  local extras="${1:-}"
+  if ! "$NETSKY_PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    say "netsky needs Python 3.11 or newer ($NETSKY_PYTHON is $("$NETSKY_PYTHON" -V 2>&1))"
+    return 1
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    "$NETSKY_PYTHON" -m venv "$VENV"
+  fi
+  local stamp="$VENV/.netsky-installed$extras"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    say "installing netsky$extras into $VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e ".$extras"
+    touch "$stamp"
+  fi
+}
