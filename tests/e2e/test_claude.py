@@ -17,7 +17,7 @@ import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +45,26 @@ def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Claude Code CLI, checked with ``--version``."""
     path = _find_or_install_claude()
     home = tmp_path_factory.mktemp("claude-version-home")
-    env = {**os.environ, "HOME": str(home), "DISABLE_AUTOUPDATER": "1",
-           "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
-    res = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=60,
-                         env=env, stdin=subprocess.DEVNULL, check=False)
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }
+    res = subprocess.run(
+        [str(path), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     if res.returncode != 0 or "Claude Code" not in res.stdout:
-        pytest.fail(f"{path} --version failed (exit {res.returncode}):\n{res.stdout}\n{res.stderr}",
-                    pytrace=False)
+        pytest.fail(
+            f"{path} --version failed (exit {res.returncode}):\n{res.stdout}\n{res.stderr}",
+            pytrace=False,
+        )
     return path
 
 
@@ -112,7 +125,7 @@ class ClaudeNetsky(Netsky):
     """A Netsky whose daemon (hence its tmux server and every pane) gets ``extra_env``."""
 
     def __init__(self, base: Netsky, extra_env: dict[str, str]) -> None:
-        # Reuse the fixture's home and socket, so its cleanup() also covers this one.
+        # The fixture's home, socket and config; this object starts its own daemon.
         self.__dict__.update(base.__dict__)
         self.extra_env = extra_env
 
@@ -165,7 +178,10 @@ def claude_netsky(netsky: Netsky, claude_bin: Path, tmp_path: Path) -> Iterator[
         paste_settle_ms=300,
         workdir=str(workdir),
     )
-    yield ns  # the netsky fixture kills the daemon and the private tmux server
+    try:
+        yield ns
+    finally:
+        ns.cleanup()  # this daemon (the netsky fixture does not know it) and the tmux server
 
 
 def _diagnostics(ns: Netsky, agent: str = "agent0") -> str:
@@ -203,45 +219,51 @@ def _running(pid: int) -> bool:
     return True
 
 
+def _wait(ns: Netsky, predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """``wait_for``, failing with the pane, the daemon's status and its stderr."""
+    try:
+        return wait_for(predicate, timeout_s, what, step_s=0.5)
+    except AssertionError as e:
+        raise AssertionError(f"{e}{_diagnostics(ns)}") from None
+
+
 def test_envelope_reaches_real_claude_code(claude_netsky: ClaudeNetsky) -> None:
     ns = claude_netsky
     ns.start()
 
-    try:
-        wait_for(lambda: _ready(ns, "agent0"), 120, "agent0 (Claude Code) ready", step_s=0.5)
-    except AssertionError as e:
-        raise AssertionError(f"{e}{_diagnostics(ns)}") from None
-    assert ns.agents()["agent0"]["runtime"] == "claude", _diagnostics(ns)
+    # agent0 runs Claude Code and is ready at its idle prompt; the watchdog stays on demo.
+    _wait(ns, lambda: _ready(ns, "agent0"), 120, "agent0 (Claude Code) ready")
+    agent0 = ns.agents()["agent0"]
+    assert agent0["runtime"] == "claude", _diagnostics(ns)
     assert "Claude Code" in ns.pane_text("agent0"), _diagnostics(ns)
     prompt = ns.home / "state" / "prompts" / "agent0.md"
     assert prompt.is_file() and "agent0" in prompt.read_text(), _diagnostics(ns)
 
+    # An envelope from agent1 is pasted into the pane; Claude Code renders the
+    # <channel source="agent"> block as "← agent: <text>".
     text = f"hello claude {uuid.uuid4().hex[:12]}"
     sent = ns.ctl("channel", "send", "agent0", text, "--from", "agent1", "--json")
     assert sent.returncode == 0, sent.stderr + sent.stdout
     envelope_id = json.loads(sent.stdout)["id"]
+    _wait(
+        ns,
+        lambda: f"← agent: {text}" in ns.pane_text("agent0"),
+        60,
+        "the envelope rendered in agent0's pane",
+    )
 
-    try:
-        wait_for(
-            lambda: f"← agent: {text}" in ns.pane_text("agent0"),
-            60,
-            "the envelope rendered in agent0's pane",
-            step_s=0.5,
-        )
-    except AssertionError as e:
-        raise AssertionError(f"{e}{_diagnostics(ns)}") from None
-
-    delivered = ns.home / "channels" / "agent" / "agent0" / "delivered"
-    moved = wait_for(
-        lambda: list(delivered.glob(f"*{envelope_id}.json")),
+    channel = ns.home / "channels" / "agent" / "agent0"
+    moved = _wait(
+        ns,
+        lambda: list((channel / "delivered").glob(f"*{envelope_id}.json")),
         10,
         "the envelope in agent0's delivered/",
     )
     assert json.loads(moved[0].read_text())["text"] == text
-    assert not list((ns.home / "channels/agent/agent0/inbox").glob("*.json")), _diagnostics(ns)
+    assert not list((channel / "inbox").glob("*.json")), _diagnostics(ns)
 
-    # Stop the daemon, then the private tmux server (the fixture would too): Claude Code
-    # and the watchdog's demo agent end with it, and nothing is left running.
+    # Stop the daemon, then the private tmux server: Claude Code and the watchdog's
+    # demo agent end with it, and nothing is left running.
     panes = [a["pane_pid"] for a in ns.agents().values() if a.get("pane_pid")]
     assert panes, _diagnostics(ns)
     assert ns.stop() == 0, ns.stderr()
