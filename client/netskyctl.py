@@ -13,9 +13,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
 
 from client.rpc import Client, RpcFailed
 from netskyd import __version__, protocol
@@ -28,7 +25,14 @@ from netskyd.errors import (
     VersionSkew,
 )
 from netskyd.ids import parse_agent
-from netskyd.paths import Paths
+from netskyd.paths import socket_path
+
+# typing, pathlib and dataclasses are kept off the import path: start-up time is
+# most of what a netskyctl call costs (bench/status_latency.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
 RUNTIMES = ("claude", "codex", "shell", "demo", "custom")
 START_HINT = (
@@ -45,23 +49,22 @@ def _config(environ: Mapping[str, str]) -> dict[str, Any]:
     import tomllib
 
     path_s = environ.get("NETSKY_CONFIG")
-    home = Path(environ.get("NETSKY_HOME") or "~/.netsky").expanduser()
-    path = Path(path_s).expanduser() if path_s else home / "config.toml"
+    home = os.path.expanduser(environ.get("NETSKY_HOME") or "~/.netsky")
+    path = os.path.expanduser(path_s) if path_s else os.path.join(home, "config.toml")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as f:
+            return tomllib.loads(f.read())
     except (OSError, ValueError):
         return {}
 
 
-def home_of(environ: Mapping[str, str]) -> Path:
+def home_of(environ: Mapping[str, str]) -> str:
     """NETSKY_HOME as the daemon computes it: env, else config.toml's ``home``, else ~/.netsky."""
-    if environ.get("NETSKY_HOME"):
-        return Path(environ["NETSKY_HOME"]).expanduser().absolute()
-    if environ.get("NETSKY_CONFIG"):
-        home = _config(environ).get("home")
-        if isinstance(home, str):
-            return Path(home).expanduser().absolute()
-    return Path("~/.netsky").expanduser().absolute()
+    home = environ.get("NETSKY_HOME")
+    if not home and environ.get("NETSKY_CONFIG"):
+        configured = _config(environ).get("home")
+        home = configured if isinstance(configured, str) else None
+    return os.path.abspath(os.path.expanduser(home or "~/.netsky"))
 
 
 def _setting(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -200,14 +203,17 @@ def cmd_rpc(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_channel_send(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from pathlib import Path
+
     from netskyd.maildir import new_envelope, send
+    from netskyd.paths import Paths
 
     to = parse_agent(args.agent)
     sender = args.sender if not args.sender[:1].isdigit() else parse_agent(args.sender)
     text = sys.stdin.read() if args.text == "-" else args.text
     envelope = new_envelope(sender, to, text, kind=args.kind, in_reply_to=args.reply_to)
     path = send(
-        Paths(home_of(environ)),
+        Paths(Path(home_of(environ))),
         envelope,
         inbox_max_pending=_setting(environ, "inbox_max_pending", 1000),
         envelope_max_bytes=_setting(environ, "envelope_max_bytes", 256 * 1024),
@@ -287,8 +293,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             args.n = parse_agent(args.n)  # usage errors before any connection attempt
         if args.command == "kill":
             args.agent = parse_agent(args.agent)
-        socket_path = Paths(home_of(environ)).socket
-        with Client(socket_path) as client:
+        with Client(socket_path(home_of(environ))) as client:
             return cmd_rpc(args, client)
     except (Usage, ValueError) as e:
         return _fail(args, protocol.EXIT_USAGE, str(e))

@@ -7,12 +7,15 @@ Every call has a deadline. Connection failures map to DaemonNotRunning, an
 from __future__ import annotations
 
 import json
+import os
 import socket
-from pathlib import Path
-from typing import Any
 
 from netskyd import protocol
 from netskyd.errors import DaemonNotRunning, NetskyError, VersionSkew
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class RpcFailed(NetskyError):
@@ -27,7 +30,7 @@ class RpcFailed(NetskyError):
 class Client:
     """One connection to netskyd; use as a context manager."""
 
-    def __init__(self, socket_path: Path, timeout_s: float = 10.0) -> None:
+    def __init__(self, socket_path: str | os.PathLike[str], timeout_s: float = 10.0) -> None:
         self.socket_path = socket_path
         self.timeout_s = timeout_s
         self._sock: socket.socket | None = None

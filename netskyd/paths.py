@@ -1,21 +1,43 @@
 """Every path under NETSKY_HOME, in one place (stdlib only).
 
-Layout source: ARCHITECTURE.md, "Paths".
+Layout source: ARCHITECTURE.md, "Paths". This module imports neither pathlib
+nor dataclasses at run time: netskyctl imports it, and each of those costs
+more start-up time than the whole status round trip (see bench/).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 CHANNEL_DIRS = ("tmp", "inbox", "claimed", "delivered", "poison", "outbox")
+SOCKET_NAME = "netskyd.sock"
 
 
-@dataclass(frozen=True)
+def socket_path(home: str) -> str:
+    """The control socket of a NETSKY_HOME given as a string (for the client's fast path)."""
+    return os.path.join(home, SOCKET_NAME)
+
+
 class Paths:
-    """Paths derived from one NETSKY_HOME (an absolute directory)."""
+    """Paths derived from one NETSKY_HOME (an absolute ``pathlib.Path``)."""
 
-    home: Path
+    __slots__ = ("home",)
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    def __repr__(self) -> str:
+        return f"Paths({self.home!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Paths) and other.home == self.home
+
+    def __hash__(self) -> int:
+        return hash(self.home)
 
     @property
     def config(self) -> Path:
@@ -23,7 +45,7 @@ class Paths:
 
     @property
     def socket(self) -> Path:
-        return self.home / "netskyd.sock"
+        return self.home / SOCKET_NAME
 
     @property
     def state(self) -> Path:

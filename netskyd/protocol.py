@@ -11,7 +11,9 @@ object terminated by ``\\n``. A client sends ``hello`` first and compares
 
 from __future__ import annotations
 
-from typing import Any, Final
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time the client does not need
+    from typing import Any, Final
 
 #: Bumped on any incompatible change to methods, params or results.
 API_VERSION: Final = 1
