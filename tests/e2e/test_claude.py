@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import uuid
@@ -23,27 +22,22 @@ from typing import Any
 
 import pytest
 
-from tests.harness import REPO, Netsky, wait_for
+from tests.harness import Netsky, wait_for
+from tests.npm_clis import find_or_install
 
 pytestmark = [pytest.mark.e2e, pytest.mark.claude, pytest.mark.timeout(900)]
 
 CLAUDE_SPEC = "@anthropic-ai/claude-code@^2.1"
-NPM_PREFIX = REPO / ".cache" / "npm"
-NPM_TIMEOUT_S = 600
 #: Fake, never sent anywhere: the base URL below is a closed local port.
 FAKE_API_KEY = "sk-ant-netsky-test-" + "x" * 24 + "0123456789abcdefghij"
 #: Variables of the test runner's environment that must not reach Claude Code.
 CLAUDE_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "CLAUDECODE")
 
 
-def _executable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
-
-
 @pytest.fixture(scope="session")
 def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Claude Code CLI, checked with ``--version``."""
-    path = _find_or_install_claude()
+    path = find_or_install(CLAUDE_SPEC, "claude", "NETSKY_TEST_CLAUDE")
     home = tmp_path_factory.mktemp("claude-version-home")
     env = {
         **os.environ,
@@ -66,52 +60,6 @@ def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pytrace=False,
         )
     return path
-
-
-def _find_or_install_claude() -> Path:
-    """$NETSKY_TEST_CLAUDE, else .cache/npm's claude, else install it there with npm."""
-    override = os.environ.get("NETSKY_TEST_CLAUDE")
-    if override:
-        path = Path(override).expanduser().absolute()
-        if not _executable(path):
-            pytest.fail(f"NETSKY_TEST_CLAUDE={override} is not an executable file", pytrace=False)
-        return path
-    cached = NPM_PREFIX / "node_modules" / ".bin" / "claude"
-    if _executable(cached):
-        return cached
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm is not installed: cannot install Claude Code from the npm registry")
-    NPM_PREFIX.mkdir(parents=True, exist_ok=True)
-    cmd = [npm, "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund", CLAUDE_SPEC]
-    try:
-        res = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=NPM_TIMEOUT_S,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as e:
-        out = _text(e.stdout) + _text(e.stderr)
-        pytest.fail(
-            f"{' '.join(cmd)} did not finish within {NPM_TIMEOUT_S}s:\n{out}", pytrace=False
-        )
-    if res.returncode != 0 or not _executable(cached):
-        pytest.fail(
-            f"{' '.join(cmd)} failed (exit {res.returncode}); {cached} "
-            f"{'exists' if _executable(cached) else 'is missing'}:\n"
-            f"{res.stdout}\n{res.stderr}",
-            pytrace=False,
-        )
-    return cached
-
-
-def _text(out: bytes | str | None) -> str:
-    if isinstance(out, bytes):
-        return out.decode(errors="replace")
-    return out or ""
 
 
 def _closed_port() -> int:

@@ -159,3 +159,32 @@ def test_bad_envelope_is_poisoned_and_does_not_block_the_next(netsky: Netsky) ->
     assert reason["rule"] == "not-json"
     assert (poison / "0000000000000000001-agent0-bad.json").exists()
     assert netsky.status()["bus"]["poisoned"] == 1
+
+
+def test_sigterm_leaves_agents_running_and_the_next_daemon_adopts_them(netsky: Netsky) -> None:
+    netsky.configure(clones=1)
+    names = ["agent0", "agent1", "agentinfinity"]
+    netsky.start()
+    wait_for(lambda: netsky.all_ready(names), 60, "agents ready")
+    before = {a: row["pane_pid"] for a, row in netsky.agents().items()}
+
+    # The spawn path put the contract's variables into each session's environment.
+    session = netsky.tmux.sessions.get(session_name="agent1")
+    env = session.show_environment()
+    assert env["AGENT_N"] == "1"
+    assert env["NETSKY_HOME"] == str(netsky.home)
+    assert env["NETSKY_PROMPT_FILE"] == str(netsky.home / "state/prompts/agent1.md")
+    assert env["NETSKY_SESSION_ID"]
+
+    assert netsky.stop() == 0
+    assert set(names) <= netsky.sessions()  # agents outlive the daemon
+
+    netsky.start()
+    wait_for(lambda: netsky.all_ready(names), 30, "adopted agents ready")
+    after = netsky.agents()
+    assert {a: after[a]["pane_pid"] for a in names} == {a: before[a] for a in names}
+    assert all(after[a]["spawns"] == 0 for a in names)  # adopted, not respawned
+    db = sqlite3.connect(netsky.home / "meta.db")
+    adopted = db.execute("SELECT agent FROM events WHERE event = 'agent.adopted'").fetchall()
+    db.close()
+    assert sorted(a for (a,) in adopted) == sorted(names)

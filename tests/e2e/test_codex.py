@@ -1,0 +1,132 @@
+"""End to end with the real Codex CLI: netskyd spawns agent0 on the ``codex`` runtime.
+
+Proves the command line netsky builds (``codex -c developer_instructions=...``) is
+accepted by the Codex CLI on the npm registry today, that readiness is seen on its
+real screen (the ``›`` composer), and that an envelope lands in its pane. Codex runs
+offline: a temporary HOME holds an API-key login and marks the working directory
+trusted, and the API base URL is a closed local port.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Netsky, wait_for
+from tests.npm_clis import find_or_install
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+CODEX_SPEC = "@openai/codex"
+FAKE_KEY = "sk-netsky-test-" + "y" * 32
+
+
+@pytest.fixture(scope="session")
+def codex_bin() -> Path:
+    path = find_or_install(CODEX_SPEC, "codex", "NETSKY_TEST_CODEX")
+    res = subprocess.run(
+        [str(path), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if res.returncode != 0 or "codex" not in res.stdout.lower():
+        pytest.fail(f"{path} --version failed:\n{res.stdout}\n{res.stderr}", pytrace=False)
+    return path
+
+
+class EnvNetsky(Netsky):
+    """A Netsky whose daemon (hence its tmux server and panes) gets ``extra_env``."""
+
+    def __init__(self, base: Netsky, extra_env: dict[str, str]) -> None:
+        self.__dict__.update(base.__dict__)
+        self.extra_env = extra_env
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in super().env.items() if not k.startswith(("OPENAI_", "CODEX_"))}
+        env.update(self.extra_env)
+        return env
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def codex_netsky(netsky: Netsky, codex_bin: Path, tmp_path: Path) -> Iterator[EnvNetsky]:
+    home = tmp_path / "user-home"
+    workdir = (tmp_path / "work").absolute()
+    workdir.mkdir()
+    (home / ".codex").mkdir(parents=True)
+    (home / ".codex" / "auth.json").write_text(
+        json.dumps({"OPENAI_API_KEY": FAKE_KEY, "auth_mode": "apikey"})
+    )
+    (home / ".codex" / "config.toml").write_text(
+        f'check_for_update_on_startup = false\n[projects."{workdir}"]\ntrust_level = "trusted"\n'
+    )
+    ns = EnvNetsky(
+        netsky,
+        {
+            "HOME": str(home),
+            "OPENAI_API_KEY": FAKE_KEY,
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{_closed_port()}/v1",
+        },
+    )
+    ns.configure(
+        runtime="codex",
+        codex_command=str(codex_bin),
+        clones=0,
+        agent_runtimes={"agentinfinity": "demo"},
+        ready_timeout_s=90,
+        paste_settle_ms=400,
+        workdir=str(workdir),
+    )
+    try:
+        yield ns
+    finally:
+        ns.cleanup()
+
+
+def test_envelope_reaches_real_codex(codex_netsky: EnvNetsky) -> None:
+    ns = codex_netsky
+    ns.start()
+
+    def diag() -> str:
+        return f"\n--- agent0 pane:\n{ns.pane_text('agent0')}\n--- netskyd:\n{ns.stderr()}"
+
+    try:
+        wait_for(
+            lambda: ns.agents().get("agent0", {}).get("ready"),
+            120,
+            "codex agent0 ready",
+            step_s=0.5,
+        )
+    except AssertionError as e:
+        raise AssertionError(f"{e}{diag()}") from None
+    assert ns.agents()["agent0"]["runtime"] == "codex"
+    assert "OpenAI Codex" in ns.pane_text("agent0"), diag()
+    sidecar = ns.home / "state" / "prompts" / "agent0.codex.toml"
+    assert json.loads(sidecar.read_text()).startswith("# You are agent0")
+
+    text = f"hello codex {uuid.uuid4().hex[:12]}"
+    sent = ns.ctl("channel", "send", "agent0", text, "--from", "agent1", "--json")
+    assert sent.returncode == 0, sent.stderr
+    envelope_id = json.loads(sent.stdout)["id"]
+    try:
+        wait_for(lambda: text in ns.pane_text("agent0"), 60, "the envelope in codex's pane")
+    except AssertionError as e:
+        raise AssertionError(f"{e}{diag()}") from None
+    delivered = ns.home / "channels/agent/agent0/delivered"
+    wait_for(lambda: list(delivered.glob(f"*{envelope_id}.json")), 10, "the ack (delivered/)")
+    assert ns.stop() == 0
