@@ -33,6 +33,9 @@ def kill_tmux_server(socket_name: str) -> None:
     subprocess.run(
         ["tmux", "-L", socket_name, "kill-server"], capture_output=True, timeout=10, check=False
     )
+    # tmux leaves the socket file behind; remove it so test runs do not pile them up.
+    tmpdir = os.environ.get("TMUX_TMPDIR") or "/tmp"
+    Path(tmpdir, f"tmux-{os.getuid()}", socket_name).unlink(missing_ok=True)
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, step_s: float = 0.1) -> Any:
