@@ -66,7 +66,10 @@ class Tour:
     def pane(self, agent: str) -> str:
         res = subprocess.run(
             ["tmux", "-L", self.socket_name, "capture-pane", "-p", "-t", f"={agent}:"],
-            capture_output=True, text=True, timeout=5, check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
         return res.stdout
 
@@ -74,8 +77,11 @@ class Tour:
         say("1. Bringing the constellation up (real tmux sessions, one per agent)...")
         t0 = time.monotonic()
         self.call(protocol.UP, {"wait": False})
-        wait_until(lambda: all(a["ready"] for a in self.agents().values()) and self.agents(),
-                   60, "every agent to be ready")
+        wait_until(
+            lambda: all(a["ready"] for a in self.agents().values()) and self.agents(),
+            60,
+            "every agent to be ready",
+        )
         say(f"   ready in {time.monotonic() - t0:.1f}s\n")
         say(format_status(self.call(protocol.STATUS)))
         say("\n2. agent0 sends 'ping' to agent1 over the bus; agent1 answers 'pong'...")
@@ -96,11 +102,18 @@ class Tour:
             say(f"   | {line}")
         say("\n3. Killing agent0's tmux session behind netskyd's back...")
         old = self.agents()["agent0"]["pane_pid"]
-        subprocess.run(["tmux", "-L", self.socket_name, "kill-session", "-t", "=agent0"],
-                       capture_output=True, timeout=5, check=False)
+        subprocess.run(
+            ["tmux", "-L", self.socket_name, "kill-session", "-t", "=agent0"],
+            capture_output=True,
+            timeout=5,
+            check=False,
+        )
         t0 = time.monotonic()
-        wait_until(lambda: (a := self.agents()["agent0"])["ready"] and a["pane_pid"] != old,
-                   60, "agent0 to be respawned")
+        wait_until(
+            lambda: (a := self.agents()["agent0"])["ready"] and a["pane_pid"] != old,
+            60,
+            "agent0 to be respawned",
+        )
         say(f"   agent0 is back (new pane pid) after {time.monotonic() - t0:.1f}s\n")
 
 
@@ -119,13 +132,21 @@ def run_demo(*, clones: int, once: bool, home: Path | None, environ: Mapping[str
     log_path = home / "logs" / "demo-daemon.out"
     say(f"netsky demo: NETSKY_HOME={home}  tmux socket: {socket_name}")
     with open(log_path, "ab") as log:
-        daemon = subprocess.Popen([sys.executable, "-m", "netskyd", "run"], env=env,
-                                  stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "netskyd", "run"],
+            env=env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
     tour = Tour(home, socket_name)
     code = 0
     try:
-        wait_until(lambda: daemon.poll() is not None or tour.call(protocol.PING), 30,
-                   "netskyd to answer on its socket")
+        wait_until(
+            lambda: daemon.poll() is not None or tour.call(protocol.PING),
+            30,
+            "netskyd to answer on its socket",
+        )
         if daemon.poll() is not None:
             say(f"netskyd exited ({daemon.returncode}); see {log_path}")
             return 1

@@ -271,19 +271,13 @@ class Supervisor:
     async def wait_ready(self, agents: list[str], timeout_s: float) -> bool:
         """Wait until every agent in ``agents`` is ready; False when the deadline passed."""
         with anyio.move_on_after(timeout_s):
-            while True:
-                if all(self.agents.get(a) and self.state_of(a).ready for a in agents):
-                    return True
-                spawning = any(self.state_of(a).spawning for a in agents)
-                if not spawning:
-                    await self.check(reason="wait")
-                    if not any(self.state_of(a).spawning for a in agents) and all(
-                        self.state_of(a).ready for a in agents
-                    ):
-                        return True
+            while not all(self.state_of(a).ready for a in agents):
+                if not any(self.state_of(a).spawning for a in agents):
+                    await self.check(reason="wait")  # e.g. late readiness, or a died spawn
                 self._changed = anyio.Event()
                 with anyio.move_on_after(0.2):
                     await self._changed.wait()
+            return True
         return False
 
     # ----- reporting -----------------------------------------------------------------------

@@ -186,3 +186,35 @@ def _toml(v: Any) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(_toml(x) for x in v) + "]"
     return json.dumps(str(v))
+
+
+class EnvNetsky(Netsky):
+    """A Netsky whose daemon (hence its tmux server and every pane) gets ``extra_env``.
+
+    Takes over ``base``'s home, socket and config; variables of the test runner whose
+    names start with one of ``strip_prefixes`` never reach the daemon.
+    """
+
+    def __init__(
+        self, base: Netsky, extra_env: dict[str, str], strip_prefixes: tuple[str, ...] = ()
+    ) -> None:
+        self.__dict__.update(base.__dict__)
+        self.extra_env = extra_env
+        self.strip_prefixes = strip_prefixes
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = super().env
+        if self.strip_prefixes:
+            env = {k: v for k, v in env.items() if not k.startswith(self.strip_prefixes)}
+        env.update(self.extra_env)
+        return env
+
+
+def closed_port() -> int:
+    """A local TCP port with nothing listening (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Netsky, wait_for
+from tests.harness import EnvNetsky, Netsky, closed_port, wait_for
 from tests.npm_clis import find_or_install
 
 pytestmark = [pytest.mark.e2e, pytest.mark.claude, pytest.mark.timeout(900)]
@@ -62,28 +61,6 @@ def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _closed_port() -> int:
-    """A local TCP port with nothing listening (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ClaudeNetsky(Netsky):
-    """A Netsky whose daemon (hence its tmux server and every pane) gets ``extra_env``."""
-
-    def __init__(self, base: Netsky, extra_env: dict[str, str]) -> None:
-        # The fixture's home, socket and config; this object starts its own daemon.
-        self.__dict__.update(base.__dict__)
-        self.extra_env = extra_env
-
-    @property
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in super().env.items() if not k.startswith(CLAUDE_ENV_PREFIXES)}
-        env.update(self.extra_env)
-        return env
-
-
 def seed_home(home: Path, workdir: Path, api_key: str) -> None:
     """A HOME where Claude Code starts at its input prompt: onboarded, trusted, key approved."""
     home.mkdir(parents=True, exist_ok=True)
@@ -100,22 +77,23 @@ def seed_home(home: Path, workdir: Path, api_key: str) -> None:
 
 
 @pytest.fixture
-def claude_netsky(netsky: Netsky, claude_bin: Path, tmp_path: Path) -> Iterator[ClaudeNetsky]:
+def claude_netsky(netsky: Netsky, claude_bin: Path, tmp_path: Path) -> Iterator[EnvNetsky]:
     home = tmp_path / "user-home"
     workdir = (tmp_path / "work").absolute()
     workdir.mkdir()
     seed_home(home, workdir, FAKE_API_KEY)
-    ns = ClaudeNetsky(
+    ns = EnvNetsky(
         netsky,
         {
             "HOME": str(home),
             "ANTHROPIC_API_KEY": FAKE_API_KEY,
-            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{_closed_port()}",
+            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{closed_port()}",
             "DISABLE_AUTOUPDATER": "1",
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
             "DISABLE_TELEMETRY": "1",
             "DISABLE_ERROR_REPORTING": "1",
         },
+        strip_prefixes=CLAUDE_ENV_PREFIXES,
     )
     ns.configure(
         runtime="claude",
@@ -175,7 +153,7 @@ def _wait(ns: Netsky, predicate: Callable[[], Any], timeout_s: float, what: str)
         raise AssertionError(f"{e}{_diagnostics(ns)}") from None
 
 
-def test_envelope_reaches_real_claude_code(claude_netsky: ClaudeNetsky) -> None:
+def test_envelope_reaches_real_claude_code(claude_netsky: EnvNetsky) -> None:
     ns = claude_netsky
     ns.start()
 

@@ -10,7 +10,6 @@ trusted, and the API base URL is a closed local port.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Netsky, wait_for
+from tests.harness import EnvNetsky, Netsky, closed_port, wait_for
 from tests.npm_clis import find_or_install
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -43,26 +42,6 @@ def codex_bin() -> Path:
     return path
 
 
-class EnvNetsky(Netsky):
-    """A Netsky whose daemon (hence its tmux server and panes) gets ``extra_env``."""
-
-    def __init__(self, base: Netsky, extra_env: dict[str, str]) -> None:
-        self.__dict__.update(base.__dict__)
-        self.extra_env = extra_env
-
-    @property
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in super().env.items() if not k.startswith(("OPENAI_", "CODEX_"))}
-        env.update(self.extra_env)
-        return env
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def codex_netsky(netsky: Netsky, codex_bin: Path, tmp_path: Path) -> Iterator[EnvNetsky]:
     home = tmp_path / "user-home"
@@ -80,8 +59,9 @@ def codex_netsky(netsky: Netsky, codex_bin: Path, tmp_path: Path) -> Iterator[En
         {
             "HOME": str(home),
             "OPENAI_API_KEY": FAKE_KEY,
-            "OPENAI_BASE_URL": f"http://127.0.0.1:{_closed_port()}/v1",
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{closed_port()}/v1",
         },
+        strip_prefixes=("OPENAI_", "CODEX_"),
     )
     ns.configure(
         runtime="codex",
