@@ -24,7 +24,7 @@ from netskyd.errors import (
     UnknownAgent,
     VersionSkew,
 )
-from netskyd.ids import parse_agent
+from netskyd.ids import format_uptime, parse_agent
 from netskyd.paths import socket_path
 
 # typing, pathlib and dataclasses are kept off the import path: start-up time is
@@ -96,7 +96,7 @@ def format_status(st: dict[str, Any]) -> str:
     tick = "never" if d["last_tick_age_s"] is None else f"{d['last_tick_age_s']:.0f}s ago"
     desired = st["desired"]
     lines = [
-        f"netskyd {d['version']}  pid {d['pid']}  up {_uptime(d['uptime_s'])}  "
+        f"netskyd {d['version']}  pid {d['pid']}  up {format_uptime(d['uptime_s'])}  "
         f"last tick {tick} (every {d['tick_interval_s']:g}s)  "
         f"desired: {desired['state']} ({len(desired['agents'])} agents)",
     ]
@@ -127,13 +127,6 @@ def format_status(st: dict[str, Any]) -> str:
     if st.get("unknown_sessions"):
         lines.append(f"unrecognised tmux sessions: {', '.join(st['unknown_sessions'])}")
     return "\n".join(lines)
-
-
-def _uptime(seconds: float) -> str:
-    s = int(seconds)
-    if s >= 3600:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def _agents_line(result: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from netskyd.bus import Bus
 from netskyd.config import Settings, load_settings
 from netskyd.context import Context
 from netskyd.errors import ConfigError
+from netskyd.ids import format_uptime
 from netskyd.lock import DaemonLock
 from netskyd.recorder import Recorder
 from netskyd.store.db import Store
@@ -31,16 +32,6 @@ from netskyd.supervisor import Supervisor
 from netskyd.tmux import Tmux
 
 log = logmod.get("netskyd")
-
-
-def format_uptime(seconds: float) -> str:
-    """``4h12m``, ``3m05s``, ``12s``."""
-    s = int(seconds)
-    if s >= 3600:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
 
 
 class Daemon:

@@ -74,3 +74,13 @@ def sort_key(agent: str) -> tuple[int, int]:
     """Order agents as people read them: agent0, agent1, ..., agentN, agentinfinity."""
     n = agent_n(agent)
     return (1, 0) if n == "infinity" else (0, int(n) if n.isdigit() else 0)
+
+
+def format_uptime(seconds: float) -> str:
+    """Render a duration for people: ``4h12m``, ``3m05s``, ``12s``."""
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
