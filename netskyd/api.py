@@ -133,6 +133,18 @@ async def kill(ctx: Context, params: dict[str, Any]) -> Any:
     return await ctx.sup().kill(_agent(params))
 
 
+async def channel_replay(ctx: Context, params: dict[str, Any]) -> Any:
+    name = _agent(params)
+    since = params.get("since")
+    if not isinstance(since, str) or not since:
+        raise RpcError(protocol.INVALID_PARAMS, "since must be an RFC 3339 timestamp")
+    try:
+        replayed = await ctx.the_bus().replay(name, since)
+    except ValueError as e:
+        raise RpcError(protocol.INVALID_PARAMS, str(e)) from e
+    return {"agent": name, "since": since, "replayed": replayed, "count": len(replayed)}
+
+
 HANDLERS: dict[str, Handler] = {
     protocol.HELLO: hello,
     protocol.PING: ping,
@@ -141,5 +153,6 @@ HANDLERS: dict[str, Handler] = {
     protocol.DOWN: down,
     protocol.AGENT: agent,
     protocol.KILL: kill,
+    protocol.CHANNEL_REPLAY: channel_replay,
 }
 assert set(HANDLERS) == protocol.METHODS, "every protocol method needs a handler"

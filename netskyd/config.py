@@ -61,6 +61,18 @@ class Settings(BaseModel):
     paste_settle_ms: int = Field(250, ge=0, le=10_000)
     inbox_max_pending: int = Field(1000, ge=1)
     envelope_max_bytes: int = Field(256 * 1024, ge=1024)
+    #: A claimed envelope not delivered within this lease goes back to the queue.
+    claim_lease_s: float = Field(120.0, gt=0)
+    #: An envelope stamped further than this in the future is poisoned (clock skew guard).
+    envelope_future_skew_s: float = Field(300.0, ge=0)
+    #: ``delivered/`` keeps envelopes this long (replay window), pruned each tick.
+    delivered_max_age_s: float = Field(7 * 24 * 3600.0, gt=0)
+    #: ...and at most this many per agent (the oldest go first).
+    delivered_max_count: int = Field(10_000, ge=1)
+    #: Deadline for one delivery through an agent's MCP channel server.
+    mcp_timeout_s: float = Field(2.0, gt=0)
+    #: Claude agents load ``netskyd channel-server`` as their ``agent`` channel.
+    claude_mcp_channel: bool = False
     session_width: int = Field(200, ge=40)
     session_height: int = Field(50, ge=10)
     #: Working directory of agent0 and agentinfinity; None = NETSKY_HOME.

@@ -15,9 +15,11 @@ Stdlib only, so it starts fast and needs nothing the daemon has not already got.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
@@ -68,9 +70,21 @@ class DemoAgent:
                         return code
         return None
 
+    def receipt(self, sender: str, text: str, attrs: Mapping[str, str]) -> None:
+        """Append what arrived to ``state/demo/<agent>.received.jsonl`` (tests read it)."""
+        row = {"ts_ns": time.time_ns(), "from": sender, "text": text, **attrs}
+        path = self.paths.demo_receipts(self.agent)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        except OSError as e:
+            self.say(f"{self.agent}: could not write receipt: {e}")
+
     def handle(self, sender: str, text: str, attrs: Mapping[str, str]) -> int | None:
         """Act on one message; return an exit code to stop the agent."""
         self.say(f"← {sender}: {text}")
+        self.receipt(sender, text, attrs)
         command = text.strip().lower()
         if command == "crash":
             self.say(f"{self.agent}: crashing on request (exit {CRASH_EXIT_CODE})")

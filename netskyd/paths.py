@@ -92,6 +92,18 @@ class Paths:
     def prompt_file(self, agent: str) -> Path:
         return self.prompts / f"{agent}.md"
 
+    @property
+    def mcp(self) -> Path:
+        return self.state / "mcp"
+
+    def mcp_socket(self, agent: str) -> Path:
+        """Unix socket where ``netskyd channel-server --agent <agent>`` takes deliveries."""
+        return self.mcp / f"{agent}.sock"
+
+    def demo_receipts(self, agent: str) -> Path:
+        """JSONL of every message a demo agent received (tests and benchmarks read it)."""
+        return self.state / "demo" / f"{agent}.received.jsonl"
+
     def ready_file(self, agent: str) -> Path:
         return self.ready / f"{agent}.json"
 

@@ -29,7 +29,9 @@ UP: Final = "up"  # {clones?: int, wait?: bool, timeout_s?: float} -> {agents: [
 DOWN: Final = "down"  # {} -> {killed: [agent ids]}
 AGENT: Final = "agent"  # {agent, runtime?, wait?, timeout_s?} -> {agents: [...]}
 KILL: Final = "kill"  # {agent} -> {killed: bool, desired: bool}
-METHODS: Final = frozenset({HELLO, PING, STATUS, UP, DOWN, AGENT, KILL})
+#: {agent, since: RFC 3339} -> {agent, since, replayed: [envelope ids], count}
+CHANNEL_REPLAY: Final = "channel.replay"
+METHODS: Final = frozenset({HELLO, PING, STATUS, UP, DOWN, AGENT, KILL, CHANNEL_REPLAY})
 
 # JSON-RPC 2.0 standard error codes.
 PARSE_ERROR: Final = -32700
