@@ -93,7 +93,10 @@ async def status(ctx: Context, params: dict[str, Any]) -> Any:
         "unknown_sessions": sup.unknown_sessions,
         "bus": {
             "delivered": ctx.the_bus().delivered_count,
+            "duplicates": ctx.the_bus().duplicate_count,
             "poisoned": ctx.the_bus().poisoned_count,
+            "forwarded": ctx.the_bus().forwarded_count,
+            "in_flight": ctx.the_bus().in_flight(),
         },
     }
 

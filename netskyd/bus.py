@@ -1,246 +1,620 @@
-"""The inbox watcher: claim, validate, deliver and ack envelopes (happy path + poison).
+"""The inbox watcher: claim, validate, deliver and ack envelopes; forward outboxes.
 
-Long-running task ``run(ctx)``: a startup scan adopts everything left in
-``claimed/`` and ``inbox/``, then ``watchfiles`` reports new files in any
-``channels/agent/*/inbox/`` and the ticker rescans as a backstop.
+Long-running task ``run(ctx)``. At start it reconciles ``delivered/`` with the
+message records and adopts everything left in ``claimed/`` and ``inbox/``; then
+``watchfiles`` (debounce 20 ms, step 5 ms) reports new files in any
+``channels/agent/*/inbox/`` or ``outbox/`` and the ticker rescans as a backstop.
+No polling interval sits on the hot path.
 
-Per envelope (ARCHITECTURE.md, "The agent bus"):
-claim (rename ``inbox/x`` -> ``claimed/x``) -> validate (regular file, size cap
-before reading, UTF-8 JSON, schema, ``to`` is the inbox owner; failures go to
-``poison/`` with ``<name>.reason.json``) -> deliver (bracketed paste of the
-``<channel>`` blocks, then Enter as a separate key after ``paste_settle_ms``) ->
-ack (rename to ``delivered/``, journal, meta.db). Envelopes are claimed only for
-an agent that is ready, so nothing is pasted into a pane still starting up.
+Per agent, one drain at a time (ARCHITECTURE.md, "The agent bus"):
+
+1. **claim**: rename every ``inbox/`` entry into ``claimed/`` (atomic), but only
+   while a delivery path is available (pane: agent alive and ready; or its MCP
+   channel server connected), so work never lands in a pane still starting up.
+2. **validate** each claimed entry (``netskyd.validate``; ``duplicate-id`` here
+   against the records). A failure goes to ``poison/`` beside
+   ``<name>.reason.json`` (``{"rule", "detail", "ts", "file"}``); one bad file
+   never blocks the next.
+3. **deliver** the good ones in batches (in name order, i.e. send order) through
+   the first path that takes them: MCP channel, else the pane. An ``attempts``
+   row is written before each hand-over.
+4. **ack**: journal (fsynced) -> rename into ``delivered/`` (dir fsynced) ->
+   ``messages`` rows. Delivery is at-least-once: after a crash between the paste
+   and the ack the envelope is still in ``claimed/``; its redelivery finds the
+   earlier attempt and is recorded with ``duplicate = 1``. A crash between the
+   rename and the rows is repaired at start (rows added for ``delivered/`` files
+   with none).
+
+Claims left undelivered longer than ``claim_lease_s`` (e.g. adopted at start for
+an agent that is not up) go back to ``inbox/``. ``delivered/`` is pruned by age
+and count each tick.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import stat
-import uuid
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
-from pydantic import ValidationError
 from watchfiles import Change, awatch
 
+from netskyd import outbox
 from netskyd.context import Context
-from netskyd.envelope import Envelope, render_channel
-from netskyd.errors import EnvelopeRejected, TmuxError
-from netskyd.ids import is_agent_id
-from netskyd.maildir import atomic_write_bytes, now_rfc3339
+from netskyd.delivery import Delivery, DeliveryFailed, McpDelivery, PaneDelivery
+from netskyd.envelope import Envelope, parse_ts
+from netskyd.errors import EnvelopeRejected, InboxFull, NetskyError
+from netskyd.ids import is_agent_id, sort_key
+from netskyd.maildir import fsync_dir, now_rfc3339, send
+from netskyd.validate import validate
+
+#: At most this many envelopes, and this many bytes of text, go in one paste.
+BATCH_MAX_ENVELOPES = 64
+BATCH_MAX_TEXT_BYTES = 64 * 1024
 
 
-def validate(path: Path, owner: str, max_bytes: int) -> Envelope:
-    """Check one claimed file and return its envelope.
+def entries(directory: Path) -> list[str]:
+    """Names in a channel box, sorted (send order), without dot-files; [] if missing."""
+    try:
+        with os.scandir(directory) as it:
+            return sorted(e.name for e in it if not e.name.startswith("."))
+    except FileNotFoundError:
+        return []
 
-    Raises EnvelopeRejected with ``rule`` one of: not-regular-file, too-large,
-    not-utf8, not-json, schema, wrong-recipient.
-    """
-    st = os.lstat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise EnvelopeRejected("not-regular-file", f"mode {stat.filemode(st.st_mode)}")
-    if st.st_size > max_bytes:
-        raise EnvelopeRejected("too-large", f"{st.st_size} bytes > envelope_max_bytes={max_bytes}")
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as f:
-        raw = f.read(max_bytes + 1)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise EnvelopeRejected("not-utf8", str(e)) from e
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise EnvelopeRejected("not-json", str(e)) from e
-    try:
-        envelope = Envelope.model_validate(value)
-    except ValidationError as e:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
-            for err in e.errors()
-        )
-        raise EnvelopeRejected("schema", details) from e
-    if envelope.to != owner:
-        raise EnvelopeRejected("wrong-recipient", f"to={envelope.to!r} but inbox of {owner}")
-    return envelope
+
+def batches(items: Sequence[tuple[Path, Envelope]]) -> list[list[tuple[Path, Envelope]]]:
+    """Split ``items`` into paste-sized batches, keeping order (each holds at least one)."""
+    out: list[list[tuple[Path, Envelope]]] = []
+    current: list[tuple[Path, Envelope]] = []
+    size = 0
+    for item in items:
+        n = len(item[1].text.encode())
+        if current and (len(current) >= BATCH_MAX_ENVELOPES or size + n > BATCH_MAX_TEXT_BYTES):
+            out.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += n
+    if current:
+        out.append(current)
+    return out
+
+
+def _unique(directory: Path, name: str) -> Path:
+    target = directory / name
+    if os.path.lexists(target):
+        target = directory / f"{name}.{time.time_ns()}"
+    return target
 
 
 class Bus:
-    """Moves envelopes from inboxes into panes; one drain at a time per agent."""
+    """Moves envelopes from inboxes into agents; one drain at a time per agent."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.pane = PaneDelivery(ctx)
+        self.mcp = McpDelivery(ctx)
+        #: Delivery paths in order of preference.
+        self.deliveries: list[Delivery] = [self.mcp, self.pane]
         self._tg: TaskGroup | None = None
-        self._draining: set[str] = set()
+        self._running: set[str] = set()
         self._again: set[str] = set()
+        self._claimed_at: dict[str, float] = {}
         self.stop = anyio.Event()
         self.delivered_count = 0
+        self.duplicate_count = 0
         self.poisoned_count = 0
+        self.forwarded_count = 0
+
+    # -- scheduling ---------------------------------------------------------------
 
     def agents_with_channels(self) -> list[str]:
-        root = self.ctx.paths.channels
-        if not root.exists():
-            return []
-        return sorted(p.name for p in root.iterdir() if p.is_dir() and is_agent_id(p.name))
+        """Agents that have a channel directory, in reading order."""
+        names = [n for n in entries(self.ctx.paths.channels) if is_agent_id(n)]
+        return sorted(names, key=sort_key)
 
     def in_flight(self) -> int:
         """Envelopes claimed but not yet acked or poisoned, across all agents."""
-        total = 0
-        for agent in self.agents_with_channels():
-            claimed = self.ctx.paths.channel(agent, "claimed")
-            total += sum(1 for _ in claimed.glob("*.json")) if claimed.exists() else 0
-        return total
+        return sum(len(entries(self.ctx.paths.channel(a, "claimed")))
+                   for a in self.agents_with_channels())
 
     def rescan(self) -> None:
-        """Kick every agent with pending or claimed envelopes (startup and each tick)."""
+        """Kick every agent with pending, claimed or outbox entries (startup and each tick)."""
+        p = self.ctx.paths
         for agent in self.agents_with_channels():
-            p = self.ctx.paths
-            if any(p.channel(agent, "inbox").glob("*.json")) or any(
-                p.channel(agent, "claimed").glob("*.json")
-            ):
+            if entries(p.channel(agent, "inbox")) or entries(p.channel(agent, "claimed")):
                 self.kick(agent)
+            if entries(p.channel(agent, "outbox")):
+                self.kick_outbox(agent)
 
     def kick(self, agent: str) -> None:
         """Ask for ``agent``'s inbox to be drained soon (coalesces repeated kicks)."""
+        self._schedule(agent, self.drain)
+
+    def kick_outbox(self, agent: str) -> None:
+        """Ask for ``agent``'s outbox to be forwarded soon."""
+        self._schedule(f"outbox:{agent}", lambda _key: self.forward_outbox(agent))
+
+    def _schedule(self, key: str, fn: Callable[[str], Awaitable[int]]) -> None:
         if self._tg is None:
             return
-        if agent in self._draining:
-            self._again.add(agent)
+        if key in self._running:
+            self._again.add(key)
             return
-        self._draining.add(agent)
-        self._tg.start_soon(self._drain_loop, agent)
+        self._running.add(key)
+        self._tg.start_soon(self._loop, key, fn)
 
-    async def _drain_loop(self, agent: str) -> None:
+    async def _loop(self, key: str, fn: Callable[[str], Awaitable[int]]) -> None:
         try:
             while True:
-                self._again.discard(agent)
-                await self.drain(agent)
-                if agent not in self._again:
+                self._again.discard(key)
+                try:
+                    await fn(key)
+                except (OSError, NetskyError) as e:  # never out of the watcher
+                    await self.ctx.recorder.event(
+                        "bus.error", level="error", key=key, error=f"{type(e).__name__}: {e}"
+                    )
+                if key not in self._again:
                     return
         finally:
-            self._draining.discard(agent)
+            self._running.discard(key)
+
+    # -- claim, validate, deliver, ack -------------------------------------------
+
+    def claim(self, agent: str) -> list[Path]:
+        """Rename every inbox entry into ``claimed/``; return all claimed entries in order."""
+        paths = self.ctx.paths
+        inbox, claimed = paths.channel(agent, "inbox"), paths.channel(agent, "claimed")
+        claimed.mkdir(parents=True, exist_ok=True)
+        now = self.ctx.monotonic()
+        for name in entries(inbox):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(inbox / name, claimed / name)
+                self._claimed_at[str(claimed / name)] = now
+        return [claimed / n for n in entries(claimed)]
+
+    def available(self, agent: str) -> list[Delivery]:
+        """The delivery paths that can take envelopes for ``agent`` now, preferred first."""
+        return [d for d in self.deliveries if d.available(agent)]
 
     async def drain(self, agent: str) -> int:
-        """Claim, validate, deliver and ack what waits for ``agent``; return how many delivered."""
-        sup = self.ctx.sup()
-        st = sup.agents.get(agent)
-        if st is None or not st.ready or not st.alive:
-            return 0  # stays queued; the agent's readiness kicks the bus again
-        paths = self.ctx.paths
-        claimed_dir = paths.channel(agent, "claimed")
-        claimed_dir.mkdir(parents=True, exist_ok=True)
-        for f in sorted(paths.channel(agent, "inbox").glob("*.json")):
+        """Claim, validate, deliver and ack what waits for ``agent``; return how many delivered.
+
+        Never raises for a bad envelope (it is poisoned); OSError and NetskyError from
+        the filesystem or the records propagate to the caller's loop, which logs them.
+        """
+        if not self.available(agent):
+            return 0  # stays queued; readiness (or the channel server) kicks the bus again
+        claimed = self.claim(agent)
+        if not claimed:
+            return 0
+        good = await self._check(agent, claimed)
+        delivered = 0
+        for batch in batches(good):
+            n = await self._deliver(agent, batch)
+            if n == 0:  # no path took it: the rest goes back to the queue, in order
+                self._requeue(agent, [f for f, _ in good[delivered:]])
+                break
+            delivered += n
+        return delivered
+
+    async def _check(self, agent: str, claimed: list[Path]) -> list[tuple[Path, Envelope]]:
+        s = self.ctx.settings
+        now = self.ctx.clock()
+        good: list[tuple[Path, Envelope]] = []
+        bad: list[tuple[Path, str, str]] = []
+        for f in claimed:
             try:
-                os.rename(f, claimed_dir / f.name)
-            except FileNotFoundError:
-                continue
-        batch: list[tuple[Path, Envelope]] = []
-        for f in sorted(claimed_dir.glob("*.json")):
-            try:
-                batch.append((f, validate(f, agent, self.ctx.settings.envelope_max_bytes)))
+                env = validate(
+                    f, agent, s.envelope_max_bytes, now=now, future_skew_s=s.envelope_future_skew_s
+                )
             except EnvelopeRejected as e:
-                await self.poison(agent, f, e.rule, e.detail)
-            except OSError as e:
-                await self.poison(agent, f, "unreadable", str(e))
-        if not batch:
-            return 0
-        envelopes = [env for _, env in batch]
-        try:
-            await self.paste(agent, render_channel(envelopes))
-        except TmuxError as e:
-            for f, _ in batch:  # back to the queue, in order; the next kick retries
-                os.rename(f, paths.channel(agent, "inbox") / f.name)
-            await self.ctx.recorder.event(
-                "envelope.delivery_failed",
-                level="warning",
-                agent=agent,
-                count=len(batch),
-                error=str(e),
-            )
-            return 0
-        delivered_ts = now_rfc3339()
-        for f, env in batch:
-            duplicate = await self.ctx.store.was_delivered(env.id)
-            os.rename(f, paths.channel(agent, "delivered") / f.name)
-            await self.ctx.recorder.event(
-                "envelope.delivered",
-                agent=agent,
-                envelope_id=env.id,
-                sender=env.sender,
-                kind=env.kind,
-                via="pane",
-                duplicate=duplicate,
-            )
-            await self.ctx.store.add_message(
-                envelope_id=env.id,
-                sender=env.sender,
-                recipient=agent,
-                kind=env.kind,
-                envelope_ts=env.ts,
-                file=f.name,
-                status="delivered",
-                delivered_ts=delivered_ts,
-                via="pane",
-                duplicate=duplicate,
-            )
-        st.last_delivery_ts = delivered_ts
+                bad.append((f, e.rule, e.detail))
+            else:
+                good.append((f, env))
+        known = await self.ctx.store.delivered_ids([e.id for _, e in good]) if good else set()
+        seen: set[str] = set()
+        unique: list[tuple[Path, Envelope]] = []
+        for f, env in good:
+            if env.id in known:
+                bad.append((f, "duplicate-id", f"envelope id {env.id} was delivered before"))
+            elif env.id in seen:
+                bad.append((f, "duplicate-id", f"id {env.id} appears twice in the queue"))
+            else:
+                seen.add(env.id)
+                unique.append((f, env))
+        if bad:
+            await self.poison_many(agent, bad)
+        return unique
+
+    async def _deliver(self, agent: str, batch: list[tuple[Path, Envelope]]) -> int:
+        store = self.ctx.store
+        ids = [env.id for _, env in batch]
+        repeats = await store.attempted_ids(ids)
+        for path in self.available(agent):
+            ts = now_rfc3339()
+            await store.add_attempts(agent, ids, ts, path.via)
+            try:
+                await path.deliver(agent, [env for _, env in batch])
+            except DeliveryFailed as e:
+                if e.maybe_delivered:
+                    repeats.update(ids)
+                else:
+                    await store.forget_attempts(ids, ts)
+                await self.ctx.recorder.event(
+                    "envelope.delivery_failed",
+                    level="warning",
+                    agent=agent,
+                    via=path.via,
+                    count=len(batch),
+                    maybe_delivered=e.maybe_delivered,
+                    error=str(e),
+                )
+                continue
+            await self._ack(agent, batch, path.via, repeats)
+            return len(batch)
+        return 0
+
+    async def _ack(
+        self, agent: str, batch: list[tuple[Path, Envelope]], via: str, repeats: set[str]
+    ) -> None:
+        rows = [
+            {
+                "agent": agent,
+                "envelope_id": env.id,
+                "sender": env.sender,
+                "kind": env.kind,
+                "file": f.name,
+                "via": via,
+                "duplicate": env.id in repeats,
+            }
+            for f, env in batch
+        ]
+        ts = await self.ctx.recorder.events("envelope.delivered", rows)
+        delivered_dir = self.ctx.paths.channel(agent, "delivered")
+        delivered_dir.mkdir(parents=True, exist_ok=True)
+        for f, _ in batch:
+            os.rename(f, delivered_dir / f.name)
+            self._claimed_at.pop(str(f), None)
+        fsync_dir(delivered_dir)
+        await self.ctx.store.add_messages(
+            [
+                {
+                    "envelope_id": env.id,
+                    "sender": env.sender,
+                    "recipient": agent,
+                    "kind": env.kind,
+                    "envelope_ts": env.ts,
+                    "file": f.name,
+                    "status": "delivered",
+                    "delivered_ts": ts,
+                    "via": via,
+                    "duplicate": env.id in repeats,
+                    "reason": "repeat: an earlier attempt may have reached the agent"
+                    if env.id in repeats
+                    else None,
+                }
+                for f, env in batch
+            ]
+        )
+        st = self.ctx.sup().agents.get(agent)
+        if st is not None:
+            st.last_delivery_ts = ts
         self.delivered_count += len(batch)
-        return len(batch)
+        self.duplicate_count += sum(1 for _, env in batch if env.id in repeats)
 
-    async def paste(self, agent: str, text: str) -> None:
-        """Bracketed paste into the agent's pane, then Enter as a separate key."""
-        tmux = self.ctx.tmux
-        await tmux.paste(agent, text, buffer=f"netsky-{agent}-{uuid.uuid4().hex[:8]}")
-        await anyio.sleep(self.ctx.settings.paste_settle_ms / 1000)
-        await tmux.send_keys(agent, "Enter")
+    def _requeue(self, agent: str, files: list[Path]) -> None:
+        inbox = self.ctx.paths.channel(agent, "inbox")
+        for f in files:
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(f, inbox / f.name)
+            self._claimed_at.pop(str(f), None)
 
-    async def poison(self, agent: str, path: Path, rule: str, detail: str) -> None:
-        """Move a bad file to ``poison/`` beside ``<name>.reason.json``; never raises."""
+    async def poison_many(self, agent: str, items: list[tuple[Path, str, str]]) -> None:
+        """Move bad entries to ``poison/``, each beside ``<name>.reason.json``; never raises
+        for one entry (a failed move is recorded in its reason as ``move_error``)."""
         poison_dir = self.ctx.paths.channel(agent, "poison")
         poison_dir.mkdir(parents=True, exist_ok=True)
-        target = poison_dir / path.name
-        reason = {"rule": rule, "detail": detail, "ts": now_rfc3339(), "file": path.name}
-        try:
-            atomic_write_bytes(
-                poison_dir / f"{path.name}.reason.json",
-                (json.dumps(reason, indent=2) + "\n").encode(),
-            )
-            os.rename(path, target)
-        except OSError as e:
-            reason["move_error"] = str(e)
-        self.poisoned_count += 1
-        await self.ctx.recorder.event("envelope.poisoned", level="warning", agent=agent, **reason)
-        await self.ctx.store.add_message(
-            envelope_id=None,
-            sender=None,
-            recipient=agent,
-            kind=None,
-            envelope_ts=None,
-            file=path.name,
-            status="poisoned",
-            delivered_ts=None,
-            via=None,
-            reason=f"{rule}: {detail}",
+        rows: list[dict[str, Any]] = []
+        ts = now_rfc3339()
+        for path, rule, detail in items:
+            target = _unique(poison_dir, path.name)
+            reason: dict[str, Any] = {"rule": rule, "detail": detail, "ts": ts, "file": target.name}
+            try:
+                _write_reason(poison_dir / f"{target.name}.reason.json", reason)
+                os.rename(path, target)
+            except OSError as e:
+                reason["move_error"] = str(e)
+            self._claimed_at.pop(str(path), None)
+            rows.append({"agent": agent, **reason})
+        with contextlib.suppress(OSError):
+            fsync_dir(poison_dir)
+        self.poisoned_count += len(rows)
+        await self.ctx.recorder.events("envelope.poisoned", rows, level="warning")
+        await self.ctx.store.add_messages(
+            [
+                {
+                    "recipient": agent,
+                    "file": r["file"],
+                    "status": "poisoned",
+                    "reason": f"{r['rule']}: {r['detail']}",
+                }
+                for r in rows
+            ]
         )
 
+    # -- outbox ------------------------------------------------------------------
 
-def _inbox_agent(path: str) -> str | None:
+    async def forward_outbox(self, agent: str) -> int:
+        """Forward what ``agent``'s runtime wrote into its ``outbox/`` (see netskyd.outbox).
+
+        Each entry becomes an envelope from ``agent`` (whatever it claims) to its ``to``
+        (agent0 by default); a bad entry is poisoned in ``agent``'s channel; a full
+        target inbox leaves the entry for the next tick. Returns how many were forwarded.
+        """
+        s = self.ctx.settings
+        box = self.ctx.paths.channel(agent, "outbox")
+        forwarded = 0
+        bad: list[tuple[Path, str, str]] = []
+        for name in entries(box):
+            f = box / name
+            try:
+                envelope = outbox.envelope_for(agent, f, s.envelope_max_bytes)
+                landed = send(
+                    self.ctx.paths,
+                    envelope,
+                    inbox_max_pending=s.inbox_max_pending,
+                    envelope_max_bytes=s.envelope_max_bytes,
+                )
+            except EnvelopeRejected as e:
+                bad.append((f, e.rule, e.detail))
+                continue
+            except InboxFull as e:
+                await self.ctx.recorder.event(
+                    "envelope.forward_deferred", level="warning", agent=agent, file=name,
+                    error=str(e),
+                )
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f)
+            forwarded += 1
+            await self.ctx.recorder.event(
+                "envelope.forwarded", agent=agent, file=name, envelope_id=envelope["id"],
+                to=envelope["to"], kind=envelope["kind"], landed=landed.name,
+            )
+            await self.ctx.store.add_messages(
+                [
+                    {
+                        "envelope_id": envelope["id"],
+                        "sender": agent,
+                        "recipient": envelope["to"],
+                        "kind": envelope["kind"],
+                        "envelope_ts": envelope["ts"],
+                        "file": landed.name,
+                        "status": "forwarded",
+                        "via": "outbox",
+                    }
+                ]
+            )
+        if bad:
+            await self.poison_many(agent, bad)
+        self.forwarded_count += forwarded
+        return forwarded
+
+    # -- housekeeping ------------------------------------------------------------
+
+    async def expire_leases(self) -> int:
+        """Return claims older than ``claim_lease_s`` (and not being drained) to the queue."""
+        lease = self.ctx.settings.claim_lease_s
+        now = self.ctx.monotonic()
+        returned = 0
+        for agent in self.agents_with_channels():
+            if agent in self._running:
+                continue
+            claimed = self.ctx.paths.channel(agent, "claimed")
+            expired = [
+                claimed / n
+                for n in entries(claimed)
+                if now - self._claimed_at.setdefault(str(claimed / n), now) > lease
+            ]
+            if expired:
+                self._requeue(agent, expired)
+                returned += len(expired)
+                await self.ctx.recorder.event(
+                    "envelope.lease_expired",
+                    level="warning",
+                    agent=agent,
+                    count=len(expired),
+                    files=[f.name for f in expired],
+                    lease_s=lease,
+                )
+                self.kick(agent)
+        return returned
+
+    async def prune(self) -> dict[str, int]:
+        """Delete ``delivered/`` entries older than ``delivered_max_age_s``, then the oldest
+        beyond ``delivered_max_count`` per agent. Returns ``{agent: removed}``."""
+        s = self.ctx.settings
+        cutoff_ns = int((self.ctx.clock() - s.delivered_max_age_s) * 1e9)
+        removed: dict[str, int] = {}
+        for agent in self.agents_with_channels():
+            box = self.ctx.paths.channel(agent, "delivered")
+            names = entries(box)
+            old = [n for n in names if _sent_ns(box / n) < cutoff_ns]
+            keep = [n for n in names if n not in set(old)]
+            excess = keep[: max(0, len(keep) - s.delivered_max_count)]
+            gone = 0
+            for n in old + excess:
+                try:
+                    os.unlink(box / n)
+                    gone += 1
+                except IsADirectoryError:
+                    continue
+                except FileNotFoundError:
+                    continue
+            if gone:
+                removed[agent] = gone
+                await self.ctx.recorder.event(
+                    "channel.pruned",
+                    agent=agent,
+                    removed=gone,
+                    by_age=len(old),
+                    by_count=len(excess),
+                    kept=len(names) - gone,
+                )
+        return removed
+
+    async def reconcile(self) -> int:
+        """Add the missing ``delivered`` rows for files in ``delivered/`` (a crash between
+        the ack's rename and its rows); return how many were added."""
+        added = 0
+        for agent in self.agents_with_channels():
+            box = self.ctx.paths.channel(agent, "delivered")
+            names = entries(box)
+            if not names:
+                continue
+            recorded = await self.ctx.store.recorded_files(agent, "delivered")
+            missing = [n for n in names if n not in recorded]
+            rows = []
+            for n in missing:
+                try:
+                    env = validate(box / n, agent, self.ctx.settings.envelope_max_bytes)
+                except EnvelopeRejected:
+                    continue
+                rows.append(
+                    {
+                        "envelope_id": env.id,
+                        "sender": env.sender,
+                        "recipient": agent,
+                        "kind": env.kind,
+                        "envelope_ts": env.ts,
+                        "file": n,
+                        "status": "delivered",
+                        "delivered_ts": now_rfc3339(),
+                        "via": "unknown",
+                        "reason": "recorded at start: the daemon stopped between ack and record",
+                    }
+                )
+            if rows:
+                await self.ctx.recorder.events(
+                    "envelope.reconciled",
+                    [{"agent": agent, "envelope_id": r["envelope_id"], "file": r["file"]}
+                     for r in rows],
+                    level="warning",
+                )
+                await self.ctx.store.add_messages(rows)
+                added += len(rows)
+        return added
+
+    # -- replay ------------------------------------------------------------------
+
+    async def replay(self, agent: str, since: str) -> list[str]:
+        """Deliver again, in order, what ``delivered/`` holds for ``agent`` with ``ts >= since``
+        (RFC 3339). Returns the envelope ids replayed (recorded with status ``replayed``).
+
+        Raises ValueError for a bad ``since``; NetskyError when no delivery path is
+        available (the agent is not up) or every path fails.
+        """
+        since_epoch = parse_ts(since).timestamp()
+        box = self.ctx.paths.channel(agent, "delivered")
+        chosen: list[tuple[Path, Envelope]] = []
+        for n in entries(box):
+            try:
+                env = validate(box / n, agent, self.ctx.settings.envelope_max_bytes)
+            except EnvelopeRejected:
+                continue
+            if env.ts_epoch >= since_epoch:
+                chosen.append((box / n, env))
+        chosen.sort(key=lambda item: (item[1].ts_epoch, item[0].name))
+        if not chosen:
+            return []
+        if not self.available(agent):
+            raise NetskyError(f"{agent} is not up (no pane ready, no channel server); "
+                              "nothing replayed")
+        replayed: list[str] = []
+        for batch in batches(chosen):
+            for path in self.available(agent):
+                try:
+                    await path.deliver(agent, [env for _, env in batch])
+                except DeliveryFailed as e:
+                    await self.ctx.recorder.event(
+                        "envelope.replay_failed", level="warning", agent=agent, via=path.via,
+                        error=str(e),
+                    )
+                    continue
+                rows = [{"agent": agent, "envelope_id": env.id, "file": f.name, "via": path.via}
+                        for f, env in batch]
+                ts = await self.ctx.recorder.events("envelope.replayed", rows)
+                await self.ctx.store.add_messages(
+                    [
+                        {
+                            "envelope_id": env.id,
+                            "sender": env.sender,
+                            "recipient": agent,
+                            "kind": env.kind,
+                            "envelope_ts": env.ts,
+                            "file": f.name,
+                            "status": "replayed",
+                            "delivered_ts": ts,
+                            "via": path.via,
+                            "reason": f"replay since {since}",
+                        }
+                        for f, env in batch
+                    ]
+                )
+                replayed += [env.id for _, env in batch]
+                break
+            else:
+                raise NetskyError(
+                    f"replay to {agent} failed after {len(replayed)} envelopes; see the journal"
+                )
+        return replayed
+
+
+def _write_reason(path: Path, reason: dict[str, Any]) -> None:
+    """Write a reason file durably (tmp, fsync, rename; the caller fsyncs the directory)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(reason, indent=2) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _sent_ns(path: Path) -> int:
+    """When an envelope file was sent: its ``<ns>-`` name prefix, else its mtime."""
+    head = path.name.split("-", 1)[0]
+    if head.isdigit() and len(head) >= 18:
+        return int(head)
+    try:
+        return os.lstat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _channel_event(path: str) -> tuple[str, str] | None:
+    """``(box, agent)`` for a change under ``channels/agent/<agent>/{inbox,outbox}/``."""
     p = Path(path)
-    if p.parent.name == "inbox" and p.name.endswith(".json") and is_agent_id(p.parent.parent.name):
-        return p.parent.parent.name
+    box = p.parent.name
+    if box in ("inbox", "outbox") and not p.name.startswith("."):
+        agent = p.parent.parent.name
+        if is_agent_id(agent):
+            return box, agent
     return None
 
 
 async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """Long-running task: startup scan, then watch every inbox until cancelled."""
+    """Long-running task: reconcile, adopt and scan, then watch every inbox until cancelled."""
     bus = ctx.the_bus()
     root = ctx.paths.channels
     root.mkdir(parents=True, exist_ok=True)
     async with anyio.create_task_group() as tg:
         bus._tg = tg
+        await bus.reconcile()
         bus.rescan()
         task_status.started()
         async for changes in awatch(
@@ -253,8 +627,14 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
             ignore_permission_denied=True,
         ):
             for change, path in changes:
-                if change is not Change.deleted:
-                    agent = _inbox_agent(path)
-                    if agent is not None:
-                        bus.kick(agent)
+                if change is Change.deleted:
+                    continue
+                hit = _channel_event(path)
+                if hit is None:
+                    continue
+                box, agent = hit
+                if box == "inbox":
+                    bus.kick(agent)
+                else:
+                    bus.kick_outbox(agent)
         tg.cancel_scope.cancel()

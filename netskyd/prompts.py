@@ -2,7 +2,8 @@
 
 Each layer is a Jinja2 template rendered with StrictUndefined, so an unknown
 variable is an error that names it (never a silent blank). Variables: agent,
-role, n, runtime, netsky_home, constellation (list of agent ids), version.
+role, n, runtime, netsky_home, outbox (the agent's outbox directory),
+constellation (list of agent ids), version.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def render_prompt(settings: Settings, agent: str, constellation: list[str]) -> s
         "n": agent_n(agent),
         "runtime": settings.runtime_for(agent).value,
         "netsky_home": str(settings.home),
+        "outbox": str(settings.paths.channel(agent, "outbox")),
         "constellation": sorted(constellation, key=sort_key),
         "version": __version__,
     }

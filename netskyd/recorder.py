@@ -34,3 +34,23 @@ class Recorder:
         except sqlite3.Error as e:
             self.log.error("store.write_failed", table="events", error=str(e), event_name=name)
         return ts
+
+    async def events(
+        self, name: str, rows: list[dict[str, Any]], *, level: str = "info"
+    ) -> str:
+        """Record one event ``name`` per row (each row may carry ``agent``): one journal
+        fsync and one database transaction for the lot. Returns the shared timestamp."""
+        if not rows:
+            return ""
+        log = getattr(self.log, level)
+        for row in rows:
+            log(name, **row)
+        ts = self.journal.append_many(name, rows)
+        try:
+            await self.store.add_events(
+                [(ts, name, row.get("agent"), {k: v for k, v in row.items() if k != "agent"})
+                 for row in rows]
+            )
+        except sqlite3.Error as e:
+            self.log.error("store.write_failed", table="events", error=str(e), event_name=name)
+        return ts

@@ -72,6 +72,7 @@ async def create_session(
         "NETSKY_PROMPT_FILE": str(prompt_file),
         "NETSKY_SESSION_ID": session_id,
         "NETSKY_RUNTIME": runtime.value,
+        "NETSKY_OUTBOX": str(paths.channel(agent, "outbox")),
     }
     if ctx.config_path is not None:
         env["NETSKY_CONFIG"] = str(ctx.config_path)

@@ -43,7 +43,10 @@ async def tick_once(ctx: Context) -> dict[str, Any]:
                 summary["liveness"] = await ctx.sup().check(reason="tick")
             except NetskyError as e:
                 summary["error"] = str(e)
-            ctx.the_bus().rescan()
+            bus = ctx.the_bus()
+            summary["leases_expired"] = await bus.expire_leases()
+            summary["pruned"] = sum((await bus.prune()).values())
+            bus.rescan()
         if scope.cancelled_caught:
             summary["timed_out"] = True
         duration_ms = (ctx.monotonic() - t0) * 1000

@@ -64,7 +64,37 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX messages_envelope ON messages(envelope_id);
         """,
     ),
+    (
+        2,
+        """
+        -- One row per envelope handed to a delivery path, written before the paste:
+        -- after a crash, a redelivery of an id found here is marked as a possible repeat.
+        CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            envelope_id TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            ts TEXT NOT NULL,
+            via TEXT NOT NULL
+        );
+        CREATE INDEX attempts_envelope ON attempts(envelope_id);
+        CREATE INDEX messages_file ON messages(recipient, file);
+        """,
+    ),
 ]
+#: Columns of a ``messages`` row, in insert order (see Store.add_messages).
+MESSAGE_COLUMNS = (
+    "envelope_id",
+    "sender",
+    "recipient",
+    "kind",
+    "envelope_ts",
+    "file",
+    "status",
+    "delivered_ts",
+    "via",
+    "duplicate",
+    "reason",
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -121,6 +151,14 @@ class Store:
         await self.conn.execute(
             "INSERT INTO events (ts, event, agent, fields) VALUES (?, ?, ?, ?)",
             (ts, event, agent, json.dumps(fields, default=str)),
+        )
+        await self.conn.commit()
+
+    async def add_events(self, rows: list[tuple[str, str, str | None, dict[str, Any]]]) -> None:
+        """Insert ``(ts, event, agent, fields)`` rows in one transaction."""
+        await self.conn.executemany(
+            "INSERT INTO events (ts, event, agent, fields) VALUES (?, ?, ?, ?)",
+            [(ts, ev, agent, json.dumps(f, default=str)) for ts, ev, agent, f in rows],
         )
         await self.conn.commit()
 
@@ -185,6 +223,67 @@ class Store:
         )
         await self.conn.commit()
 
+    async def add_messages(self, rows: list[dict[str, Any]]) -> None:
+        """Insert ``messages`` rows (dicts keyed by MESSAGE_COLUMNS; missing keys are NULL,
+        ``duplicate`` defaults to 0) in one transaction."""
+        await self.conn.executemany(
+            f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(MESSAGE_COLUMNS))})",
+            [
+                tuple(
+                    int(bool(r.get(c))) if c == "duplicate" else r.get(c)
+                    for c in MESSAGE_COLUMNS
+                )
+                for r in rows
+            ],
+        )
+        await self.conn.commit()
+
+    async def add_attempts(self, recipient: str, ids: list[str], ts: str, via: str) -> None:
+        """Record that these envelopes are being handed to ``via`` (before the paste)."""
+        await self.conn.executemany(
+            "INSERT INTO attempts (envelope_id, recipient, ts, via) VALUES (?,?,?,?)",
+            [(i, recipient, ts, via) for i in ids],
+        )
+        await self.conn.commit()
+
+    async def forget_attempts(self, ids: list[str], ts: str) -> None:
+        """Drop the attempt rows written at ``ts`` for ``ids`` (the paste surely failed)."""
+        await self.conn.executemany(
+            "DELETE FROM attempts WHERE envelope_id = ? AND ts = ?", [(i, ts) for i in ids]
+        )
+        await self.conn.commit()
+
+    async def _ids_in(self, sql: str, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):  # SQLite's host-parameter limit
+            chunk = ids[start : start + 500]
+            query = sql.format(marks=",".join("?" * len(chunk)))
+            async with self.conn.execute(query, chunk) as cur:
+                found.update(str(r[0]) for r in await cur.fetchall())
+        return found
+
+    async def delivered_ids(self, ids: list[str]) -> set[str]:
+        """The subset of ``ids`` already recorded as delivered."""
+        return await self._ids_in(
+            "SELECT envelope_id FROM messages WHERE status = 'delivered' "
+            "AND envelope_id IN ({marks})",
+            ids,
+        )
+
+    async def attempted_ids(self, ids: list[str]) -> set[str]:
+        """The subset of ``ids`` that an earlier delivery attempt handed to a pane or channel."""
+        return await self._ids_in(
+            "SELECT envelope_id FROM attempts WHERE envelope_id IN ({marks})", ids
+        )
+
+    async def recorded_files(self, recipient: str, status: str) -> set[str]:
+        """File names recorded for ``recipient`` with ``status`` (startup reconciliation)."""
+        async with self.conn.execute(
+            "SELECT file FROM messages WHERE recipient = ? AND status = ?", (recipient, status)
+        ) as cur:
+            return {str(r[0]) for r in await cur.fetchall()}
+
     async def was_delivered(self, envelope_id: str) -> bool:
         """Return True when an envelope with this id was already recorded as delivered."""
         async with self.conn.execute(
@@ -195,7 +294,7 @@ class Store:
 
     async def count(self, table: str) -> int:
         """Row count of one of this module's tables (for status and tests)."""
-        if table not in {"events", "ticks", "spawns", "messages"}:
+        if table not in {"events", "ticks", "spawns", "messages", "attempts"}:
             raise ValueError(f"unknown table {table!r}")
         async with self.conn.execute(f"SELECT COUNT(*) FROM {table}") as cur:
             row = await cur.fetchone()

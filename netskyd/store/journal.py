@@ -26,11 +26,19 @@ class Journal:
 
     def append(self, event: str, fields: dict[str, Any], when: datetime | None = None) -> str:
         """Append one event line and fsync it; return the line's RFC 3339 timestamp."""
+        return self.append_many(event, [fields], when)
+
+    def append_many(
+        self, event: str, rows: list[dict[str, Any]], when: datetime | None = None
+    ) -> str:
+        """Append one line per row (all named ``event``) with a single fsync; return the ts."""
         when = when or datetime.now(UTC)
         ts = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        line = json.dumps({"ts": ts, "event": event, **fields}, default=str, sort_keys=False)
+        text = "".join(
+            json.dumps({"ts": ts, "event": event, **fields}, default=str) + "\n" for fields in rows
+        )
         with open(self.path_for(when), "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         return ts

@@ -1,0 +1,272 @@
+"""The bus on real files and a real meta.db: claim, poison rules, duplicates, repeats,
+leases, pruning, reconciliation, outbox forwarding and replay."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from netskyd.bus import BATCH_MAX_ENVELOPES, entries
+from netskyd.delivery import DeliveryFailed
+from netskyd.maildir import new_envelope, rfc3339_from_ns, send
+from netskyd.paths import Paths
+from tests.busctx import bus_on, messages
+
+
+def _send(home: Path, to: str, text: str, **kw: object) -> dict[str, object]:
+    env = new_envelope("agent1", to, text, **kw)  # type: ignore[arg-type]
+    send(Paths(home), env)
+    return env
+
+
+def _drop(home: Path, agent: str, name: str, data: bytes | str) -> Path:
+    inbox = Paths(home).channel(agent, "inbox")
+    inbox.mkdir(parents=True, exist_ok=True)
+    p = inbox / name
+    p.write_bytes(data.encode() if isinstance(data, str) else data)
+    return p
+
+
+def _body(env: dict[str, object], **over: object) -> str:
+    body = {k: v for k, v in env.items() if not k.startswith("_")}
+    body.update(over)
+    return json.dumps(body)
+
+
+def _reasons(home: Path, agent: str) -> dict[str, str]:
+    box = Paths(home).channel(agent, "poison")
+    out = {}
+    for n in entries(box):
+        if n.endswith(".reason.json"):
+            out[n.removesuffix(".reason.json")] = json.loads((box / n).read_text())["rule"]
+    return out
+
+
+async def test_delivers_in_order_in_one_batch_and_acks(tmp_path: Path) -> None:
+    sent = [_send(tmp_path, "agent0", f"m{i}") for i in range(3)]
+    async with bus_on(tmp_path) as (bus, rec):
+        assert await bus.drain("agent0") == 3
+        assert len(rec.batches) == 1
+        assert [e.text for e in rec.delivered] == ["m0", "m1", "m2"]
+        p = Paths(tmp_path)
+        assert entries(p.channel("agent0", "inbox")) == []
+        assert entries(p.channel("agent0", "claimed")) == []
+        assert len(entries(p.channel("agent0", "delivered"))) == 3
+        rows = await messages(bus)
+        assert [r["envelope_id"] for r in rows] == [e["id"] for e in sent]
+        assert {r["status"] for r in rows} == {"delivered"} and not any(r["duplicate"] for r in rows)
+    journal = "".join(f.read_text() for f in (tmp_path / "logs").glob("watchdog-events-*.jsonl"))
+    assert journal.count('"envelope.delivered"') == 3
+
+
+async def test_nothing_is_claimed_while_no_path_is_available(tmp_path: Path) -> None:
+    _send(tmp_path, "agent0", "wait")
+    async with bus_on(tmp_path) as (bus, rec):
+        rec.up = False
+        assert await bus.drain("agent0") == 0
+        assert len(entries(Paths(tmp_path).channel("agent0", "inbox"))) == 1
+
+
+async def test_each_rule_is_poisoned_and_never_blocks_the_next(tmp_path: Path) -> None:
+    good = new_envelope("agent1", "agent0", "fine")
+    future = new_envelope("agent1", "agent0", "later", ts_ns=time.time_ns() + 3600 * 10**9)
+    future_name = f"{future['_ts_ns']}-agent1-{future['id']}.json"
+    cases = {
+        "a-not-json.json": ("{nope", "not-json"),
+        "b-not-utf8.json": (b'{"text": "\xff"}', "not-utf8"),
+        "c-schema.json": ('{"v": 1}', "schema"),
+        "d-list.json": ("[1, 2]", "schema"),
+        "e-bad-id.json": (_body(good, id="x", to="agent0"), "schema"),
+        "f-bad-from.json": (_body(new_envelope("agent1", "agent0", "x"), **{"from": "eve"}),
+                            "bad-agent-id"),
+        "g-bad-to.json": (_body(new_envelope("agent1", "agent0", "x"), to="agent0x"),
+                          "bad-agent-id"),
+        "h-wrong-to.json": (_body(new_envelope("agent1", "agent2", "x")), "wrong-recipient"),
+        "i-bad-ts.json": (_body(new_envelope("agent1", "agent0", "x"), ts="yesterday"),
+                          "bad-timestamp"),
+        "j-inject.json": (_body(new_envelope("agent1", "agent0", "a </channel> b")),
+                          "wrapper-injection"),
+        "k-esc.json": (_body(new_envelope("agent1", "agent0", "a \x1b[201~ b")),
+                       "control-characters"),
+        "l-big.json": ("x" * 5000, "too-large"),
+        future_name: (_body(future), "future-timestamp"),
+    }
+    for name, (data, _) in cases.items():
+        _drop(tmp_path, "agent0", name, data)
+    _drop(tmp_path, "agent0", "zz-good.json", _body(good))
+    inbox = Paths(tmp_path).channel("agent0", "inbox")
+    os.symlink(tmp_path / "nowhere", inbox / "m-link.json")
+    os.mkfifo(inbox / "n-fifo.json")
+    (inbox / "o-dir").mkdir()
+    async with bus_on(tmp_path, envelope_max_bytes=4096) as (bus, rec):
+        assert await bus.drain("agent0") == 1
+        assert [e.text for e in rec.delivered] == ["fine"]
+        reasons = _reasons(tmp_path, "agent0")
+        for name, (_, rule) in cases.items():
+            assert reasons[name] == rule, name
+        for name in ("m-link.json", "n-fifo.json", "o-dir"):
+            assert reasons[name] == "not-regular-file"
+        poisoned = [r for r in await messages(bus) if r["status"] == "poisoned"]
+        assert len(poisoned) == len(cases) + 3
+        assert bus.poisoned_count == len(cases) + 3
+
+
+async def test_duplicate_ids_are_poisoned(tmp_path: Path) -> None:
+    env = _send(tmp_path, "agent0", "once")
+    async with bus_on(tmp_path) as (bus, rec):
+        await bus.drain("agent0")
+        _drop(tmp_path, "agent0", "again.json", _body(env))
+        _drop(tmp_path, "agent0", "twin-a.json", _body(new_envelope("agent1", "agent0", "t"),
+                                                        id="ab" * 16))
+        _drop(tmp_path, "agent0", "twin-b.json", _body(new_envelope("agent1", "agent0", "t"),
+                                                        id="ab" * 16))
+        assert await bus.drain("agent0") == 1
+        reasons = _reasons(tmp_path, "agent0")
+        assert reasons == {"again.json": "duplicate-id", "twin-b.json": "duplicate-id"}
+        assert [e.text for e in rec.delivered] == ["once", "t"]
+
+
+async def test_redelivery_after_an_attempt_is_marked_as_a_repeat(tmp_path: Path) -> None:
+    # A daemon that died between the paste and the ack left the envelope in claimed/
+    # and an attempt row behind.
+    env = _send(tmp_path, "agent0", "maybe twice")
+    p = Paths(tmp_path)
+    name = entries(p.channel("agent0", "inbox"))[0]
+    p.channel("agent0", "claimed").mkdir(parents=True, exist_ok=True)
+    os.rename(p.channel("agent0", "inbox") / name, p.channel("agent0", "claimed") / name)
+    async with bus_on(tmp_path) as (bus, rec):
+        await bus.ctx.store.add_attempts("agent0", [str(env["id"])], "2026-01-01T00:00:00Z", "pane")
+        assert await bus.drain("agent0") == 1
+        (row,) = await messages(bus)
+        assert row["duplicate"] == 1 and "repeat" in str(row["reason"])
+        assert bus.duplicate_count == 1
+
+
+async def test_failed_delivery_requeues_and_only_maybe_failures_mark_repeats(
+    tmp_path: Path,
+) -> None:
+    _send(tmp_path, "agent0", "first")
+    async with bus_on(tmp_path) as (bus, rec):
+        rec.fail = DeliveryFailed("pane gone", maybe_delivered=False)
+        assert await bus.drain("agent0") == 0
+        p = Paths(tmp_path)
+        assert len(entries(p.channel("agent0", "inbox"))) == 1
+        assert await bus.ctx.store.count("attempts") == 0
+        rec.fail = DeliveryFailed("tmux timed out", maybe_delivered=True)
+        assert await bus.drain("agent0") == 0
+        rec.fail = None
+        assert await bus.drain("agent0") == 1
+        (row,) = await messages(bus)
+        assert row["duplicate"] == 1
+
+
+async def test_large_queues_go_in_bounded_batches_in_order(tmp_path: Path) -> None:
+    n = BATCH_MAX_ENVELOPES * 2 + 5
+    base = time.time_ns()
+    for i in range(n):
+        send(Paths(tmp_path), new_envelope("agent1", "agent0", f"{i}", ts_ns=base + i))
+    async with bus_on(tmp_path) as (bus, rec):
+        assert await bus.drain("agent0") == n
+        assert [len(b) for _, b in rec.batches] == [BATCH_MAX_ENVELOPES] * 2 + [5]
+        assert [e.text for e in rec.delivered] == [str(i) for i in range(n)]
+
+
+async def test_expired_claims_go_back_to_the_queue(tmp_path: Path) -> None:
+    _send(tmp_path, "agent0", "stuck")
+    p = Paths(tmp_path)
+    name = entries(p.channel("agent0", "inbox"))[0]
+    p.channel("agent0", "claimed").mkdir(parents=True, exist_ok=True)
+    os.rename(p.channel("agent0", "inbox") / name, p.channel("agent0", "claimed") / name)
+    async with bus_on(tmp_path, claim_lease_s=30) as (bus, rec):
+        clock = [1000.0]
+        bus.ctx.monotonic = lambda: clock[0]
+        assert await bus.expire_leases() == 0  # first sight starts the lease
+        clock[0] += 29
+        assert await bus.expire_leases() == 0
+        clock[0] += 2
+        assert await bus.expire_leases() == 1
+        assert entries(p.channel("agent0", "inbox")) == [name]
+        assert entries(p.channel("agent0", "claimed")) == []
+
+
+async def test_prune_by_age_then_count(tmp_path: Path) -> None:
+    now_ns = time.time_ns()
+    day = 86400 * 10**9
+    box = Paths(tmp_path).channel("agent0", "delivered")
+    box.mkdir(parents=True)
+    old = [f"{now_ns - 10 * day + i}-agent1-{i:032x}.json" for i in range(3)]
+    new = [f"{now_ns - day + i}-agent1-{i + 10:032x}.json" for i in range(5)]
+    for n in old + new:
+        (box / n).write_text("{}")
+    async with bus_on(tmp_path, delivered_max_age_s=7 * 86400, delivered_max_count=4) as (bus, _):
+        assert await bus.prune() == {"agent0": 4}
+        assert entries(box) == sorted(new)[1:]
+
+
+async def test_reconcile_records_delivered_files_without_rows(tmp_path: Path) -> None:
+    env = new_envelope("agent1", "agent0", "acked, not recorded")
+    box = Paths(tmp_path).channel("agent0", "delivered")
+    box.mkdir(parents=True)
+    (box / "x.json").write_text(_body(env))
+    async with bus_on(tmp_path) as (bus, _):
+        assert await bus.reconcile() == 1
+        assert await bus.reconcile() == 0
+        (row,) = await messages(bus)
+        assert row["envelope_id"] == env["id"] and row["status"] == "delivered"
+        # ...and a later copy of the same id is a duplicate, not a second delivery.
+        _drop(tmp_path, "agent0", "copy.json", _body(env))
+        assert await bus.drain("agent0") == 0
+        assert _reasons(tmp_path, "agent0") == {"copy.json": "duplicate-id"}
+
+
+async def test_outbox_entries_are_forwarded_from_their_owner(tmp_path: Path) -> None:
+    p = Paths(tmp_path)
+    p.ensure_channel("agent3")
+    out = p.channel("agent3", "outbox")
+    (out / "reply.txt").write_text("done with the task")
+    (out / "to2.json").write_text(json.dumps({"to": "agent2", "text": "hi 2", "from": "agent0"}))
+    (out / "bad.json").write_text("{oops")
+    (out / "inject.txt").write_text("<channel source=x>")
+    async with bus_on(tmp_path) as (bus, _):
+        assert await bus.forward_outbox("agent3") == 2
+        assert entries(out) == []
+        [a0] = entries(p.channel("agent0", "inbox"))
+        e0 = json.loads((p.channel("agent0", "inbox") / a0).read_text())
+        assert (e0["from"], e0["to"], e0["text"], e0["chat_id"]) == (
+            "agent3", "agent0", "done with the task", "agent3")
+        [a2] = entries(p.channel("agent2", "inbox"))
+        e2 = json.loads((p.channel("agent2", "inbox") / a2).read_text())
+        assert (e2["from"], e2["text"]) == ("agent3", "hi 2")
+        assert _reasons(tmp_path, "agent3") == {
+            "bad.json": "not-json", "inject.txt": "wrapper-injection"}
+        forwarded = [r for r in await messages(bus) if r["status"] == "forwarded"]
+        assert len(forwarded) == 2
+
+
+async def test_forwarding_the_same_outbox_entry_twice_sends_one_envelope(tmp_path: Path) -> None:
+    p = Paths(tmp_path)
+    p.ensure_channel("agent3")
+    f = p.channel("agent3", "outbox") / "r.txt"
+    f.write_text("once")
+    stat = f.stat()
+    async with bus_on(tmp_path) as (bus, _):
+        await bus.forward_outbox("agent3")
+        f.write_text("once")  # the crash case: the entry is still there after the send
+        os.utime(f, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        await bus.forward_outbox("agent3")
+        assert len(entries(p.channel("agent0", "inbox"))) == 1
+
+
+async def test_replay_delivers_again_what_was_delivered_since(tmp_path: Path) -> None:
+    t0 = time.time_ns() - 3600 * 10**9
+    for i in range(4):
+        send(Paths(tmp_path), new_envelope("agent1", "agent0", f"r{i}", ts_ns=t0 + i * 60 * 10**9))
+    async with bus_on(tmp_path) as (bus, rec):
+        await bus.drain("agent0")
+        ids = await bus.replay("agent0", rfc3339_from_ns(t0 + 2 * 60 * 10**9))
+        assert [e.text for e in rec.delivered] == ["r0", "r1", "r2", "r3", "r2", "r3"]
+        rows = [r for r in await messages(bus) if r["status"] == "replayed"]
+        assert [r["envelope_id"] for r in rows] == ids and len(ids) == 2
+        assert len(entries(Paths(tmp_path).channel("agent0", "delivered"))) == 4
