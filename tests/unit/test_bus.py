@@ -56,7 +56,8 @@ async def test_delivers_in_order_in_one_batch_and_acks(tmp_path: Path) -> None:
         assert len(entries(p.channel("agent0", "delivered"))) == 3
         rows = await messages(bus)
         assert [r["envelope_id"] for r in rows] == [e["id"] for e in sent]
-        assert {r["status"] for r in rows} == {"delivered"} and not any(r["duplicate"] for r in rows)
+        assert {r["status"] for r in rows} == {"delivered"}
+        assert not any(r["duplicate"] for r in rows)
     journal = "".join(f.read_text() for f in (tmp_path / "logs").glob("watchdog-events-*.jsonl"))
     assert journal.count('"envelope.delivered"') == 3
 

@@ -50,12 +50,18 @@ def test_pseudo_senders_may_send() -> None:
         assert Envelope.model_validate(_wire(**{"from": sender})).sender == sender
 
 
+@pytest.mark.parametrize("chat_id", ['x"y', "a b", "x\ny", "", "z" * 65])
+def test_chat_id_is_a_plain_token(chat_id: str) -> None:
+    with pytest.raises(ValidationError):
+        Envelope.model_validate(_wire(chat_id=chat_id))
+
+
 def test_render_channel_block_per_envelope() -> None:
     a = Envelope.model_validate(_wire(text="one"))
-    b = Envelope.model_validate(_wire(text="two", chat_id='x"y'))
+    b = Envelope.model_validate(_wire(text="two", chat_id="x:y"))
     out = render_channel([a, b])
     assert out.startswith(
         f'<channel source="agent" chat_id="agent1" from="agent1" ts="{a.ts}">\none\n</channel>'
     )
-    assert 'chat_id="x&quot;y"' in out
+    assert 'chat_id="x:y"' in out
     assert out.count("</channel>") == 2
