@@ -109,4 +109,19 @@ def test_envelope_reaches_real_codex(codex_netsky: EnvNetsky) -> None:
         raise AssertionError(f"{e}{diag()}") from None
     delivered = ns.home / "channels/agent/agent0/delivered"
     wait_for(lambda: list(delivered.glob(f"*{envelope_id}.json")), 10, "the ack (delivered/)")
+
+    # Submitted, not half-typed: the text sits above Codex's composer and the composer
+    # (the last "›" line) is empty again. A paste whose Enter arrived inside the burst
+    # would leave the text in the composer as a newline instead.
+    try:
+        wait_for(lambda: _submitted(ns.pane_text("agent0"), text), 30, "codex to submit it")
+    except AssertionError as e:
+        raise AssertionError(f"{e}{diag()}") from None
     assert ns.stop() == 0
+
+
+def _submitted(pane: str, text: str) -> bool:
+    lines = pane.splitlines()
+    at_text = max((i for i, line in enumerate(lines) if text in line), default=-1)
+    composer = max((i for i, line in enumerate(lines) if line.startswith("›")), default=-1)
+    return 0 <= at_text < composer and text not in lines[composer]
