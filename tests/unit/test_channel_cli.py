@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from client.netskyctl import Usage, main, parse_since, poisoned_names, preview
+from client.channel import parse_since, poisoned_names, preview
+from client.common import Usage
+from client.netskyctl import main
 
 ID_A = "aaaa1111" + "0" * 24
 ID_B = "aaaa2222" + "0" * 24
