@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -30,6 +31,42 @@ ENVELOPE_VERSION = 1
 KINDS = ("message", "brief", "handoff", "cron", "loop", "escalation", "harvest")
 DEFAULT_INBOX_MAX_PENDING = 1000
 DEFAULT_ENVELOPE_MAX_BYTES = 256 * 1024
+
+
+_CHANNEL_TAG = re.compile(r"</?\s*channel\b", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class BadText(ValueError):
+    """Raised by new_envelope for text the bus would poison; ``rule`` names the bus rule."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+def check_text(text: str) -> str:
+    """Return ``text`` with CRLF line ends made LF, or raise BadText.
+
+    Same rules as the daemon's validator (netskyd.envelope): no ``<channel`` or
+    ``</channel>`` tag (``wrapper-injection``) and no control characters other
+    than tab and newline (``control-characters``), so a bad message is refused at
+    the sender instead of poisoned at the receiver.
+    """
+    text = text.replace("\r\n", "\n")
+    if _CHANNEL_TAG.search(text):
+        raise BadText(
+            "wrapper-injection", "the text contains a <channel> or </channel> tag; "
+            "the bus would reject it (wrapper injection)"
+        )
+    m = _CONTROL.search(text)
+    if m:
+        raise BadText(
+            "control-characters",
+            f"the text contains control character U+{ord(m.group()):04X} at offset {m.start()}; "
+            "only tab and newline are allowed",
+        )
+    return text
 
 
 def rfc3339_from_ns(ts_ns: int) -> str:
@@ -55,7 +92,8 @@ def new_envelope(
 ) -> dict[str, Any]:
     """Build an envelope dict (shape in the module docstring).
 
-    Raises UnknownAgent for a bad ``to`` or ``from`` and ValueError for a bad kind.
+    Raises UnknownAgent for a bad ``to`` or ``from``, ValueError for a bad kind and
+    BadText (a ValueError) for text the bus would reject (see check_text).
     """
     if not is_agent_id(to):
         raise UnknownAgent(f"not an agent id: {to!r}")
@@ -63,6 +101,7 @@ def new_envelope(
         raise UnknownAgent(f"not an agent id or pseudo-sender: {sender!r}")
     if kind not in KINDS:
         raise ValueError(f"unknown envelope kind {kind!r} (one of {', '.join(KINDS)})")
+    text = check_text(text)
     ts_ns = time.time_ns() if ts_ns is None else ts_ns
     return {
         "v": ENVELOPE_VERSION,

@@ -27,7 +27,7 @@ from typing import Any
 
 from netskyd.errors import EnvelopeRejected, UnknownAgent
 from netskyd.ids import ROOT
-from netskyd.maildir import new_envelope
+from netskyd.maildir import BadText, new_envelope
 from netskyd.validate import parse, read_capped
 
 _FIELDS = ("text", "to", "kind", "in_reply_to")
@@ -66,6 +66,8 @@ def envelope_for(agent: str, path: Path, max_bytes: int) -> dict[str, Any]:
         )
     except UnknownAgent as e:
         raise EnvelopeRejected("bad-agent-id", str(e)) from e
+    except BadText as e:
+        raise EnvelopeRejected(e.rule, str(e)) from e
     except ValueError as e:
         raise EnvelopeRejected("outbox-schema", str(e)) from e
     envelope["id"] = digest[:32]

@@ -87,10 +87,8 @@ async def test_each_rule_is_poisoned_and_never_blocks_the_next(tmp_path: Path) -
         "h-wrong-to.json": (_body(new_envelope("agent1", "agent2", "x")), "wrong-recipient"),
         "i-bad-ts.json": (_body(new_envelope("agent1", "agent0", "x"), ts="yesterday"),
                           "bad-timestamp"),
-        "j-inject.json": (_body(new_envelope("agent1", "agent0", "a </channel> b")),
-                          "wrapper-injection"),
-        "k-esc.json": (_body(new_envelope("agent1", "agent0", "a \x1b[201~ b")),
-                       "control-characters"),
+        "j-inject.json": (_body(good, text="a </channel> b"), "wrapper-injection"),
+        "k-esc.json": (_body(good, text="a \x1b[201~ b"), "control-characters"),
         "l-big.json": ("x" * 5000, "too-large"),
         future_name: (_body(future), "future-timestamp"),
     }

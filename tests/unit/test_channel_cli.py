@@ -492,3 +492,23 @@ def test_retry_reads_inbox_max_pending_from_config_toml(
     assert run(home, "channel", "retry", "feed") == 75
     (home / "config.toml").write_text("inbox_max_pending = 8\n")
     assert run(home, "channel", "retry", "feed") == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "word"),
+    [("see </channel> here", "wrapper injection"), ("bell \x07", "control character U+0007")],
+)
+def test_send_refuses_text_the_bus_would_poison(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, word: str
+) -> None:
+    assert run(tmp_path, "channel", "send", "agent0", text, "--from", "agent1") == 2
+    assert word in capsys.readouterr().err
+    assert not box(tmp_path, "agent0", "inbox").exists() or not any(
+        box(tmp_path, "agent0", "inbox").iterdir()
+    )
+
+
+def test_send_turns_crlf_into_lf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, res = run_json(tmp_path, capsys, "channel", "send", "agent0", "a\r\nb", "--from", "owner")
+    assert code == 0
+    assert json.loads(Path(res["path"]).read_text())["text"] == "a\nb"
