@@ -89,6 +89,13 @@ def format_status(st: dict[str, Any]) -> str:
     errors = [f"  {a['agent']}: {a['last_error']}" for a in st["agents"] if a["last_error"]]
     if errors:
         lines += ["last errors:", *errors]
+    bus = st.get("bus")
+    if bus:
+        lines.append(
+            f"bus since start: {bus['delivered']} delivered ({bus.get('duplicates', 0)} marked "
+            f"repeats), {bus['poisoned']} poisoned, {bus.get('forwarded', 0)} forwarded from "
+            f"outboxes, {bus.get('in_flight', 0)} in flight"
+        )
     if st.get("unknown_sessions"):
         lines.append(f"unrecognised tmux sessions: {', '.join(st['unknown_sessions'])}")
     return "\n".join(lines)

@@ -155,3 +155,26 @@ def test_client_imports_nothing_heavy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert res.stdout.strip() == "[]"
+
+
+def test_format_status_shows_agents_and_the_bus() -> None:
+    from client.netskyctl import format_status
+
+    row = {
+        "agent": "agent0", "role": "orchestrator", "runtime": "demo", "spawning": False,
+        "alive": True, "wanted": True, "ready": True, "pane_pid": 42, "inbox_pending": 3,
+        "last_delivery_ts": "2026-11-21T10:00:05.000000Z", "last_error": None,
+    }
+    st = {
+        "daemon": {"version": "0.1.0", "pid": 7, "uptime_s": 65, "last_tick_age_s": 2.0,
+                   "tick_interval_s": 60.0},
+        "desired": {"state": "up", "agents": ["agent0"]},
+        "agents": [row],
+        "unknown_sessions": [],
+        "bus": {"delivered": 12, "duplicates": 1, "poisoned": 2, "forwarded": 0, "in_flight": 0},
+    }
+    text = format_status(st)
+    assert "up 1m05s" in text and "desired: up (1 agents)" in text
+    assert any(line.split()[:5] == ["agent0", "orchestrator", "demo", "alive", "yes"]
+               for line in text.splitlines())
+    assert "12 delivered (1 marked repeats), 2 poisoned" in text
