@@ -1,4 +1,5 @@
-"""The ``netskyd`` command: ``netskyd run`` (foreground daemon) and ``netskyd demo``."""
+"""The ``netskyd`` command: ``netskyd run`` (foreground daemon), ``netskyd demo``, and
+``netskyd channel-server`` (an agent's MCP channel, started by Claude Code)."""
 
 from __future__ import annotations
 
@@ -84,3 +85,55 @@ def demo(clones: int, once: bool, home: Path | None) -> None:
     from netskyd.demo import run_demo
 
     sys.exit(run_demo(clones=clones, once=once, home=home, environ=dict(os.environ)))
+
+
+@main.command("channel-server")
+@click.option("--agent", "agent", required=True, help="Agent whose channel this is (agent3, 3).")
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="NETSKY_HOME (default: $NETSKY_HOME, else ~/.netsky).",
+)
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="config.toml to read (default: $NETSKY_CONFIG, else $NETSKY_HOME/config.toml).",
+)
+def channel_server(agent: str, home: Path | None, config: Path | None) -> None:
+    """Serve AGENT's MCP channel on stdio (Claude Code loads it as its `agent` channel).
+
+    Listens on NETSKY_HOME/state/mcp/<agent>.sock for the daemon's deliveries once
+    the MCP session is initialized; exits when stdin closes. stdout is the MCP
+    stream, so every log line goes to stderr.
+    """
+    from netskyd import channel_server as channel
+    from netskyd.ids import parse_agent
+
+    try:
+        agent_id = parse_agent(agent)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--agent") from e
+    environ = dict(os.environ)
+    if home is not None:
+        environ["NETSKY_HOME"] = str(home)
+    try:
+        settings = load_settings(config, environ)
+    except ConfigError as e:
+        click.echo(f"netskyd channel-server: {e}", err=True)
+        sys.exit(EXIT_CONFIG)
+    channel.configure_logging(settings.log_level)
+    socket_path = settings.paths.mcp_socket(agent_id)
+    try:
+        anyio.run(
+            channel.serve,
+            agent_id,
+            socket_path,
+            settings.mcp_timeout_s,
+            backend="asyncio",
+            backend_options=_backend_options(),
+        )
+    except KeyboardInterrupt:
+        pass

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import struct
 from functools import partial
 from typing import Any
 
@@ -31,20 +29,9 @@ from netskyd.errors import (
     SpawnFailed,
     UnknownAgent,
 )
+from netskyd.peercred import peer_uid
 
 log = logmod.get("netskyd.control")
-
-
-def peer_uid(sock: socket.socket) -> int | None:
-    """The uid of the process at the other end of a Unix socket, or None if unknown."""
-    if hasattr(socket, "SO_PEERCRED"):
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        _pid, uid, _gid = struct.unpack("3i", raw)
-        return int(uid)
-    if hasattr(socket, "LOCAL_PEERCRED"):  # BSD/macOS: struct xucred {u_int version; uid_t uid}
-        raw = sock.getsockopt(0, socket.LOCAL_PEERCRED, struct.calcsize("2I"))
-        return int(struct.unpack("2I", raw)[1])
-    return None
 
 
 def error_code_for(exc: NetskyError) -> int:

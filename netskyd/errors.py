@@ -70,3 +70,7 @@ class SessionNotFound(TmuxError):
 
 class CorruptMarker(NetskyError):
     """Raised when a marker file is not valid JSON; it has been moved aside."""
+
+
+class McpLinkError(NetskyError):
+    """Raised when an agent's MCP channel server refused, mangled or missed a delivery."""

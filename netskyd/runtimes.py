@@ -10,6 +10,39 @@ codex-cli 0.16x): the prompt goes in through each CLI's own flag.
 - ``shell``: ``shell_command`` (default ``sh -i``), prompt file in NETSKY_PROMPT_FILE.
 - ``demo``: ``python -m netskyd.demo_agent`` with the daemon's own interpreter.
 - ``custom``: ``custom_command``, a Jinja2 template (variables shell-quoted).
+
+With ``claude_mcp_channel`` the claude command also loads ``netskyd channel-server``
+as the agent's channel (``netskyd.channel_server``)::
+
+    claude --mcp-config state/prompts/<agent>.mcp.json \
+           --dangerously-load-development-channels server:agent \
+           --append-system-prompt-file state/prompts/<agent>.md
+
+What Claude Code 2.1.x does with it (read from 2.1.197's help and bundle, and seen
+working: a delivery shows in the pane as ``← agent: <text>``):
+
+- ``--mcp-config <configs...>`` takes JSON files or inline JSON strings; the file
+  is ``{"mcpServers": {"agent": {"command", "args", "env"}}}`` (stdio). Claude
+  Code starts the server with its own environment (the pane's) plus ``env``;
+  ``NETSKY_HOME`` is set there anyway, and the interpreter is the daemon's own.
+- Notifications become turns only from servers named on the command line, tagged
+  ``server:<name>`` (a configured MCP server) or ``plugin:<name>@<marketplace>``.
+  ``--channels`` admits only allowlisted plugins; a ``server:`` entry needs
+  ``--dangerously-load-development-channels``, which asks for consent at start-up:
+  "WARNING: Loading development channels", choices "I am using this for local
+  development" (Enter) and "Exit" (quits Claude Code, as Esc does).
+- The server must declare ``experimental: {"claude/channel": {}}``; each
+  ``notifications/claude/channel`` ``{content, meta}`` (meta values strings, keys
+  identifiers) is queued as a prompt ``<channel source="agent" k="v"...>``, the
+  same block the pane path pastes.
+- Channels need the first-party API and Anthropic's ``tengu_harbor`` feature flag,
+  read through GrowthBook, which is off when ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC``,
+  ``DISABLE_TELEMETRY`` or ``DO_NOT_TRACK`` is set; managed settings may require
+  ``channelsEnabled: true``. Without them there is no dialog, the status line says
+  "Channels are not currently available", the server still runs as a plain MCP
+  server and its notifications are dropped: the daemon's deliveries through the
+  socket are acknowledged and never shown. Enable ``claude_mcp_channel`` only
+  where channels are on.
 """
 
 from __future__ import annotations
@@ -19,12 +52,16 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
 from netskyd.config import Runtime, Settings
 from netskyd.errors import ConfigError
 from netskyd.ids import agent_n
+
+#: Name of netsky's MCP server in Claude Code, hence the ``source`` of its channel blocks.
+CHANNEL_SERVER = "agent"
 
 #: Idle input prompts as they appear on the real screens (used for readiness).
 IDLE_PROMPTS: dict[Runtime, re.Pattern[str]] = {
@@ -42,6 +79,21 @@ def toml_string(text: str) -> str:
     return json.dumps(text.replace("\x7f", ""), ensure_ascii=False)
 
 
+def mcp_channel_config(settings: Settings, agent: str) -> dict[str, Any]:
+    """The ``--mcp-config`` JSON that makes Claude Code run ``agent``'s channel server.
+
+    Shape: ``{"mcpServers": {"agent": {"command": <python>, "args": [...], "env":
+    {"NETSKY_HOME": <home>}}}}``, the server run as ``python -m netskyd
+    channel-server --agent <agent>`` with the daemon's interpreter.
+    """
+    server = {
+        "command": sys.executable,
+        "args": ["-m", "netskyd", "channel-server", "--agent", agent],
+        "env": {"NETSKY_HOME": str(settings.home)},
+    }
+    return {"mcpServers": {CHANNEL_SERVER: server}}
+
+
 def build_command(
     settings: Settings, runtime: Runtime, agent: str, prompt_file: Path, workdir: Path
 ) -> str:
@@ -57,6 +109,13 @@ def build_command(
         return settings.shell_command
     if runtime is Runtime.CLAUDE:
         argv = [settings.claude_command, *settings.claude_args]
+        if settings.claude_mcp_channel:
+            mcp_file = prompt_file.with_suffix(".mcp.json")
+            mcp_file.write_text(
+                json.dumps(mcp_channel_config(settings, agent), indent=2) + "\n", encoding="utf-8"
+            )
+            argv += ["--mcp-config", str(mcp_file)]
+            argv += ["--dangerously-load-development-channels", f"server:{CHANNEL_SERVER}"]
         argv += ["--append-system-prompt-file", str(prompt_file)]
         return shlex.join(argv)
     if runtime is Runtime.CODEX:
