@@ -271,7 +271,7 @@ class ChannelServer:
     def _failed(self, reason: str, sent: int, total: int) -> dict[str, Any]:
         reason = f"{reason} ({sent} of {total} notifications written)"
         log.warning("channel.delivery_failed", agent=self.agent, reason=reason)
-        return refusal(reason)
+        return refusal(reason, written=sent)
 
 
 async def _die_on_signal(channel: ChannelServer) -> None:

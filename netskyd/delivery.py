@@ -17,17 +17,16 @@ a later redelivery a marked repeat.
 
 from __future__ import annotations
 
-import os
-import stat
 import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
 import anyio
 
+from netskyd import mcp_link
 from netskyd.context import Context
 from netskyd.envelope import Envelope, render_channel
-from netskyd.errors import NetskyError, TmuxError, TmuxTimeout
+from netskyd.errors import McpLinkError, NetskyError, TmuxError, TmuxTimeout
 
 
 class DeliveryFailed(NetskyError):
@@ -97,15 +96,9 @@ class McpDelivery:
         self.ctx = ctx
 
     def available(self, agent: str) -> bool:
-        try:
-            return stat.S_ISSOCK(os.stat(self.ctx.paths.mcp_socket(agent)).st_mode)
-        except OSError:
-            return False
+        return mcp_link.is_connected(self.ctx.paths.mcp_socket(agent))
 
     async def deliver(self, agent: str, envelopes: Sequence[Envelope]) -> None:
-        from netskyd import mcp_link
-        from netskyd.errors import McpLinkError
-
         try:
             await mcp_link.deliver(
                 self.ctx.paths.mcp_socket(agent),
@@ -113,4 +106,6 @@ class McpDelivery:
                 self.ctx.settings.mcp_timeout_s,
             )
         except McpLinkError as e:
-            raise DeliveryFailed(f"MCP channel of {agent}: {e}", maybe_delivered=True) from e
+            raise DeliveryFailed(
+                f"MCP channel of {agent}: {e}", maybe_delivered=e.maybe_delivered
+            ) from e

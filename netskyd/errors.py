@@ -73,4 +73,11 @@ class CorruptMarker(NetskyError):
 
 
 class McpLinkError(NetskyError):
-    """Raised when an agent's MCP channel server refused, mangled or missed a delivery."""
+    """Raised when an agent's MCP channel server refused, mangled or missed a delivery.
+
+    ``maybe_delivered`` is False when nothing can have reached the agent.
+    """
+
+    def __init__(self, message: str, *, maybe_delivered: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_delivered = maybe_delivered

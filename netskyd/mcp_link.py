@@ -47,9 +47,10 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-def refusal(reason: str) -> dict[str, Any]:
-    """The answer ``{"ok": false, "error": reason}``."""
-    return {"ok": False, "error": reason}
+def refusal(reason: str, written: int = 0) -> dict[str, Any]:
+    """The answer ``{"ok": false, "error": reason, "written": n}``: ``written`` counts the
+    notifications already sent to the MCP client before the failure (0 for a refusal)."""
+    return {"ok": False, "error": reason, "written": written}
 
 
 def is_connected(socket_path: Path) -> bool:
@@ -76,12 +77,20 @@ async def deliver(
 
     Raises McpLinkError when the server refuses (``ok: false``, the message
     carries its reason), answers something that is not the contract, does not
-    answer within ``timeout_s``, or cannot be reached (no socket, refused).
+    answer within ``timeout_s``, or cannot be reached (no socket, refused). Its
+    ``maybe_delivered`` is False only when nothing can have reached the MCP client
+    (no connection, or a refusal with ``written: 0``).
     """
     request = encode({"envelopes": envelopes})
     try:
         with anyio.fail_after(timeout_s):
-            async with await anyio.connect_unix(socket_path) as stream:
+            try:
+                stream = await anyio.connect_unix(socket_path)
+            except OSError as e:  # nothing was sent: surely not delivered
+                raise McpLinkError(
+                    f"cannot reach {socket_path}: {e}", maybe_delivered=False
+                ) from e
+            async with stream:
                 await stream.send(request)
                 reader = BufferedByteReceiveStream(stream)
                 line = await reader.receive_until(b"\n", MAX_ANSWER_BYTES)
@@ -104,7 +113,11 @@ def _parse_answer(socket_path: Path, line: bytes) -> list[str]:
     if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
         raise McpLinkError(f"answer from {socket_path} has no boolean 'ok': {answer!r:.200}")
     if not answer["ok"]:
-        raise McpLinkError(f"{socket_path} refused: {answer.get('error') or 'no reason given'}")
+        written = answer.get("written")
+        raise McpLinkError(
+            f"{socket_path} refused: {answer.get('error') or 'no reason given'}",
+            maybe_delivered=not (isinstance(written, int) and written == 0),
+        )
     delivered = answer.get("delivered")
     if not isinstance(delivered, list) or not all(isinstance(i, str) for i in delivered):
         raise McpLinkError(f"answer from {socket_path} has no list of ids: {answer!r:.200}")

@@ -155,6 +155,25 @@ async def test_deliver_raises_on_refusal_and_bad_answers(
             await mcp_link.deliver(path, [envelope()], 2.0)
 
 
+@pytest.mark.parametrize(
+    ("answer", "maybe"),
+    [
+        (b'{"ok": false, "error": "MCP session not initialized", "written": 0}\n', False),
+        (b'{"ok": false, "error": "client stalled (1 of 2 written)", "written": 1}\n', True),
+        (b'{"ok": false, "error": "an older server"}\n', True),
+        (b"garbage\n", True),
+    ],
+)
+async def test_only_a_refusal_before_writing_is_surely_undelivered(
+    tmp_path: Path, answer: bytes, maybe: bool
+) -> None:
+    path = tmp_path / "a.sock"
+    async with fake_server(path, answering(answer)):
+        with pytest.raises(McpLinkError) as exc:
+            await mcp_link.deliver(path, [envelope()], 2.0)
+    assert exc.value.maybe_delivered is maybe
+
+
 async def test_deliver_times_out_on_a_silent_server(tmp_path: Path) -> None:
     path = tmp_path / "a.sock"
     async with fake_server(path, lambda stream: anyio.sleep(30)):
@@ -172,8 +191,9 @@ async def test_deliver_raises_when_nothing_listens(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.bind(str(stale))
     assert mcp_link.is_connected(stale)
-    with pytest.raises(McpLinkError, match="cannot reach"):
+    with pytest.raises(McpLinkError, match="cannot reach") as exc:
         await mcp_link.deliver(stale, [envelope()], 1.0)
+    assert exc.value.maybe_delivered is False  # a stale socket never marks a repeat
 
     regular = tmp_path / "file.sock"
     regular.write_text("")
