@@ -196,6 +196,7 @@ async def test_real_mcp_client_receives_the_channel_notification(tmp_path: Path)
             assert wrong == {
                 "ok": False,
                 "error": "envelope 0 is for agent2, this is the channel of agent1",
+                "written": 0,
             }
             with pytest.raises(McpLinkError, match="fails the schema"):
                 await mcp_link.deliver(client.socket, [{"v": 1, "text": "no id"}], 5.0)

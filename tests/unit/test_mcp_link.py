@@ -257,6 +257,7 @@ async def test_in_process_delivery_and_refusals(tmp_path: Path) -> None:
             assert await channel.deliver([env]) == {
                 "ok": False,
                 "error": "MCP session not initialized",
+                "written": 0,
             }
             assert not mcp_link.is_connected(channel.socket_path)
 
