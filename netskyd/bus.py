@@ -84,6 +84,33 @@ def batches(items: Sequence[tuple[Path, Envelope]]) -> list[list[tuple[Path, Env
     return out
 
 
+def message_row(
+    agent: str,
+    file: str,
+    env: Envelope,
+    status: str,
+    ts: str,
+    via: str,
+    *,
+    duplicate: bool = False,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """One ``messages`` row (``netskyd.store.db.MESSAGE_COLUMNS``) for an envelope."""
+    return {
+        "envelope_id": env.id,
+        "sender": env.sender,
+        "recipient": agent,
+        "kind": env.kind,
+        "envelope_ts": env.ts,
+        "file": file,
+        "status": status,
+        "delivered_ts": ts,
+        "via": via,
+        "duplicate": duplicate,
+        "reason": reason,
+    }
+
+
 def _unique(directory: Path, name: str) -> Path:
     target = directory / name
     if os.path.lexists(target):
@@ -283,21 +310,13 @@ class Bus:
         fsync_dir(delivered_dir)
         await self.ctx.store.add_messages(
             [
-                {
-                    "envelope_id": env.id,
-                    "sender": env.sender,
-                    "recipient": agent,
-                    "kind": env.kind,
-                    "envelope_ts": env.ts,
-                    "file": f.name,
-                    "status": "delivered",
-                    "delivered_ts": ts,
-                    "via": via,
-                    "duplicate": env.id in repeats,
-                    "reason": "repeat: an earlier attempt may have reached the agent"
+                message_row(
+                    agent, f.name, env, "delivered", ts, via,
+                    duplicate=env.id in repeats,
+                    reason="repeat: an earlier attempt may have reached the agent"
                     if env.id in repeats
                     else None,
-                }
+                )
                 for f, env in batch
             ]
         )
@@ -486,18 +505,10 @@ class Bus:
                 except EnvelopeRejected:
                     continue
                 rows.append(
-                    {
-                        "envelope_id": env.id,
-                        "sender": env.sender,
-                        "recipient": agent,
-                        "kind": env.kind,
-                        "envelope_ts": env.ts,
-                        "file": n,
-                        "status": "delivered",
-                        "delivered_ts": now_rfc3339(),
-                        "via": "unknown",
-                        "reason": "recorded at start: the daemon stopped between ack and record",
-                    }
+                    message_row(
+                        agent, n, env, "delivered", now_rfc3339(), "unknown",
+                        reason="recorded at start: the daemon stopped between ack and record",
+                    )
                 )
             if rows:
                 await self.ctx.recorder.events(
@@ -551,18 +562,8 @@ class Bus:
                 ts = await self.ctx.recorder.events("envelope.replayed", rows)
                 await self.ctx.store.add_messages(
                     [
-                        {
-                            "envelope_id": env.id,
-                            "sender": env.sender,
-                            "recipient": agent,
-                            "kind": env.kind,
-                            "envelope_ts": env.ts,
-                            "file": f.name,
-                            "status": "replayed",
-                            "delivered_ts": ts,
-                            "via": path.via,
-                            "reason": f"replay since {since}",
-                        }
+                        message_row(agent, f.name, env, "replayed", ts, path.via,
+                                    reason=f"replay since {since}")
                         for f, env in batch
                     ]
                 )

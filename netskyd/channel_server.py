@@ -54,7 +54,7 @@ from pydantic import ValidationError
 from netskyd import __version__
 from netskyd.envelope import Envelope
 from netskyd.mcp_link import MAX_REQUEST_BYTES, encode, is_connected, refusal
-from netskyd.peercred import peer_uid
+from netskyd.unixsock import listen_private, peer_uid
 
 if TYPE_CHECKING:
     from mcp.shared._stream_protocols import ReadStream, WriteStream
@@ -182,12 +182,7 @@ class ChannelServer:
             # Stale, or a predecessor for the same agent: the newest server takes deliveries.
             path.unlink()
             log.info("channel.socket_replaced", agent=self.agent, socket=str(path))
-        old_umask = os.umask(0o177)
-        try:
-            listener = await anyio.create_unix_listener(path)
-        finally:
-            os.umask(old_umask)
-        os.chmod(path, 0o600)
+        listener = await listen_private(path)
         st = path.lstat()
         self._bound = (st.st_dev, st.st_ino)
         return listener

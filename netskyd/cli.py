@@ -32,14 +32,17 @@ def main() -> None:
     """netskyd: the netsky supervisor daemon."""
 
 
-@main.command()
-@click.option(
+config_option = click.option(
     "--config",
     "config",
     type=click.Path(path_type=Path),
     default=None,
     help="config.toml to read (default: $NETSKY_CONFIG, else $NETSKY_HOME/config.toml).",
 )
+
+
+@main.command()
+@config_option
 def run(config: Path | None) -> None:
     """Run the daemon in the foreground (what systemd/launchd runs).
 
@@ -95,13 +98,7 @@ def demo(clones: int, once: bool, home: Path | None) -> None:
     default=None,
     help="NETSKY_HOME (default: $NETSKY_HOME, else ~/.netsky).",
 )
-@click.option(
-    "--config",
-    "config",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="config.toml to read (default: $NETSKY_CONFIG, else $NETSKY_HOME/config.toml).",
-)
+@config_option
 def channel_server(agent: str, home: Path | None, config: Path | None) -> None:
     """Serve AGENT's MCP channel on stdio (Claude Code loads it as its `agent` channel).
 

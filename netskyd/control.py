@@ -29,7 +29,7 @@ from netskyd.errors import (
     SpawnFailed,
     UnknownAgent,
 )
-from netskyd.peercred import peer_uid
+from netskyd.unixsock import listen_private, peer_uid
 
 log = logmod.get("netskyd.control")
 
@@ -105,12 +105,7 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
     """Long-running task: listen on ``netskyd.sock`` (mode 0600) until cancelled."""
     path = ctx.paths.socket
     path.unlink(missing_ok=True)  # we hold the daemon lock, so any socket here is stale
-    old_umask = os.umask(0o177)
-    try:
-        listener = await anyio.create_unix_listener(path)
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
+    listener = await listen_private(path)
     async with listener:
         task_status.started()
         await listener.serve(partial(handle, ctx))
