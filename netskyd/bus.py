@@ -2,7 +2,7 @@
 
 Long-running task ``run(ctx)``. At start it reconciles ``delivered/`` with the
 message records and adopts everything left in ``claimed/`` and ``inbox/``; then
-``watchfiles`` (debounce 20 ms, step 5 ms) reports new files in any
+``watchfiles`` (debounce 20 ms, step 1 ms) reports new files in any
 ``channels/agent/*/inbox/`` or ``outbox/`` and the ticker rescans as a backstop.
 No polling interval sits on the hot path.
 
@@ -131,6 +131,8 @@ class Bus:
         self._running: set[str] = set()
         self._again: set[str] = set()
         self._claimed_at: dict[str, float] = {}
+        #: Ids found in ``attempts`` when their batch was checked (a marked repeat if sent).
+        self._attempted: set[str] = set()
         self.stop = anyio.Event()
         self.delivered_count = 0
         self.duplicate_count = 0
@@ -181,10 +183,12 @@ class Bus:
                 self._again.discard(key)
                 try:
                     await fn(key)
-                except (OSError, NetskyError) as e:  # never out of the watcher
-                    await self.ctx.recorder.event(
-                        "bus.error", level="error", key=key, error=f"{type(e).__name__}: {e}"
-                    )
+                except Exception as e:  # never out of the watcher: the lease re-queues claims
+                    self.ctx.recorder.log.exception("bus.error", key=key)
+                    with contextlib.suppress(Exception):
+                        await self.ctx.recorder.event(
+                            "bus.error", level="error", key=key, error=f"{type(e).__name__}: {e}"
+                        )
                 if key not in self._again:
                     return
         finally:
@@ -243,7 +247,10 @@ class Bus:
                 bad.append((f, e.rule, e.detail))
             else:
                 good.append((f, env))
-        known = await self.ctx.store.delivered_ids([e.id for _, e in good]) if good else set()
+        known, attempted = (
+            await self.ctx.store.prior([e.id for _, e in good]) if good else (set(), set())
+        )
+        self._attempted.update(attempted)
         seen: set[str] = set()
         unique: list[tuple[Path, Envelope]] = []
         for f, env in good:
@@ -261,7 +268,8 @@ class Bus:
     async def _deliver(self, agent: str, batch: list[tuple[Path, Envelope]]) -> int:
         store = self.ctx.store
         ids = [env.id for _, env in batch]
-        repeats = await store.attempted_ids(ids)
+        repeats = {i for i in ids if i in self._attempted}
+        self._attempted.difference_update(ids)
         for path in self.available(agent):
             ts = now_rfc3339()
             await store.add_attempts(agent, ids, ts, path.via)
@@ -621,7 +629,7 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
         async for changes in awatch(
             root,
             debounce=20,
-            step=5,
+            step=1,
             stop_event=bus.stop,
             rust_timeout=500,
             recursive=True,

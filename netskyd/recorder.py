@@ -42,9 +42,14 @@ class Recorder:
         fsync and one database transaction for the lot. Returns the shared timestamp."""
         if not rows:
             return ""
-        log = getattr(self.log, level)
-        for row in rows:
-            log(name, **row)
+        # One log line per call (the journal and the table keep one row per envelope):
+        # a line per envelope was a quarter of the bus's CPU under load.
+        if len(rows) == 1:
+            getattr(self.log, level)(name, **rows[0])
+        else:
+            agents = sorted({str(r.get("agent")) for r in rows})
+            ids = [r.get("envelope_id") or r.get("file") for r in rows]
+            getattr(self.log, level)(name, count=len(rows), agents=agents, items=ids)
         ts = self.journal.append_many(name, rows)
         try:
             await self.store.add_events(

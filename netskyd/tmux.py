@@ -36,6 +36,29 @@ class PaneInfo:
     created: int
 
 
+def _run_client(argv: list[str], input: bytes | None, deadline: float) -> tuple[int, bytes, bytes]:
+    """Run one tmux client to completion (blocking); return (status, stdout, stderr).
+
+    Output goes to temporary files, not pipes: the tmux server that a first command
+    forks inherits the client's descriptors, and waiting for EOF on a pipe the
+    server holds would hang until the deadline. Raises subprocess.TimeoutExpired
+    (the client killed) past ``deadline`` seconds, OSError when tmux cannot start.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.run(
+            argv,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            timeout=deadline,
+            check=False,
+        )
+        out.seek(0)
+        err.seek(0)
+        return proc.returncode, out.read(), err.read()
+
+
 def _session_target(name: str) -> str:
     return f"={name}"
 
@@ -65,35 +88,20 @@ class Tmux:
         SessionNotFound when tmux reports a missing session, TmuxError otherwise.
         """
         deadline = self.timeout_s if timeout_s is None else timeout_s
-        # Output goes to temporary files, not pipes: the tmux server that a first
-        # command forks inherits the client's descriptors, and waiting for EOF on a
-        # pipe the server holds would hang until the deadline.
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            try:
-                with anyio.fail_after(deadline):
-                    proc = await anyio.open_process(
-                        self.argv(*args),
-                        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=err,
-                    )
-                    try:
-                        if input is not None and proc.stdin is not None:
-                            await proc.stdin.send(input)
-                            await proc.stdin.aclose()
-                        returncode = await proc.wait()
-                    finally:
-                        if proc.returncode is None:
-                            proc.kill()
-                            with anyio.CancelScope(shield=True):
-                                await proc.wait()
-            except TimeoutError as e:
-                raise TmuxTimeout(f"tmux {args[0]} did not answer within {deadline:g}s") from e
-            except OSError as e:
-                raise TmuxError(f"cannot run tmux: {e}") from e
-            out.seek(0)
-            err.seek(0)
-            stdout, stderr = out.read(), err.read()
+        argv = self.argv(*args)
+        try:
+            # The client runs from a worker thread with subprocess.run's own deadline
+            # (it kills the client when it passes): a process start from the event loop
+            # costs twice as much, and a blocked client never holds the loop. The outer
+            # deadline is a backstop, should the thread itself stall.
+            with anyio.fail_after(deadline + 1.0):
+                returncode, stdout, stderr = await anyio.to_thread.run_sync(
+                    _run_client, argv, input, deadline, abandon_on_cancel=True
+                )
+        except (TimeoutError, subprocess.TimeoutExpired) as e:
+            raise TmuxTimeout(f"tmux {args[0]} did not answer within {deadline:g}s") from e
+        except OSError as e:
+            raise TmuxError(f"cannot run tmux: {e}") from e
         if returncode != 0:
             message = stderr.decode(errors="replace").strip()
             if "can't find" in message or "session not found" in message:

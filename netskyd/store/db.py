@@ -9,6 +9,7 @@ comes after the same fact was written to the JSONL journal.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +111,27 @@ class Store:
         """Open (creating if needed) and migrate the database at ``path``."""
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, timeout=5.0)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        await conn.execute("PRAGMA busy_timeout=5000")
         store = cls(conn, path)
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=5000"):
+            await store._exec(f"PRAGMA {pragma}")
         await store.migrate()
         return store
+
+    async def _exec(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement and close its cursor; return ``lastrowid`` (0 if none).
+
+        Cursors are always closed here, on aiosqlite's worker thread: one left open is
+        freed later on the event loop's thread and can reset a cached statement while
+        the worker runs it for another task (``sqlite3.InterfaceError: bad parameter or
+        other API misuse`` under load).
+        """
+        async with self.conn.execute(sql, params) as cur:
+            return int(cur.lastrowid or 0)
+
+    async def _exec_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """``executemany`` with its cursor closed (see _exec)."""
+        async with self.conn.executemany(sql, rows):
+            pass
 
     async def close(self) -> None:
         await self.conn.close()
@@ -128,7 +144,7 @@ class Store:
 
     async def migrate(self) -> list[int]:
         """Apply pending migrations in one transaction each; return the versions applied."""
-        await self.conn.execute(
+        await self._exec(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
             "(version INTEGER PRIMARY KEY, applied_ts TEXT NOT NULL)"
         )
@@ -137,18 +153,19 @@ class Store:
         for version, script in MIGRATIONS:
             if version <= current:
                 continue
-            await self.conn.executescript(
+            async with self.conn.executescript(
                 "BEGIN;\n" + script + f"\nINSERT INTO schema_migrations VALUES ({version}, "
                 "strftime('%Y-%m-%dT%H:%M:%fZ','now'));\n"
                 + f"PRAGMA user_version = {version};\nCOMMIT;"
-            )
+            ):
+                pass
             applied.append(version)
         return applied
 
     async def add_event(
         self, ts: str, event: str, agent: str | None, fields: dict[str, Any]
     ) -> None:
-        await self.conn.execute(
+        await self._exec(
             "INSERT INTO events (ts, event, agent, fields) VALUES (?, ?, ?, ?)",
             (ts, event, agent, json.dumps(fields, default=str)),
         )
@@ -156,7 +173,7 @@ class Store:
 
     async def add_events(self, rows: list[tuple[str, str, str | None, dict[str, Any]]]) -> None:
         """Insert ``(ts, event, agent, fields)`` rows in one transaction."""
-        await self.conn.executemany(
+        await self._exec_many(
             "INSERT INTO events (ts, event, agent, fields) VALUES (?, ?, ?, ?)",
             [(ts, ev, agent, json.dumps(f, default=str)) for ts, ev, agent, f in rows],
         )
@@ -165,7 +182,7 @@ class Store:
     async def add_tick(
         self, started_ts: str, finished_ts: str, duration_ms: float, summary: dict[str, Any]
     ) -> None:
-        await self.conn.execute(
+        await self._exec(
             "INSERT INTO ticks (started_ts, finished_ts, duration_ms, summary) VALUES (?,?,?,?)",
             (started_ts, finished_ts, duration_ms, json.dumps(summary, default=str)),
         )
@@ -174,16 +191,16 @@ class Store:
     async def add_spawn(
         self, ts: str, agent: str, session_id: str, runtime: str, reason: str, pane_pid: int | None
     ) -> int:
-        cur = await self.conn.execute(
+        rowid = await self._exec(
             "INSERT INTO spawns (ts, agent, session_id, runtime, reason, pane_pid) "
             "VALUES (?,?,?,?,?,?)",
             (ts, agent, session_id, runtime, reason, pane_pid),
         )
         await self.conn.commit()
-        return int(cur.lastrowid or 0)
+        return rowid
 
     async def finish_spawn(self, session_id: str, outcome: str, ready_ts: str | None) -> None:
-        await self.conn.execute(
+        await self._exec(
             "UPDATE spawns SET outcome = ?, ready_ts = ? WHERE session_id = ?",
             (outcome, ready_ts, session_id),
         )
@@ -204,7 +221,7 @@ class Store:
         duplicate: bool = False,
         reason: str | None = None,
     ) -> None:
-        await self.conn.execute(
+        await self._exec(
             "INSERT INTO messages (envelope_id, sender, recipient, kind, envelope_ts, file, "
             "status, delivered_ts, via, duplicate, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
@@ -226,7 +243,7 @@ class Store:
     async def add_messages(self, rows: list[dict[str, Any]]) -> None:
         """Insert ``messages`` rows (dicts keyed by MESSAGE_COLUMNS; missing keys are NULL,
         ``duplicate`` defaults to 0) in one transaction."""
-        await self.conn.executemany(
+        await self._exec_many(
             f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(MESSAGE_COLUMNS))})",
             [
@@ -241,7 +258,7 @@ class Store:
 
     async def add_attempts(self, recipient: str, ids: list[str], ts: str, via: str) -> None:
         """Record that these envelopes are being handed to ``via`` (before the paste)."""
-        await self.conn.executemany(
+        await self._exec_many(
             "INSERT INTO attempts (envelope_id, recipient, ts, via) VALUES (?,?,?,?)",
             [(i, recipient, ts, via) for i in ids],
         )
@@ -249,7 +266,7 @@ class Store:
 
     async def forget_attempts(self, ids: list[str], ts: str) -> None:
         """Drop the attempt rows written at ``ts`` for ``ids`` (the paste surely failed)."""
-        await self.conn.executemany(
+        await self._exec_many(
             "DELETE FROM attempts WHERE envelope_id = ? AND ts = ?", [(i, ts) for i in ids]
         )
         await self.conn.commit()
@@ -270,6 +287,24 @@ class Store:
             "AND envelope_id IN ({marks})",
             ids,
         )
+
+    async def prior(self, ids: list[str]) -> tuple[set[str], set[str]]:
+        """``(delivered, attempted)``: the subsets of ``ids`` recorded as delivered, and
+        handed to a delivery path before; one query (the delivery hot path)."""
+        delivered: set[str] = set()
+        attempted: set[str] = set()
+        for start in range(0, len(ids), 400):  # SQLite's host-parameter limit
+            chunk = ids[start : start + 400]
+            marks = ",".join("?" * len(chunk))
+            sql = (
+                f"SELECT envelope_id, 'd' FROM messages WHERE status = 'delivered' "
+                f"AND envelope_id IN ({marks}) "
+                f"UNION ALL SELECT envelope_id, 'a' FROM attempts WHERE envelope_id IN ({marks})"
+            )
+            async with self.conn.execute(sql, chunk + chunk) as cur:
+                for envelope_id, tag in await cur.fetchall():
+                    (delivered if tag == "d" else attempted).add(str(envelope_id))
+        return delivered, attempted
 
     async def attempted_ids(self, ids: list[str]) -> set[str]:
         """The subset of ``ids`` that an earlier delivery attempt handed to a pane or channel."""
