@@ -2,8 +2,9 @@
 
 Long-running task ``run(ctx)``. At start it reconciles ``delivered/`` with the
 message records and adopts everything left in ``claimed/`` and ``inbox/``; then
-``watchfiles`` (debounce 20 ms, step 1 ms) reports new files in any
-``channels/agent/*/inbox/`` or ``outbox/`` and the ticker rescans as a backstop.
+``watchfiles`` (inotify; debounce 20 ms, step 1 ms) reports new files in any
+``channels/agent/*/inbox/`` or ``outbox/`` (those directories only), and the
+ticker rescans as a backstop.
 No polling interval sits on the hot path.
 
 Per agent, one drain at a time (ARCHITECTURE.md, "The agent bus"):
@@ -605,45 +606,70 @@ def _sent_ns(path: Path) -> int:
         return 0
 
 
-def _channel_event(path: str) -> tuple[str, str] | None:
-    """``(box, agent)`` for a change under ``channels/agent/<agent>/{inbox,outbox}/``."""
-    p = Path(path)
-    box = p.parent.name
-    if box in ("inbox", "outbox") and not p.name.startswith("."):
-        agent = p.parent.parent.name
-        if is_agent_id(agent):
-            return box, agent
-    return None
+def _split(path: str) -> tuple[str, str, str]:
+    """``(grandparent dir, parent name, name)`` of a path, with string operations only
+    (this runs for every change the watcher reports)."""
+    parent, _, name = path.rpartition(os.sep)
+    grand, _, parent_name = parent.rpartition(os.sep)
+    return grand, parent_name, name
+
+
+async def _relay(source: anyio.Event, target: anyio.Event) -> None:
+    await source.wait()
+    target.set()
+
+
+async def watch(bus: Bus) -> None:
+    """Watch every agent's ``inbox/`` and ``outbox/`` (not the other boxes: claims and
+    acks would triple the events) plus the channels root for new agents; a new agent
+    restarts the watch with its boxes added, then a rescan covers the switch-over."""
+    paths = bus.ctx.paths
+    root = str(paths.channels)
+    while not bus.stop.is_set():
+        agents = bus.agents_with_channels()
+        for agent in agents:
+            paths.ensure_channel(agent)
+        watched = [paths.channels] + [
+            paths.channel(a, box) for a in agents for box in ("inbox", "outbox")
+        ]
+        restart = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_relay, bus.stop, restart)
+            async for changes in awatch(
+                *watched,
+                debounce=20,
+                step=1,
+                stop_event=restart,
+                rust_timeout=500,
+                recursive=False,
+                ignore_permission_denied=True,
+                watch_filter=None,  # every change is looked at once, below
+            ):
+                for change, path in changes:
+                    if change is Change.deleted:
+                        continue
+                    grand, box, name = _split(path)
+                    if name.startswith("."):
+                        continue
+                    if box == "inbox" or box == "outbox":
+                        agent = grand.rpartition(os.sep)[2]
+                        if is_agent_id(agent):
+                            (bus.kick if box == "inbox" else bus.kick_outbox)(agent)
+                    elif path.rpartition(os.sep)[0] == root and is_agent_id(name):
+                        if name not in agents:
+                            restart.set()
+            tg.cancel_scope.cancel()
+        bus.rescan()
 
 
 async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Long-running task: reconcile, adopt and scan, then watch every inbox until cancelled."""
     bus = ctx.the_bus()
-    root = ctx.paths.channels
-    root.mkdir(parents=True, exist_ok=True)
+    ctx.paths.channels.mkdir(parents=True, exist_ok=True)
     async with anyio.create_task_group() as tg:
         bus._tg = tg
         await bus.reconcile()
         bus.rescan()
         task_status.started()
-        async for changes in awatch(
-            root,
-            debounce=20,
-            step=1,
-            stop_event=bus.stop,
-            rust_timeout=500,
-            recursive=True,
-            ignore_permission_denied=True,
-        ):
-            for change, path in changes:
-                if change is Change.deleted:
-                    continue
-                hit = _channel_event(path)
-                if hit is None:
-                    continue
-                box, agent = hit
-                if box == "inbox":
-                    bus.kick(agent)
-                else:
-                    bus.kick_outbox(agent)
+        await watch(bus)
         tg.cancel_scope.cancel()

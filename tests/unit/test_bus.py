@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from netskyd.bus import BATCH_MAX_ENVELOPES, entries
@@ -13,6 +14,14 @@ from netskyd.delivery import DeliveryFailed
 from netskyd.maildir import new_envelope, rfc3339_from_ns, send
 from netskyd.paths import Paths
 from tests.busctx import bus_on, messages
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    """Poll ``check`` every 20 ms (the caller's fail_after bounds it)."""
+    import anyio
+
+    while not check():  # noqa: ASYNC110 - polling a plain predicate, not an event
+        await anyio.sleep(0.02)
 
 
 def _send(home: Path, to: str, text: str, **kw: object) -> dict[str, object]:
@@ -269,3 +278,24 @@ async def test_replay_delivers_again_what_was_delivered_since(tmp_path: Path) ->
         rows = [r for r in await messages(bus) if r["status"] == "replayed"]
         assert [r["envelope_id"] for r in rows] == ids and len(ids) == 2
         assert len(entries(Paths(tmp_path).channel("agent0", "delivered"))) == 4
+
+
+async def test_the_watcher_delivers_without_a_tick_even_to_a_new_agent(tmp_path: Path) -> None:
+    import anyio
+
+    from netskyd.bus import watch
+
+    _send(tmp_path, "agent0", "known")
+    async with bus_on(tmp_path) as (bus, rec):
+        async with anyio.create_task_group() as tg:
+            bus._tg = tg
+            tg.start_soon(watch, bus)
+            with anyio.fail_after(20):
+                await anyio.sleep(0.3)  # the watch is up; no rescan happens from here on
+                _send(tmp_path, "agent0", "watched")
+                _send(tmp_path, "agent7", "new agent")  # creates channels/agent/agent7/
+                await _until(lambda: {"watched", "new agent"} <= {e.text for e in rec.delivered})
+                _send(tmp_path, "agent7", "after the restart of the watch")
+                await _until(lambda: "after the restart of the watch" in
+                             {e.text for e in rec.delivered})
+            bus.stop.set()
