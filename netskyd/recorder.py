@@ -46,6 +46,14 @@ class Recorder:
         if not rows:
             return ""
         ts = self.journal.append_many(name, rows)
+        await self.journalled(name, rows, ts, level=level)
+        return ts
+
+    async def journalled(
+        self, name: str, rows: list[dict[str, Any]], ts: str, *, level: str = "info"
+    ) -> None:
+        """The log line and ``events`` row of ``events`` for rows the caller has already
+        appended to the journal (e.g. from a worker thread) at ``ts``."""
         if len(rows) == 1:
             summary = dict(rows[0])
         else:
@@ -62,4 +70,3 @@ class Recorder:
             await self.store.add_event(ts, name, agent, summary)
         except sqlite3.Error as e:
             self.log.error("store.write_failed", table="events", error=str(e), event_name=name)
-        return ts
