@@ -379,21 +379,8 @@ def bring_up(netsky: Netsky, n: int) -> list[str]:
     res = netsky.ctl("up", str(clones), "--no-wait", "--json")
     if res.returncode != 0:
         raise AssertionError(f"netskyctl up {clones} failed: {res.stderr.strip()}")
-    t0 = time.monotonic()
-    last = -1.0
-    while True:
-        rows = netsky.agents()
-        ready = sum(1 for a in agents if rows.get(a, {}).get("ready"))
-        if ready == len(agents):
-            break
-        if time.monotonic() - t0 > READY_DEADLINE_S:
-            raise AssertionError(f"only {ready}/{len(agents)} agents ready "
-                                 f"after {READY_DEADLINE_S:.0f}s")
-        if time.monotonic() - last >= 5:
-            log(f"waiting for readiness: {ready}/{len(agents)} agents ready")
-            last = time.monotonic()
-        time.sleep(0.5)
-    log(f"{len(agents)} agents ready after {time.monotonic() - t0:.1f}s")
+    took = netsky.wait_all_ready(agents, READY_DEADLINE_S, log)
+    log(f"{len(agents)} agents ready after {took:.1f}s")
     return agents
 
 

@@ -131,20 +131,8 @@ class RowCounter(threading.Thread):
 
 def bring_up(netsky: Netsky, agents: list[str]) -> None:
     """Wait until every agent in ``agents`` is ready, with progress every 5 s."""
-    t0 = last = time.monotonic()
-    while True:
-        rows = netsky.agents()
-        ready = sum(1 for a in agents if rows.get(a, {}).get("ready"))
-        if ready == len(agents):
-            break
-        if time.monotonic() - t0 > READY_DEADLINE_S:
-            raise AssertionError(f"only {ready}/{len(agents)} agents ready "
-                                 f"after {READY_DEADLINE_S:.0f}s")
-        if time.monotonic() - last >= 5:
-            log(f"waiting for readiness: {ready}/{len(agents)} agents ready")
-            last = time.monotonic()
-        time.sleep(0.5)
-    log(f"{len(agents)} agents ready after {time.monotonic() - t0:.1f}s")
+    took = netsky.wait_all_ready(agents, READY_DEADLINE_S, log)
+    log(f"{len(agents)} agents ready after {took:.1f}s")
 
 
 def max_row_id(db: Path) -> int:

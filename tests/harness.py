@@ -138,6 +138,29 @@ class Netsky:
         agents = self.agents()
         return all(agents.get(n, {}).get("ready") for n in names)
 
+    def wait_all_ready(
+        self, names: list[str], timeout_s: float, progress: Callable[[str], None] | None = None
+    ) -> float:
+        """Wait until every agent in ``names`` is ready; return the seconds it took.
+
+        Calls ``progress`` every 5 s with a ``k/n agents ready`` line. Raises
+        AssertionError naming how many were ready at the deadline.
+        """
+        t0 = last = time.monotonic()
+        while True:
+            rows = self.agents()
+            ready = sum(1 for a in names if rows.get(a, {}).get("ready"))
+            if ready == len(names):
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout_s:
+                raise AssertionError(
+                    f"only {ready}/{len(names)} agents ready after {timeout_s:.0f}s"
+                )
+            if progress is not None and time.monotonic() - last >= 5:
+                progress(f"waiting for readiness: {ready}/{len(names)} agents ready")
+                last = time.monotonic()
+            time.sleep(0.5)
+
     def sessions(self) -> set[str]:
         if not self.tmux.is_alive():
             return set()
