@@ -57,11 +57,19 @@ sys.path.insert(0, str(REPO))
 import anyio  # noqa: E402
 import anyio.from_thread  # noqa: E402
 
+from netskyd.cli import backend_options  # noqa: E402
 from netskyd.envelope import Envelope, render_channel  # noqa: E402
-from netskyd.errors import TmuxError  # noqa: E402
-from netskyd.maildir import envelope_filename, fsync_dir, new_envelope  # noqa: E402
+from netskyd.errors import EnvelopeRejected, TmuxError  # noqa: E402
+from netskyd.maildir import (  # noqa: E402
+    DEFAULT_ENVELOPE_MAX_BYTES,
+    fsync_dir,
+    new_envelope,
+    publish,
+    stage,
+)
 from netskyd.paths import Paths  # noqa: E402
 from netskyd.tmux import Tmux  # noqa: E402
+from netskyd.validate import validate  # noqa: E402
 from tests.harness import Netsky, wait_for  # noqa: E402
 
 COUNTS = (1, 10, 100)
@@ -83,15 +91,6 @@ SEEN_DEADLINE_S = 20.0
 TARGET_P50_MS, TARGET_P99_MS, TARGET_AGENTS = 10.0, 50.0, 100
 TOKEN = re.compile(rb"nsbl[0-9a-f]{16}")
 TAIL_BYTES = 128
-
-
-def backend_options() -> dict[str, Any]:
-    """uvloop where available, as ``netskyd run`` does."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    return {"use_uvloop": True}
 
 
 def log(msg: str) -> None:
@@ -192,21 +191,9 @@ class PaneTap:
 
 
 def send_stamped(paths: Paths, envelope: dict[str, Any]) -> int:
-    """``maildir.send`` (tmp/, fsync, rename into inbox/), stamped right after the rename.
-
-    Returns ``time.perf_counter_ns()`` taken when the envelope became visible in inbox/.
-    """
-    to = envelope["to"]
-    body = {k: v for k, v in envelope.items() if not k.startswith("_")}
-    data = (json.dumps(body, ensure_ascii=False) + "\n").encode("utf-8")
-    name = envelope_filename(envelope)
-    tmp = paths.channel(to, "tmp") / name
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    final = paths.channel(to, "inbox") / name
-    os.rename(tmp, final)
+    """``maildir.send``, stamped right after the rename into inbox/ (before the directory
+    fsync). Returns ``time.perf_counter_ns()`` when the envelope became visible."""
+    final = publish(stage(paths, envelope), sync=False)
     stamp = time.perf_counter_ns()
     fsync_dir(final.parent)
     return stamp
@@ -261,13 +248,10 @@ class PollingDeliverer(threading.Thread):
                 os.rename(inbox / name, claimed / name)
             batch = []
             for f in sorted(claimed.glob("*.json")):
-                try:  # the schema check of netskyd's validation (bench envelopes are sane)
-                    env = Envelope.model_validate(json.loads(f.read_bytes()))
-                    if env.to != agent:
-                        raise ValueError(f"to={env.to!r}")
-                    batch.append((f, env))
-                except ValueError as e:  # also ValidationError and JSONDecodeError
-                    self.errors.append(f"{agent}: {f.name} rejected: {e}")
+                try:  # netskyd's own validation
+                    batch.append((f, validate(f, agent, DEFAULT_ENVELOPE_MAX_BYTES)))
+                except EnvelopeRejected as e:
+                    self.errors.append(f"{agent}: {f.name} rejected: {e.rule}: {e.detail}")
                     os.rename(f, p.channel(agent, "poison") / f.name)
             if batch:
                 await self.tmux.paste(agent, render_channel([env for _, env in batch]),

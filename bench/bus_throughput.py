@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from netskyd.errors import InboxFull  # noqa: E402
-from netskyd.maildir import envelope_filename, fsync_dir, new_envelope, send  # noqa: E402
+from netskyd.maildir import fsync_dir, new_envelope, publish, send, stage  # noqa: E402
 from netskyd.paths import Paths  # noqa: E402
 from tests.harness import Netsky, wait_for  # noqa: E402
 
@@ -198,25 +198,18 @@ def burst(paths: Paths, agents: list[str], n: int,
     Returns ({text: envelope id}, first stamp, last stamp, 0), as ``stream`` does.
     """
     sent: dict[str, str] = {}
-    moves: list[tuple[Path, Path]] = []
+    staged: list[Path] = []
     for i in range(n):
         text = f"{prefix}{i:06d}"
         env = new_envelope(agents[(i + 1) % len(agents)], agents[i % len(agents)], text)
-        body = {k: v for k, v in env.items() if not k.startswith("_")}
-        name = envelope_filename(env)
-        tmp = paths.channel(env["to"], "tmp") / name
-        with open(tmp, "wb") as f:
-            f.write((json.dumps(body, ensure_ascii=False) + "\n").encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        moves.append((tmp, paths.channel(env["to"], "inbox") / name))
+        staged.append(stage(paths, env))
         sent[text] = env["id"]
         if (i + 1) % 2000 == 0:
             log(f"prepared {i + 1}/{n} in tmp/")
     time.sleep(1.0)  # let the watcher's tmp/ events pass before the clock starts
     t_first = time.monotonic()
-    for tmp, final in moves:
-        os.rename(tmp, final)
+    for tmp in staged:
+        publish(tmp, sync=False)
     for agent in agents:
         fsync_dir(paths.channel(agent, "inbox"))
     return sent, t_first, time.monotonic(), 0

@@ -51,7 +51,7 @@ from netskyd.delivery import Delivery, DeliveryFailed, McpDelivery, PaneDelivery
 from netskyd.envelope import Envelope, parse_ts
 from netskyd.errors import EnvelopeRejected, InboxFull, NetskyError
 from netskyd.ids import is_agent_id, sort_key
-from netskyd.maildir import fsync_dir, now_rfc3339, send
+from netskyd.maildir import atomic_write_bytes, fsync_dir, now_rfc3339, send
 from netskyd.validate import validate
 
 #: At most this many envelopes, and this many bytes of text, go in one paste.
@@ -353,7 +353,11 @@ class Bus:
             target = _unique(poison_dir, path.name)
             reason: dict[str, Any] = {"rule": rule, "detail": detail, "ts": ts, "file": target.name}
             try:
-                _write_reason(poison_dir / f"{target.name}.reason.json", reason)
+                atomic_write_bytes(
+                    poison_dir / f"{target.name}.reason.json",
+                    (json.dumps(reason, indent=2) + "\n").encode(),
+                    sync_dir=False,  # once for the lot, below
+                )
                 os.rename(path, target)
             except OSError as e:
                 reason["move_error"] = str(e)
@@ -583,16 +587,6 @@ class Bus:
                     f"replay to {agent} failed after {len(replayed)} envelopes; see the journal"
                 )
         return replayed
-
-
-def _write_reason(path: Path, reason: dict[str, Any]) -> None:
-    """Write a reason file durably (tmp, fsync, rename; the caller fsyncs the directory)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(reason, indent=2) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _sent_ns(path: Path) -> int:

@@ -18,7 +18,8 @@ EXIT_ALREADY_RUNNING = 1
 EXIT_CONFIG = 2
 
 
-def _backend_options() -> dict[str, bool]:
+def backend_options() -> dict[str, bool]:
+    """anyio backend options: uvloop where it is installed."""
     try:
         import uvloop  # noqa: F401
     except ImportError:
@@ -61,7 +62,7 @@ def run(config: Path | None) -> None:
     logmod.configure(settings.paths.log_file, settings.log_level)
     daemon = Daemon(settings, config_path=config or _env_config(environ), environ=environ)
     try:
-        anyio.run(daemon.serve, backend="asyncio", backend_options=_backend_options())
+        anyio.run(daemon.serve, backend="asyncio", backend_options=backend_options())
     except DaemonAlreadyRunning as e:
         click.echo(f"netskyd: {e}", err=True)
         sys.exit(EXIT_ALREADY_RUNNING)
@@ -107,6 +108,7 @@ def channel_server(agent: str, home: Path | None, config: Path | None) -> None:
     stream, so every log line goes to stderr.
     """
     from netskyd import channel_server as channel
+    from netskyd import log as logmod
     from netskyd.ids import parse_agent
 
     try:
@@ -121,7 +123,7 @@ def channel_server(agent: str, home: Path | None, config: Path | None) -> None:
     except ConfigError as e:
         click.echo(f"netskyd channel-server: {e}", err=True)
         sys.exit(EXIT_CONFIG)
-    channel.configure_logging(settings.log_level)
+    logmod.configure(None, settings.log_level)  # stderr only: stdout is the MCP stream
     socket_path = settings.paths.mcp_socket(agent_id)
     try:
         anyio.run(
@@ -130,7 +132,7 @@ def channel_server(agent: str, home: Path | None, config: Path | None) -> None:
             socket_path,
             settings.mcp_timeout_s,
             backend="asyncio",
-            backend_options=_backend_options(),
+            backend_options=backend_options(),
         )
     except KeyboardInterrupt:
         pass

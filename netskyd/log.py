@@ -22,26 +22,29 @@ _SHARED: list[Any] = [
 ]
 
 
-def configure(log_file: Path, level: str = "info", console: bool = True) -> None:
-    """Send structlog events to ``log_file`` as JSON lines and (optionally) to stderr."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
+def configure(log_file: Path | None, level: str = "info", console: bool = True) -> None:
+    """Send structlog events to ``log_file`` as JSON lines (None: no file) and, with
+    ``console``, as readable lines to stderr (never stdout: ``netskyd channel-server``
+    speaks MCP there)."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
 
-    file_handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
-    file_handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=_SHARED,
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer(default=str),
-            ],
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=_SHARED,
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    structlog.processors.JSONRenderer(default=str),
+                ],
+            )
         )
-    )
-    root.addHandler(file_handler)
+        root.addHandler(file_handler)
     if console:
         console_handler = logging.StreamHandler(sys.stderr)
         console_handler.setFormatter(

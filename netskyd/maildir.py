@@ -131,8 +131,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: sibling tmp file, fsync, rename, fsync dir."""
+def atomic_write_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically: sibling tmp file, fsync, rename, then fsync
+    the directory unless ``sync_dir`` is False (a caller writing many fsyncs it once)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "wb") as f:
@@ -140,7 +141,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 def pending_count(paths: Paths, agent: str) -> int:
@@ -161,8 +163,30 @@ def send(
 ) -> Path:
     """Drop an envelope into its target's inbox; return the inbox path it landed at.
 
-    Raises InboxFull when the inbox already holds ``inbox_max_pending`` envelopes,
-    EnvelopeTooLarge when the encoded envelope exceeds ``envelope_max_bytes``.
+    ``stage`` then ``publish``. Raises InboxFull when the inbox already holds
+    ``inbox_max_pending`` envelopes, EnvelopeTooLarge when the encoded envelope
+    exceeds ``envelope_max_bytes``.
+    """
+    return publish(
+        stage(
+            paths,
+            envelope,
+            inbox_max_pending=inbox_max_pending,
+            envelope_max_bytes=envelope_max_bytes,
+        ),
+    )
+
+
+def stage(
+    paths: Paths,
+    envelope: dict[str, Any],
+    *,
+    inbox_max_pending: int = DEFAULT_INBOX_MAX_PENDING,
+    envelope_max_bytes: int = DEFAULT_ENVELOPE_MAX_BYTES,
+) -> Path:
+    """Check the limits and write the envelope, fsynced, to the target's ``tmp/``.
+
+    Returns the ``tmp/`` path, for ``publish``. Raises InboxFull, EnvelopeTooLarge.
     """
     to = envelope["to"]
     body = {k: v for k, v in envelope.items() if not k.startswith("_")}
@@ -179,13 +203,20 @@ def send(
             f"inbox of {to} is full: {pending} envelopes pending "
             f"(inbox_max_pending={inbox_max_pending}); try again later"
         )
-    name = envelope_filename(envelope)
-    tmp = paths.channel(to, "tmp") / name
+    tmp = paths.channel(to, "tmp") / envelope_filename(envelope)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    final = paths.channel(to, "inbox") / name
+    return tmp
+
+
+def publish(tmp: Path, *, sync: bool = True) -> Path:
+    """Rename a staged envelope from ``tmp/`` into its channel's ``inbox/`` (atomic: the
+    daemon never sees half an envelope); fsync the inbox directory unless ``sync`` is
+    False (a caller publishing many fsyncs each directory once). Returns the inbox path."""
+    final = tmp.parent.parent / "inbox" / tmp.name
     os.rename(tmp, final)
-    fsync_dir(final.parent)
+    if sync:
+        fsync_dir(final.parent)
     return final

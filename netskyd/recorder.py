@@ -27,13 +27,7 @@ class Recorder:
         self, name: str, *, agent: str | None = None, level: str = "info", **fields: Any
     ) -> str:
         """Record event ``name`` (e.g. ``agent.spawned``); return its RFC 3339 timestamp."""
-        getattr(self.log, level)(name, agent=agent, **fields)
-        ts = self.journal.append(name, {"agent": agent, **fields})
-        try:
-            await self.store.add_event(ts, name, agent, fields)
-        except sqlite3.Error as e:
-            self.log.error("store.write_failed", table="events", error=str(e), event_name=name)
-        return ts
+        return await self.events(name, [{"agent": agent, **fields}], level=level)
 
     async def events(
         self, name: str, rows: list[dict[str, Any]], *, level: str = "info"
@@ -46,14 +40,6 @@ class Recorder:
         if not rows:
             return ""
         ts = self.journal.append_many(name, rows)
-        await self.journalled(name, rows, ts, level=level)
-        return ts
-
-    async def journalled(
-        self, name: str, rows: list[dict[str, Any]], ts: str, *, level: str = "info"
-    ) -> None:
-        """The log line and ``events`` row of ``events`` for rows the caller has already
-        appended to the journal (e.g. from a worker thread) at ``ts``."""
         if len(rows) == 1:
             summary = dict(rows[0])
         else:
@@ -70,3 +56,4 @@ class Recorder:
             await self.store.add_event(ts, name, agent, summary)
         except sqlite3.Error as e:
             self.log.error("store.write_failed", table="events", error=str(e), event_name=name)
+        return ts

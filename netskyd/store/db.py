@@ -171,14 +171,6 @@ class Store:
         )
         await self.conn.commit()
 
-    async def add_events(self, rows: list[tuple[str, str, str | None, dict[str, Any]]]) -> None:
-        """Insert ``(ts, event, agent, fields)`` rows in one transaction."""
-        await self._exec_many(
-            "INSERT INTO events (ts, event, agent, fields) VALUES (?, ?, ?, ?)",
-            [(ts, ev, agent, json.dumps(f, default=str)) for ts, ev, agent, f in rows],
-        )
-        await self.conn.commit()
-
     async def add_tick(
         self, started_ts: str, finished_ts: str, duration_ms: float, summary: dict[str, Any]
     ) -> None:
@@ -203,40 +195,6 @@ class Store:
         await self._exec(
             "UPDATE spawns SET outcome = ?, ready_ts = ? WHERE session_id = ?",
             (outcome, ready_ts, session_id),
-        )
-        await self.conn.commit()
-
-    async def add_message(
-        self,
-        *,
-        envelope_id: str | None,
-        sender: str | None,
-        recipient: str,
-        kind: str | None,
-        envelope_ts: str | None,
-        file: str,
-        status: str,
-        delivered_ts: str | None,
-        via: str | None,
-        duplicate: bool = False,
-        reason: str | None = None,
-    ) -> None:
-        await self._exec(
-            "INSERT INTO messages (envelope_id, sender, recipient, kind, envelope_ts, file, "
-            "status, delivered_ts, via, duplicate, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                envelope_id,
-                sender,
-                recipient,
-                kind,
-                envelope_ts,
-                file,
-                status,
-                delivered_ts,
-                via,
-                int(duplicate),
-                reason,
-            ),
         )
         await self.conn.commit()
 
@@ -271,23 +229,6 @@ class Store:
         )
         await self.conn.commit()
 
-    async def _ids_in(self, sql: str, ids: list[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(ids), 500):  # SQLite's host-parameter limit
-            chunk = ids[start : start + 500]
-            query = sql.format(marks=",".join("?" * len(chunk)))
-            async with self.conn.execute(query, chunk) as cur:
-                found.update(str(r[0]) for r in await cur.fetchall())
-        return found
-
-    async def delivered_ids(self, ids: list[str]) -> set[str]:
-        """The subset of ``ids`` already recorded as delivered."""
-        return await self._ids_in(
-            "SELECT envelope_id FROM messages WHERE status = 'delivered' "
-            "AND envelope_id IN ({marks})",
-            ids,
-        )
-
     async def prior(self, ids: list[str]) -> tuple[set[str], set[str]]:
         """``(delivered, attempted)``: the subsets of ``ids`` recorded as delivered, and
         handed to a delivery path before; one query (the delivery hot path)."""
@@ -306,26 +247,12 @@ class Store:
                     (delivered if tag == "d" else attempted).add(str(envelope_id))
         return delivered, attempted
 
-    async def attempted_ids(self, ids: list[str]) -> set[str]:
-        """The subset of ``ids`` that an earlier delivery attempt handed to a pane or channel."""
-        return await self._ids_in(
-            "SELECT envelope_id FROM attempts WHERE envelope_id IN ({marks})", ids
-        )
-
     async def recorded_files(self, recipient: str, status: str) -> set[str]:
         """File names recorded for ``recipient`` with ``status`` (startup reconciliation)."""
         async with self.conn.execute(
             "SELECT file FROM messages WHERE recipient = ? AND status = ?", (recipient, status)
         ) as cur:
             return {str(r[0]) for r in await cur.fetchall()}
-
-    async def was_delivered(self, envelope_id: str) -> bool:
-        """Return True when an envelope with this id was already recorded as delivered."""
-        async with self.conn.execute(
-            "SELECT 1 FROM messages WHERE envelope_id = ? AND status = 'delivered' LIMIT 1",
-            (envelope_id,),
-        ) as cur:
-            return await cur.fetchone() is not None
 
     async def count(self, table: str) -> int:
         """Row count of one of this module's tables (for status and tests)."""

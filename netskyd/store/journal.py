@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ class Journal:
 
     def __init__(self, logs_dir: Path) -> None:
         self.logs_dir = logs_dir
-        self._lock = threading.Lock()  # appends may come from worker threads
         logs_dir.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, when: datetime) -> Path:
@@ -39,7 +37,7 @@ class Journal:
         text = "".join(
             json.dumps({"ts": ts, "event": event, **fields}, default=str) + "\n" for fields in rows
         )
-        with self._lock, open(self.path_for(when), "a", encoding="utf-8") as f:
+        with open(self.path_for(when), "a", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

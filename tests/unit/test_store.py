@@ -47,18 +47,23 @@ async def test_db_migrates_once_in_wal_mode(tmp_path: Path) -> None:
     store = await Store.open(path)
     assert await store.schema_version() == SCHEMA_VERSION == MIGRATIONS[-1][0]
     await store.add_tick("a", "b", 1.5, {"n": 1})
-    await store.add_message(
-        envelope_id="e1",
-        sender="agent1",
-        recipient="agent0",
-        kind="message",
-        envelope_ts="t",
-        file="f.json",
-        status="delivered",
-        delivered_ts="t2",
-        via="pane",
+    await store.add_messages(
+        [
+            {
+                "envelope_id": "e1",
+                "sender": "agent1",
+                "recipient": "agent0",
+                "kind": "message",
+                "envelope_ts": "t",
+                "file": "f.json",
+                "status": "delivered",
+                "delivered_ts": "t2",
+                "via": "pane",
+            }
+        ]
     )
-    assert await store.was_delivered("e1") and not await store.was_delivered("e2")
+    await store.add_attempts("agent0", ["e3"], "t3", "pane")
+    assert await store.prior(["e1", "e2", "e3"]) == ({"e1"}, {"e3"})
     await store.close()
     again = await Store.open(path)  # re-open: nothing re-applied, data kept
     assert await again.migrate() == []
