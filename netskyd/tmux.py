@@ -1,8 +1,9 @@
 """The tmux port: every tmux call the daemon makes, each bounded by a deadline.
 
-Calls run the ``tmux`` client as a subprocess under ``anyio.fail_after``; on a
-deadline the client process is killed and TmuxTimeout is raised, so a wedged
-tmux server (even a SIGSTOPped one) can never wedge the tick. (libtmux's calls
+Each call runs one ``tmux`` client from a worker thread with ``subprocess.run``'s
+own deadline (the client is killed when it passes) under an outer
+``anyio.fail_after``; TmuxTimeout is raised, so a wedged tmux server (even a
+SIGSTOPped one) can never wedge the tick or the event loop. (libtmux's calls
 block without a timeout, so the daemon does not use it; the tests use it as an
 independent observer.) Targets always use tmux's exact-match form ``=name``:
 a plain ``-t agent1`` would prefix-match ``agent10`` when agent1 is gone.
