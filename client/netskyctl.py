@@ -17,6 +17,10 @@ import time
 
 from client.channel import CHANNEL_COMMANDS, AmbiguousMatch
 from client.common import Usage, home_of, out
+from client.incidents import INCIDENT_COMMANDS, summary_line
+from client.incidents import add_parsers as add_incident_parsers
+from client.restarts import add_parsers as add_restart_parsers
+from client.restarts import cmd_restart, cmd_restarts, status_lines
 from client.rpc import Client, RpcFailed
 from netskyd import __version__, protocol
 from netskyd.errors import (
@@ -96,6 +100,7 @@ def format_status(st: dict[str, Any]) -> str:
             f"repeats), {bus['poisoned']} poisoned, {bus.get('forwarded', 0)} forwarded from "
             f"outboxes, {bus.get('in_flight', 0)} in flight"
         )
+    lines += status_lines(st)
     if st.get("unknown_sessions"):
         lines.append(f"unrecognised tmux sessions: {', '.join(st['unknown_sessions'])}")
     return "\n".join(lines)
@@ -120,7 +125,9 @@ def cmd_rpc(args: argparse.Namespace, client: Client) -> int:
     c = args.command
     if c == "status":
         st = client.call(protocol.STATUS)
-        out(args, st, format_status(st))
+        text = format_status(st)
+        incidents_line = summary_line(st["daemon"]["home"])
+        out(args, st, text + (f"\n{incidents_line}" if incidents_line else ""))
         return 0
     if c == "ping":
         t0 = time.perf_counter()
@@ -164,6 +171,10 @@ def cmd_rpc(args: argparse.Namespace, client: Client) -> int:
         back = " (it is wanted, so netskyd will respawn it)" if res["desired"] else ""
         out(args, res, f"{res['agent']} {what}{back}")
         return 0
+    if c == "restart":
+        return cmd_restart(args, client)
+    if c == "restarts":
+        return cmd_restarts(args, client)
     raise Usage(f"unknown command {c!r}")
 
 
@@ -194,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     ag.add_argument("--timeout", type=float, help="readiness deadline in seconds")
     kill = sub.add_parser("kill", parents=[common], help="kill an agent's session")
     kill.add_argument("agent")
+    add_restart_parsers(sub, common)
     ch = sub.add_parser("channel", parents=[common], help="the agent bus")
     chsub = ch.add_subparsers(dest="channel_command", metavar="SUBCOMMAND")
     send = chsub.add_parser("send", parents=[common], help="send an envelope (no daemon needed)")
@@ -226,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--since", required=True, help="RFC 3339 time (2026-11-21T10:00:00Z) or age (30s, 2h, 1d)"
     )
+    add_incident_parsers(sub, common)
     return p
 
 
@@ -261,6 +274,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             if command is None:
                 raise Usage(f"channel needs a subcommand: {', '.join(CHANNEL_COMMANDS)}")
             return command(args, environ)
+        if args.command in INCIDENT_COMMANDS:
+            return INCIDENT_COMMANDS[args.command](args, environ)
         if args.command == "agent":
             args.n = parse_agent(args.n)  # usage errors before any connection attempt
         if args.command == "kill":
@@ -272,7 +287,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except UnknownAgent as e:
         return _fail(args, protocol.EXIT_USAGE, str(e))
     except DaemonNotRunning as e:
-        return _fail(args, protocol.EXIT_NOT_RUNNING, str(e), START_HINT)
+        pages = summary_line(home_of(environ)) if args.command == "status" else None
+        hint = START_HINT + (f"\n{pages}" if pages else "")
+        return _fail(args, protocol.EXIT_NOT_RUNNING, str(e), hint)
     except VersionSkew as e:
         return _fail(args, protocol.EXIT_VERSION_SKEW, str(e))
     except InboxFull as e:

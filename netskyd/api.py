@@ -14,8 +14,11 @@ from typing import Any
 from netskyd import __version__, protocol
 from netskyd.config import Runtime
 from netskyd.context import Context
-from netskyd.ids import parse_agent
+from netskyd.errors import NetskyError
+from netskyd.ids import is_agent_id, parse_agent
+from netskyd.incidents import list_incidents
 from netskyd.maildir import now_rfc3339
+from netskyd.sessions import SessionEvent
 from netskyd.store.db import SCHEMA_VERSION
 
 Handler = Callable[[Context, dict[str, Any]], Awaitable[Any]]
@@ -91,6 +94,9 @@ async def status(ctx: Context, params: dict[str, Any]) -> Any:
         "desired": {"state": "up" if sup.desired.up else "down", "agents": sup.desired.wanted()},
         "agents": sup.rows(),
         "unknown_sessions": sup.unknown_sessions,
+        "restarts": ctx.the_watchdog().rows(),
+        "last_restarts": _last_per_agent(await ctx.store.restarts(None, 200)),
+        "incidents": list_incidents(ctx.paths),
         "bus": {
             "delivered": ctx.the_bus().delivered_count,
             "duplicates": ctx.the_bus().duplicate_count,
@@ -99,6 +105,13 @@ async def status(ctx: Context, params: dict[str, Any]) -> Any:
             "in_flight": ctx.the_bus().in_flight(),
         },
     }
+
+
+def _last_per_agent(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    last: dict[str, dict[str, Any]] = {}
+    for row in rows:  # newest first
+        last.setdefault(row["agent"], row)
+    return last
 
 
 def _agent_rows(ctx: Context, agents: list[str]) -> list[dict[str, Any]]:
@@ -148,6 +161,42 @@ async def channel_replay(ctx: Context, params: dict[str, Any]) -> Any:
     return {"agent": name, "since": since, "replayed": replayed, "count": len(replayed)}
 
 
+async def restart_(ctx: Context, params: dict[str, Any]) -> Any:
+    handoff = params.get("handoff")
+    if handoff is not None and not isinstance(handoff, str):
+        raise RpcError(protocol.INVALID_PARAMS, "handoff must be a string")
+    if not ctx.sup().desired.up:
+        raise NetskyError("the constellation is down; run 'netskyctl up' first")
+    clones = _int(params, "clones", None)
+    text = handoff or "netsky: planned restart requested by the owner (no handoff text given)."
+    m = await ctx.the_watchdog().request(
+        text, clones=clones, by="owner", force=bool(params.get("force", True))
+    )
+    return {"agent": m.agent, "restart_id": m.restart_id, "state": m.state.value}
+
+
+async def restarts(ctx: Context, params: dict[str, Any]) -> Any:
+    name = params.get("agent")
+    if name is not None:
+        name = _agent(params)
+    limit = _int(params, "limit", 50) or 50
+    return {"restarts": await ctx.store.restarts(name, limit)}
+
+
+async def session_event(ctx: Context, params: dict[str, Any]) -> Any:
+    event, session, status = params.get("event"), params.get("session"), params.get("status")
+    if event not in ("pane-died", "session-closed") or not isinstance(session, str):
+        raise RpcError(protocol.INVALID_PARAMS, "event must be pane-died or session-closed")
+    if not is_agent_id(session) or ctx.sessions is None:
+        return {"accepted": False}
+    ctx.sessions.post(
+        SessionEvent(
+            session, event, status if isinstance(status, int) else None, ctx.monotonic()
+        )
+    )
+    return {"accepted": True}
+
+
 HANDLERS: dict[str, Handler] = {
     protocol.HELLO: hello,
     protocol.PING: ping,
@@ -157,5 +206,8 @@ HANDLERS: dict[str, Handler] = {
     protocol.AGENT: agent,
     protocol.KILL: kill,
     protocol.CHANNEL_REPLAY: channel_replay,
+    protocol.RESTART: restart_,
+    protocol.RESTARTS: restarts,
+    protocol.SESSION_EVENT: session_event,
 }
 assert set(HANDLERS) == protocol.METHODS, "every protocol method needs a handler"

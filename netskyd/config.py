@@ -73,6 +73,30 @@ class Settings(BaseModel):
     mcp_timeout_s: float = Field(2.0, gt=0)
     #: Claude agents load ``netskyd channel-server`` as their ``agent`` channel.
     claude_mcp_channel: bool = False
+    # Restart budget (netskyd/restart.py; README "Supervision").
+    #: First retry delay after a failed restart; doubles per attempt, +/- jitter, capped.
+    restart_backoff_base_s: float = Field(2.0, gt=0)
+    restart_backoff_cap_s: float = Field(300.0, gt=0)
+    #: Backoff jitter as a fraction (0.2 = +/- 20 %).
+    restart_jitter: float = Field(0.2, ge=0, lt=1)
+    #: Failed attempts in one incident before GAVE_UP (page, then retry after the cooldown).
+    restart_max_attempts: int = Field(5, ge=1)
+    restart_giveup_cooldown_s: float = Field(1800.0, gt=0)
+    #: K restarts inside W seconds is a crash loop: cooldown (doubling, capped), one page.
+    crashloop_restarts: int = Field(5, ge=1)
+    crashloop_window_s: float = Field(600.0, gt=0)
+    crashloop_cooldown_s: float = Field(900.0, gt=0)
+    crashloop_cooldown_cap_s: float = Field(3600.0, gt=0)
+    #: Up this long after a verified restart: the loop streak and paged classes reset.
+    restart_stable_after_s: float = Field(600.0, gt=0)
+    #: A respawned agent must stay up this long for the restart to count as verified.
+    restart_verify_s: float = Field(5.0, ge=0)
+    #: Deadline for the handoff envelope to reach the fresh agent0.
+    handoff_timeout_s: float = Field(60.0, gt=0)
+    #: A restart step with no progress for this long fails as stuck.
+    restart_step_deadline_s: float = Field(300.0, gt=0)
+    #: Lines of a dead agent's pane kept in the crash record and the synthetic handoff.
+    crash_tail_lines: int = Field(20, ge=0, le=1000)
     session_width: int = Field(200, ge=40)
     session_height: int = Field(50, ge=10)
     #: Working directory of agent0 and agentinfinity; None = NETSKY_HOME.

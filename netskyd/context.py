@@ -23,7 +23,9 @@ from netskyd.tmux import Tmux
 
 if TYPE_CHECKING:
     from netskyd.bus import Bus
+    from netskyd.sessions import SessionWatcher
     from netskyd.supervisor import Supervisor
+    from netskyd.watchdog import Watchdog
 
 
 @dataclass
@@ -44,6 +46,8 @@ class Context:
     #: One watchdog tick at a time, whoever asks for it.
     tick_lock: anyio.Lock = field(default_factory=anyio.Lock)
     bus: Bus | None = None
+    watchdog: Watchdog | None = None
+    sessions: SessionWatcher | None = None
 
     @property
     def paths(self) -> Paths:
@@ -58,3 +62,8 @@ class Context:
         """The bus (set during startup)."""
         assert self.bus is not None, "bus not started"
         return self.bus
+
+    def the_watchdog(self) -> Watchdog:
+        """The restart runner (set during startup)."""
+        assert self.watchdog is not None, "watchdog not started"
+        return self.watchdog

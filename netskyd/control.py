@@ -26,6 +26,7 @@ from netskyd.errors import (
     InboxFull,
     NetskyError,
     ReadinessTimeout,
+    RestartBusy,
     SpawnFailed,
     UnknownAgent,
 )
@@ -38,7 +39,7 @@ def error_code_for(exc: NetskyError) -> int:
     """The JSON-RPC error code of a NetskyError."""
     if isinstance(exc, UnknownAgent):
         return protocol.UNKNOWN_AGENT
-    if isinstance(exc, InboxFull | EnvelopeTooLarge):
+    if isinstance(exc, InboxFull | EnvelopeTooLarge | RestartBusy):
         return protocol.TEMPORARY_FAILURE
     if isinstance(exc, SpawnFailed | ReadinessTimeout):
         return protocol.SPAWN_FAILED

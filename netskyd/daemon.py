@@ -11,25 +11,28 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import anyio
 from anyio.abc import TaskGroup
 
-from netskyd import __version__, bus, control, supervisor, ticker
+from netskyd import __version__, bus, control, supervisor, ticker, watchdog
 from netskyd import log as logmod
 from netskyd.bus import Bus
 from netskyd.config import Settings, load_settings
 from netskyd.context import Context
-from netskyd.errors import ConfigError
+from netskyd.errors import ConfigError, NetskyError
 from netskyd.ids import format_uptime
 from netskyd.lock import DaemonLock
 from netskyd.recorder import Recorder
+from netskyd.sessions import SessionEvent, SessionWatcher, hook_command
 from netskyd.store.db import Store
 from netskyd.store.journal import Journal
 from netskyd.supervisor import Supervisor
 from netskyd.tmux import Tmux
+from netskyd.watchdog import Watchdog
 
 log = logmod.get("netskyd")
 
@@ -69,6 +72,10 @@ class Daemon:
         )
         ctx.supervisor = Supervisor(ctx)
         ctx.bus = Bus(ctx)
+        ctx.watchdog = Watchdog(ctx)
+        ctx.sessions = SessionWatcher(
+            ctx.tmux, hook_command(sys.executable, paths.socket), self._session_event
+        )
         self.ctx = ctx
         await recorder.event(
             "daemon.starting",
@@ -87,7 +94,10 @@ class Daemon:
             async with anyio.create_task_group() as tg:
                 await tg.start(control.run, ctx)
                 await tg.start(supervisor.run, ctx)
+                await tg.start(watchdog.run, ctx)
                 await tg.start(bus.run, ctx)
+                assert ctx.sessions is not None
+                await tg.start(ctx.sessions.run)
                 await tg.start(ticker.run, ctx)
                 await ctx.recorder.event(
                     "daemon.ready",
@@ -101,6 +111,15 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.shutdown()
+
+    async def _session_event(self, event: SessionEvent) -> None:
+        """A tmux hook said an agent's pane died or its session closed: check at once."""
+        assert self.ctx is not None
+        ctx = self.ctx
+        try:
+            await ctx.sup().check(reason=f"hook:{event.event}")
+        except NetskyError as e:
+            await ctx.recorder.event("check.failed", level="warning", error=str(e))
 
     async def _stop_when(self, trigger: Callable[[], Awaitable[object]], tg: TaskGroup) -> None:
         await trigger()

@@ -110,7 +110,10 @@ class Envelope(BaseModel):
 
 
 def render_channel(envelopes: list[Envelope]) -> str:
-    """Render envelopes as ``<channel source="agent" ...>`` blocks, one after another."""
+    """Render envelopes as ``<channel source="agent" ...>`` blocks, one after another.
+
+    ``kind`` appears as an attribute when it is not ``message`` (e.g. ``handoff``).
+    """
     blocks = []
     for env in envelopes:
         attrs = " ".join(
@@ -120,6 +123,7 @@ def render_channel(envelopes: list[Envelope]) -> str:
                 ("chat_id", env.chat_id),
                 ("from", env.sender),
                 ("ts", env.ts),
+                *((("kind", env.kind),) if env.kind != "message" else ()),
             )
         )
         blocks.append(f"<channel {attrs}>\n{env.text}\n</channel>")

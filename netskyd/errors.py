@@ -72,6 +72,18 @@ class CorruptMarker(NetskyError):
     """Raised when a marker file is not valid JSON; it has been moved aside."""
 
 
+class IllegalTransition(NetskyError):
+    """Raised when the restart state machine is given an event its state cannot take."""
+
+
+class RestartBusy(NetskyError):
+    """Raised when a planned restart is asked for while one is already in flight."""
+
+
+class HandoffPoisoned(NetskyError):
+    """Raised when the bus poisoned a restart's handoff envelope."""
+
+
 class McpLinkError(NetskyError):
     """Raised when an agent's MCP channel server refused, mangled or missed a delivery.
 
@@ -81,3 +93,7 @@ class McpLinkError(NetskyError):
     def __init__(self, message: str, *, maybe_delivered: bool = True) -> None:
         super().__init__(message)
         self.maybe_delivered = maybe_delivered
+
+
+class UnknownIncident(NetskyError):
+    """Raised when an incident id (or prefix) matches no single file in ``state/escalations/``."""

@@ -64,6 +64,11 @@ class Paths:
         return self.state / "ready"
 
     @property
+    def escalations(self) -> Path:
+        """``state/escalations/``: one ``<id>.json`` per incident (netskyd.incidents)."""
+        return self.state / "escalations"
+
+    @property
     def logs(self) -> Path:
         return self.home / "logs"
 

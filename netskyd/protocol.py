@@ -31,7 +31,16 @@ AGENT: Final = "agent"  # {agent, runtime?, wait?, timeout_s?} -> {agents: [...]
 KILL: Final = "kill"  # {agent} -> {killed: bool, desired: bool}
 #: {agent, since: RFC 3339} -> {agent, since, replayed: [envelope ids], count}
 CHANNEL_REPLAY: Final = "channel.replay"
-METHODS: Final = frozenset({HELLO, PING, STATUS, UP, DOWN, AGENT, KILL, CHANNEL_REPLAY})
+#: {handoff?: str, clones?: int, force?: bool} -> {agent, restart_id, state}
+RESTART: Final = "restart"
+#: {agent?: str, limit?: int} -> {restarts: [RestartRow, newest first]}
+RESTARTS: Final = "restarts"
+#: {event: "pane-died" | "session-closed", session, status?: int} -> {accepted: bool}
+#: (sent by the tmux hooks through ``python -m client.hook``)
+SESSION_EVENT: Final = "session.event"
+METHODS: Final = frozenset(
+    {HELLO, PING, STATUS, UP, DOWN, AGENT, KILL, CHANNEL_REPLAY, RESTART, RESTARTS, SESSION_EVENT}
+)
 
 # JSON-RPC 2.0 standard error codes.
 PARSE_ERROR: Final = -32700

@@ -7,7 +7,8 @@
    ``NETSKY_HOME``, ``NETSKY_PROMPT_FILE`` and a per-spawn nonce
    ``NETSKY_SESSION_ID`` in its environment;
 5. wait for readiness (a readiness record naming this nonce, or the runtime's
-   idle prompt on the pane) until ``ready_timeout_s``.
+   idle prompt on the pane) until ``ready_timeout_s`` (``is_ready`` here; the
+   wait itself is the supervisor's, which also watches for an early death).
 
 Source: ARCHITECTURE.md, "The constellation".
 """
@@ -17,16 +18,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-import anyio
-
 from netskyd.config import Runtime
 from netskyd.context import Context
 from netskyd.errors import (
-    ReadinessTimeout,
-    SessionNotFound,
     SpawnFailed,
     TmuxError,
-    TmuxTimeout,
 )
 from netskyd.ids import agent_n
 from netskyd.maildir import atomic_write_bytes
@@ -34,8 +30,6 @@ from netskyd.prompts import render_prompt
 from netskyd.readiness import read_ready_record, record_counts
 from netskyd.runtimes import build_command, idle_prompt, pane_shows_idle
 from netskyd.tmux import PaneInfo
-
-READY_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -101,30 +95,3 @@ async def is_ready(ctx: Context, agent: str, runtime: Runtime, session_id: str |
     if pattern is None:
         return False
     return pane_shows_idle(pattern, await ctx.tmux.capture(agent))
-
-
-async def wait_ready(ctx: Context, spawned: Spawned, timeout_s: float) -> float:
-    """Step 5: poll readiness until ``timeout_s``; return seconds taken.
-
-    Raises ReadinessTimeout past the deadline, SpawnFailed when the session
-    exits before it was ready.
-    """
-    start = ctx.monotonic()
-    try:
-        with anyio.fail_after(timeout_s):
-            while True:
-                try:
-                    if await is_ready(ctx, spawned.agent, spawned.runtime, spawned.session_id):
-                        return ctx.monotonic() - start
-                except TmuxTimeout:
-                    pass  # a slow tmux is not a dead agent; the outer deadline still holds
-                except SessionNotFound as e:
-                    raise SpawnFailed(
-                        f"{spawned.agent} exited before it was ready "
-                        f"(runtime {spawned.runtime.value})"
-                    ) from e
-                await anyio.sleep(READY_POLL_S)
-    except TimeoutError as e:
-        raise ReadinessTimeout(
-            f"{spawned.agent} was not ready within {timeout_s:g}s (runtime {spawned.runtime.value})"
-        ) from e

@@ -1,9 +1,12 @@
-"""The supervisor: desired state, adoption, liveness, and spawns in the background.
+"""The supervisor: desired state, adoption, liveness, and the one spawn path's bookkeeping.
 
-Long-running task ``run(ctx)`` owns a task group in which spawns run, so a
-slow readiness wait never holds up a tick or a control request. Liveness is the
-simplest correct version: each check, a wanted agent with no session is
-spawned (the restart state machine replaces this in a later issue).
+Long-running task ``run(ctx)`` owns a task group in which first spawns run, so a
+slow readiness wait never holds up a tick or a control request. ``check()`` is the
+liveness pass, run by every tick and at once when a tmux hook reports a death
+(netskyd/sessions.py): it compares tmux's sessions with the desired set, spawns
+agents that were never up, and hands every death of an agent that was up to the
+watchdog (netskyd/watchdog.py), whose restart state machine decides what happens
+next. While a restart covers an agent, its liveness is the watchdog's.
 """
 
 from __future__ import annotations
@@ -18,13 +21,24 @@ from netskyd import desired as desired_mod
 from netskyd.config import Runtime
 from netskyd.context import Context
 from netskyd.desired import Desired
-from netskyd.errors import CorruptMarker, NetskyError, TmuxError, UnknownAgent
+from netskyd.errors import (
+    CorruptMarker,
+    NetskyError,
+    ReadinessTimeout,
+    SessionNotFound,
+    SpawnFailed,
+    TmuxError,
+    UnknownAgent,
+)
 from netskyd.ids import ROOT, WATCHDOG, is_agent_id, role_of, sort_key
 from netskyd.maildir import now_rfc3339, pending_count
-from netskyd.spawn import create_session, is_ready, wait_ready
+from netskyd.spawn import Spawned, create_session, is_ready
 from netskyd.store.markers import read_marker, write_marker
+from netskyd.tmux import PaneInfo
 
 DESIRED_MARKER = "desired.json"
+READY_POLL_S = 0.1
+_NO_PANE = PaneInfo(session="", session_id="", pane_id="", pane_pid=0, pane_dead=False, created=0)
 
 
 @dataclass
@@ -42,6 +56,11 @@ class AgentState:
     spawns: int = 0
     last_delivery_ts: str | None = None
     last_error: str | None = None
+    #: Exit status of the pane's process when tmux kept the dead pane (remain-on-exit).
+    exit_status: int | None = None
+    #: True once this agent was up under netsky (spawned, adopted, or recorded in
+    #: meta.db): from then on its disappearance is a death, not a first start.
+    known: bool = False
 
 
 class Supervisor:
@@ -54,6 +73,7 @@ class Supervisor:
         self.unknown_sessions: list[str] = []
         self._tg: TaskGroup | None = None
         self._changed = anyio.Event()
+        self._check_lock = anyio.Lock()
 
     # ----- desired state -------------------------------------------------------------------
 
@@ -136,10 +156,12 @@ class Supervisor:
         return {"agent": agent, "killed": killed, "desired": agent in self.desired.wanted()}
 
     async def _kill_session(self, agent: str, reason: str) -> bool:
-        killed = await self.ctx.tmux.kill_session(agent)
+        """End ``agent``'s session on purpose: its disappearance is not a death."""
         st = self.agents.get(agent)
+        if st is not None:  # before the kill, so the session-closed hook finds it expected
+            st.alive = st.ready = st.known = False
+        killed = await self.ctx.tmux.kill_session(agent)
         if st is not None:
-            st.alive = st.ready = False
             st.session_id = st.pane_pid = None
         if killed:
             await self.ctx.recorder.event("agent.killed", agent=agent, reason=reason)
@@ -148,27 +170,49 @@ class Supervisor:
     # ----- liveness ------------------------------------------------------------------------
 
     async def adopt(self) -> None:
-        """Adopt agent sessions already running (they outlive the daemon)."""
+        """Adopt agent sessions already running (they outlive the daemon).
+
+        A session counts as ours when its environment carries this home's
+        ``NETSKY_HOME`` and a per-spawn nonce (``NETSKY_SESSION_ID``); any other
+        session is reported in ``unknown_sessions`` and left alone. A wanted agent
+        with no session but a spawn recorded in meta.db is *known*: the next
+        check treats it as dead (crash recovery), not as a first start.
+        """
         panes = await self.ctx.tmux.list_panes()
-        self.unknown_sessions = sorted(n for n in panes if not is_agent_id(n))
+        unknown = sorted(n for n in panes if not is_agent_id(n))
         for name, pane in sorted(panes.items()):
             if not is_agent_id(name):
                 continue
+            session_id = await self.ctx.tmux.show_env(name, "NETSKY_SESSION_ID")
+            home = await self.ctx.tmux.show_env(name, "NETSKY_HOME")
+            if session_id is None or home != str(self.ctx.settings.home):
+                unknown.append(name)
+                await self.ctx.recorder.event(
+                    "session.unrecognised", level="warning", agent=name, home=home
+                )
+                continue
             st = self.state_of(name)
-            st.alive, st.pane_pid = True, pane.pane_pid
-            st.session_id = await self.ctx.tmux.show_env(name, "NETSKY_SESSION_ID")
+            st.alive, st.pane_pid, st.known = not pane.pane_dead, pane.pane_pid, True
+            st.exit_status = pane.dead_status if pane.pane_dead else None
+            st.session_id = session_id
             runtime = await self.ctx.tmux.show_env(name, "NETSKY_RUNTIME")
             if runtime is not None and runtime in {r.value for r in Runtime}:
                 st.runtime = Runtime(runtime)
-            st.ready = await self._ready_now(st)
+            st.ready = st.alive and await self._ready_now(st)
             await self.ctx.recorder.event(
                 "agent.adopted",
                 agent=name,
                 session_id=st.session_id,
                 pane_pid=pane.pane_pid,
                 ready=st.ready,
+                dead=pane.pane_dead,
                 wanted=name in self.desired.wanted(),
             )
+        self.unknown_sessions = sorted(set(unknown), key=lambda n: (not is_agent_id(n), n))
+        for agent in self.desired.wanted():
+            st = self.state_of(agent)
+            if not st.known and await self.ctx.store.last_spawn(agent) is not None:
+                st.known = True
 
     async def _ready_now(self, st: AgentState) -> bool:
         try:
@@ -177,33 +221,38 @@ class Supervisor:
             return False
 
     async def check(self, reason: str = "tick") -> dict[str, Any]:
-        """Compare running sessions with the desired set; spawn what is missing.
+        """The liveness pass: compare tmux's sessions with the desired set.
 
-        Returns ``{"alive": [...], "spawning": [...], "not_ready": [...]}``.
+        Spawns wanted agents that were never up; hands each death of a known agent
+        to the watchdog; notices late readiness. Raises TmuxTimeout when tmux does
+        not answer (nothing is concluded from silence). Returns
+        ``{"alive": [...], "spawning": [...], "not_ready": [...], "gone": [...]}``.
         """
+        async with self._check_lock:
+            return await self._check(reason)
+
+    async def _check(self, reason: str) -> dict[str, Any]:
         panes = await self.ctx.tmux.list_panes()
         wanted = self.desired.wanted()
+        wd = self.ctx.the_watchdog()
         for agent, st in self.agents.items():
             pane = panes.get(agent)
-            was_alive = st.alive
             st.alive = pane is not None and not pane.pane_dead
             st.pane_pid = pane.pane_pid if pane else None
-            if was_alive and not st.alive and not st.spawning:
+            if pane is not None and pane.pane_dead:
+                st.exit_status = pane.dead_status
+            if not st.alive:
                 st.ready = False
-                await self.ctx.recorder.event(
-                    "agent.gone",
-                    level="warning",
-                    agent=agent,
-                    session_id=st.session_id,
-                    wanted=agent in wanted,
-                    noticed_by=reason,
-                )
+        gone: list[str] = []
         for agent in wanted:
             st = self.state_of(agent)
-            if st.spawning:
-                continue
+            if st.spawning or wd.owns(agent) or wd.busy(agent):
+                continue  # a spawn or a restart (maybe waiting for its retry) has it
             if not st.alive:
-                self.start_spawn(agent, reason="missing" if st.spawns else reason)
+                if st.known:
+                    gone.append(agent)
+                else:
+                    self.start_spawn(agent, reason="missing" if st.spawns else reason)
             elif not st.ready:
                 if st.session_id is None:  # e.g. new-session timed out after creating it
                     st.session_id = await self.ctx.tmux.show_env(agent, "NETSKY_SESSION_ID")
@@ -211,10 +260,41 @@ class Supervisor:
                 if st.ready:
                     await self.ctx.recorder.event("agent.ready", agent=agent, late=True)
                     self.ctx.the_bus().kick(agent)
+        for agent in gone:
+            if wd.owns(agent):
+                continue  # e.g. a clone, once agent0's restart (which covers it) began
+            st = self.state_of(agent)
+            pane = panes.get(agent)
+            status = st.exit_status if pane is not None else None
+            failure = f"exit-{status}" if status is not None else "session-gone"
+            why = (
+                f"exit status {status}"
+                if status is not None
+                else "its tmux session is gone"
+                if pane is None
+                else "its pane is dead"
+            )
+            await self.ctx.recorder.event(
+                "agent.gone",
+                level="warning",
+                agent=agent,
+                session_id=st.session_id,
+                exit_status=status,
+                noticed_by=reason,
+            )
+            await wd.notice_gone(
+                agent,
+                reason=why,
+                failure=failure,
+                noticed_by=reason,
+                session_id=st.session_id,
+                exit_status=status,
+            )
         return {
-            "alive": [a for a in wanted if self.agents[a].alive],
-            "spawning": [a for a in wanted if self.agents[a].spawning],
-            "not_ready": [a for a in wanted if not self.agents[a].ready],
+            "alive": [a for a in wanted if self.state_of(a).alive],
+            "spawning": [a for a in wanted if self.state_of(a).spawning],
+            "not_ready": [a for a in wanted if not self.state_of(a).ready],
+            "gone": gone,
         }
 
     def start_spawn(self, agent: str, reason: str) -> None:
@@ -227,53 +307,191 @@ class Supervisor:
 
     async def _spawn(self, agent: str, reason: str) -> None:
         st = self.state_of(agent)
-        st.runtime = self.runtime_of(agent)
-        st.ready = False
-        rec = self.ctx.recorder
         try:
-            spawned = await create_session(self.ctx, agent, st.runtime, self.desired.wanted())
-            st.session_id, st.pane_pid, st.alive = spawned.session_id, spawned.pane.pane_pid, True
-            st.spawned_at = now_rfc3339()
-            st.spawns += 1
-            await rec.event(
-                "agent.spawned",
-                agent=agent,
-                role=role_of(agent),
-                runtime=st.runtime.value,
-                session_id=spawned.session_id,
-                pane_pid=spawned.pane.pane_pid,
-                reason=reason,
-            )
-            await self.ctx.store.add_spawn(
-                st.spawned_at,
-                agent,
-                spawned.session_id,
-                st.runtime.value,
-                reason,
-                spawned.pane.pane_pid,
-            )
-            took = await wait_ready(self.ctx, spawned, self.ctx.settings.ready_timeout_s)
-            st.ready, st.last_error = True, None
-            ts = await rec.event("agent.ready", agent=agent, took_s=round(took, 3))
-            await self.ctx.store.finish_spawn(spawned.session_id, "ready", ts)
-            self.ctx.the_bus().kick(agent)
+            spawned = await self._create(agent, reason)
+            failure = await self._await_ready(spawned, self.ctx.settings.ready_timeout_s)
+            if failure is not None:
+                raise SpawnFailed(failure[1])
         except NetskyError as e:
             st.last_error = str(e)
-            await rec.event(
+            await self.ctx.recorder.event(
                 "agent.spawn_failed", level="error", agent=agent, error=str(e), reason=reason
             )
-            if st.session_id:
-                await self.ctx.store.finish_spawn(st.session_id, "failed", None)
+            if self._tg is not None:  # a death while spawning: the check hands it on
+                self._tg.start_soon(self._check_quietly, "spawn-failed")
         finally:
             st.spawning = False
             self._changed.set()
+
+    async def _check_quietly(self, reason: str) -> None:
+        try:
+            await self.check(reason=reason)
+        except NetskyError as e:
+            await self.ctx.recorder.event("check.failed", level="warning", error=str(e))
+
+    async def _create(self, agent: str, reason: str) -> Spawned:
+        """Steps 1-4 of the spawn path, with the records. Raises SpawnFailed and friends."""
+        st = self.state_of(agent)
+        st.runtime = self.runtime_of(agent)
+        st.ready = False
+        st.exit_status = None
+        spawned = await create_session(self.ctx, agent, st.runtime, self.desired.wanted())
+        st.session_id, st.pane_pid = spawned.session_id, spawned.pane.pane_pid
+        st.alive = st.known = True
+        st.spawned_at = now_rfc3339()
+        st.spawns += 1
+        await self.ctx.recorder.event(
+            "agent.spawned",
+            agent=agent,
+            role=role_of(agent),
+            runtime=st.runtime.value,
+            session_id=spawned.session_id,
+            pane_pid=spawned.pane.pane_pid,
+            reason=reason,
+        )
+        await self.ctx.store.add_spawn(
+            st.spawned_at,
+            agent,
+            spawned.session_id,
+            st.runtime.value,
+            reason,
+            spawned.pane.pane_pid,
+        )
+        return spawned
+
+    async def _await_ready(self, spawned: Spawned, timeout_s: float) -> tuple[str, str] | None:
+        """Step 5: wait for readiness; None when ready, else ``(failure class, detail)``.
+
+        A death is seen through ``alive`` (kept by the hook-driven check) and, as a
+        backstop, by asking tmux about this pane every second.
+        """
+        agent, st = spawned.agent, self.state_of(spawned.agent)
+        start = self.ctx.monotonic()
+        next_probe = start + 1.0
+        with anyio.move_on_after(timeout_s):
+            while True:
+                if st.session_id != spawned.session_id:
+                    return "replaced", f"{agent}: session {spawned.session_id[:8]} was replaced"
+                try:
+                    if self.ctx.monotonic() >= next_probe:
+                        next_probe = self.ctx.monotonic() + 1.0
+                        pane = (await self.ctx.tmux.list_panes()).get(agent)
+                        st.alive = pane is not None and not pane.pane_dead
+                        if pane is not None and pane.pane_dead:
+                            st.exit_status = pane.dead_status
+                    if not st.alive:
+                        status = st.exit_status
+                        failure = f"exit-{status}" if status is not None else "session-gone"
+                        return failure, (
+                            f"{agent} exited before it was ready (runtime {st.runtime.value}"
+                            + (f", exit status {status})" if status is not None else ")")
+                        )
+                    if await is_ready(self.ctx, agent, spawned.runtime, spawned.session_id):
+                        break
+                except SessionNotFound:
+                    st.alive = False
+                    continue
+                except TmuxError:
+                    pass  # a slow tmux is not a dead agent; the deadline still holds
+                await anyio.sleep(READY_POLL_S)
+            took = self.ctx.monotonic() - start
+            st.ready, st.last_error = True, None
+            ts = await self.ctx.recorder.event("agent.ready", agent=agent, took_s=round(took, 3))
+            await self.ctx.store.finish_spawn(spawned.session_id, "ready", ts)
+            self.ctx.the_bus().kick(agent)
+            self._changed.set()
+            return None
+        await self.ctx.store.finish_spawn(spawned.session_id, "failed", None)
+        err = ReadinessTimeout(
+            f"{agent} was not ready within {timeout_s:g}s (runtime {spawned.runtime.value})"
+        )
+        return "ready-timeout", str(err)
+
+    # ----- the restart runner's primitives (netskyd/watchdog.py) ---------------------------
+
+    async def kill_for_restart(self, agent: str) -> bool:
+        """Teardown: end ``agent``'s session (dead or alive); False when there was none."""
+        self.ctx.paths.ready_file(agent).unlink(missing_ok=True)
+        return await self._kill_session(agent, reason="restart")
+
+    async def spawn_for_restart(self, agents: list[str], reason: str) -> list[str]:
+        """Spawn each of ``agents``, adopting a live session a previous attempt (or a
+        daemon killed mid-restart) already created; never a second session. Returns
+        the agents spawned now. Raises SpawnFailed (and friends) on the first failure."""
+        panes = await self.ctx.tmux.list_panes()
+        spawned = []
+        for agent in agents:
+            pane = panes.get(agent)
+            st = self.state_of(agent)
+            if pane is not None and not pane.pane_dead:
+                st.session_id = await self.ctx.tmux.show_env(agent, "NETSKY_SESSION_ID")
+                st.alive, st.known, st.pane_pid = True, True, pane.pane_pid
+                await self.ctx.recorder.event(
+                    "agent.adopted", agent=agent, session_id=st.session_id, reason=reason
+                )
+                continue
+            if pane is not None:  # a dead pane kept by remain-on-exit
+                await self._kill_session(agent, reason="restart")
+            await self._create(agent, reason)
+            spawned.append(agent)
+        return spawned
+
+    async def wait_for_restart(
+        self, agents: list[str], timeout_s: float
+    ) -> dict[str, tuple[str, str]]:
+        """Wait (concurrently, one deadline) until every agent in ``agents`` is ready.
+
+        Returns ``{agent: (failure class, detail)}`` for those that were not.
+        """
+        failures: dict[str, tuple[str, str]] = {}
+
+        async def one(agent: str) -> None:
+            st = self.state_of(agent)
+            if st.session_id is None:
+                failures[agent] = ("session-gone", f"{agent} has no session")
+                return
+            spawned = Spawned(agent, st.runtime, st.session_id, _NO_PANE)
+            failure = await self._await_ready(spawned, timeout_s)
+            if failure is not None:
+                failures[agent] = failure
+
+        async with anyio.create_task_group() as tg:
+            for agent in agents:
+                tg.start_soon(one, agent)
+        return failures
+
+    async def still_up(self, agent: str) -> bool:
+        """True when ``agent``'s session is alive now (asks tmux)."""
+        pane = (await self.ctx.tmux.list_panes()).get(agent)
+        st = self.state_of(agent)
+        st.alive = pane is not None and not pane.pane_dead
+        return st.alive
+
+    async def pane_tail(self, agent: str, lines: int) -> str | None:
+        """The last ``lines`` non-empty lines of ``agent``'s pane, or None when it is gone."""
+        if lines <= 0:
+            return None
+        try:
+            text = await self.ctx.tmux.capture(agent, lines=lines)
+        except TmuxError:
+            return None
+        rows = [r for r in text.rstrip().splitlines() if r.strip()]
+        return "\n".join(rows[-lines:]) or None
+
+    async def set_clones(self, clones: int) -> None:
+        """Planned restart with N: the desired set becomes agent0, N clones, agentinfinity."""
+        await self._save(desired_mod.constellation(clones, self.desired), by="restart")
+        await self.ctx.recorder.event("desired.restart", clones=clones)
 
     async def wait_ready(self, agents: list[str], timeout_s: float) -> bool:
         """Wait until every agent in ``agents`` is ready; False when the deadline passed."""
         with anyio.move_on_after(timeout_s):
             while not all(self.state_of(a).ready for a in agents):
                 if not any(self.state_of(a).spawning for a in agents):
-                    await self.check(reason="wait")  # e.g. late readiness, or a died spawn
+                    try:
+                        await self.check(reason="wait")  # e.g. late readiness, or a died spawn
+                    except TmuxError:
+                        pass  # the deadline still holds
                 self._changed = anyio.Event()
                 with anyio.move_on_after(0.2):
                     await self._changed.wait()

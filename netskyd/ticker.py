@@ -1,7 +1,9 @@
 """The ticker: every ``tick_interval_s``, run one tick and record one tick row.
 
-A tick (this issue): liveness check (respawn wanted agents that are missing,
-notice late readiness) and an inbox rescan as the watcher's backstop. Ticks are
+A tick: the liveness check (first spawns, deaths handed to the watchdog, late
+readiness), the watchdog's tick (due retries, a pending restart request), lease
+expiry, pruning, and an inbox rescan as the watcher's backstop. A tmux that does
+not answer is an incident (``escalate``), not a reason to hang. Ticks are
 scheduled on a fixed grid from the monotonic clock, so they do not drift; a tick
 that overruns skips the missed slots instead of bunching up. Each tick has a
 deadline; one that hits it is recorded as ``timed_out`` and never wedges the next.
@@ -17,7 +19,8 @@ import anyio
 from anyio.abc import TaskStatus
 
 from netskyd.context import Context
-from netskyd.errors import NetskyError
+from netskyd.errors import NetskyError, TmuxTimeout
+from netskyd.escalate import escalate
 
 
 def next_deadline(start: float, interval: float, now: float) -> float:
@@ -41,8 +44,12 @@ async def tick_once(ctx: Context) -> dict[str, Any]:
         with anyio.move_on_after(deadline) as scope:
             try:
                 summary["liveness"] = await ctx.sup().check(reason="tick")
+            except TmuxTimeout as e:
+                summary["error"] = str(e)
+                summary["incident"] = await _tmux_incident(ctx, str(e))
             except NetskyError as e:
                 summary["error"] = str(e)
+            summary["watchdog"] = await ctx.the_watchdog().tick()
             bus = ctx.the_bus()
             summary["leases_expired"] = await bus.expire_leases()
             summary["pruned"] = sum((await bus.prune()).values())
@@ -57,6 +64,20 @@ async def tick_once(ctx: Context) -> dict[str, Any]:
         await ctx.recorder.event("tick", level=level, duration_ms=round(duration_ms, 1), **summary)
         await ctx.store.add_tick(_ts(started), _ts(finished), duration_ms, summary)
         return summary
+
+
+async def _tmux_incident(ctx: Context, error: str) -> str:
+    """tmux did not answer: page (one incident while it lasts); nothing is concluded
+    about the agents from its silence."""
+    incident = await escalate(
+        ctx,
+        "tmux is not answering",
+        f"The watchdog tick could not reach the tmux server ({error}). Agents' liveness "
+        "is unknown until it answers; netsky keeps ticking. Is the tmux server stopped "
+        "(SIGSTOP) or overloaded?",
+        key="tmux:unresponsive",
+    )
+    return incident.id
 
 
 def _ts(dt: datetime) -> str:

@@ -81,7 +81,52 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX messages_file ON messages(recipient, file);
         """,
     ),
+    (
+        3,
+        """
+        -- One row per attempt of a restart (netskyd/restart.py): started when the
+        -- machine enters CLAIMED, finished when it is verified or a step fails.
+        CREATE TABLE restarts (
+            id INTEGER PRIMARY KEY,
+            restart_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            agent TEXT NOT NULL,
+            cause TEXT,
+            reason TEXT,
+            started_ts TEXT NOT NULL,
+            finished_ts TEXT,
+            outcome TEXT NOT NULL DEFAULT 'running',
+            failure TEXT,
+            UNIQUE (restart_id, attempt)
+        );
+        CREATE INDEX restarts_agent ON restarts(agent, started_ts);
+        -- One row per agent death the daemon noticed (tmux hook or tick).
+        CREATE TABLE crashes (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            session_id TEXT,
+            exit_status INTEGER,
+            failure TEXT NOT NULL,
+            noticed_by TEXT NOT NULL,
+            pane_tail TEXT
+        );
+        CREATE INDEX crashes_agent ON crashes(agent, ts);
+        """,
+    ),
 ]
+#: Columns of a ``restarts`` row as returned by Store.restarts (and ``netskyctl restarts``).
+RESTART_COLUMNS = (
+    "restart_id",
+    "attempt",
+    "agent",
+    "cause",
+    "reason",
+    "started_ts",
+    "finished_ts",
+    "outcome",
+    "failure",
+)
 #: Columns of a ``messages`` row, in insert order (see Store.add_messages).
 MESSAGE_COLUMNS = (
     "envelope_id",
@@ -206,8 +251,7 @@ class Store:
             f"VALUES ({', '.join('?' * len(MESSAGE_COLUMNS))})",
             [
                 tuple(
-                    int(bool(r.get(c))) if c == "duplicate" else r.get(c)
-                    for c in MESSAGE_COLUMNS
+                    int(bool(r.get(c))) if c == "duplicate" else r.get(c) for c in MESSAGE_COLUMNS
                 )
                 for r in rows
             ],
@@ -254,9 +298,83 @@ class Store:
         ) as cur:
             return {str(r[0]) for r in await cur.fetchall()}
 
+    async def add_restart(
+        self,
+        restart_id: str,
+        attempt: int,
+        agent: str,
+        cause: str | None,
+        reason: str | None,
+        ts: str,
+    ) -> None:
+        """Record the start of one restart attempt (idempotent on (restart_id, attempt))."""
+        await self._exec(
+            "INSERT OR IGNORE INTO restarts (restart_id, attempt, agent, cause, reason, "
+            "started_ts) VALUES (?,?,?,?,?,?)",
+            (restart_id, attempt, agent, cause, reason, ts),
+        )
+        await self.conn.commit()
+
+    async def finish_restart(
+        self, restart_id: str, attempt: int, outcome: str, failure: str | None, ts: str
+    ) -> None:
+        """Record how one restart attempt ended (``outcome``: "ok" or "failed")."""
+        await self._exec(
+            "UPDATE restarts SET outcome = ?, failure = ?, finished_ts = ? "
+            "WHERE restart_id = ? AND attempt = ?",
+            (outcome, failure, ts, restart_id, attempt),
+        )
+        await self.conn.commit()
+
+    async def restarts(self, agent: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` restart attempts (of ``agent``), newest first;
+        dicts keyed by RESTART_COLUMNS."""
+        where, params = ("WHERE agent = ?", [agent]) if agent else ("", [])
+        sql = (
+            f"SELECT {', '.join(RESTART_COLUMNS)} FROM restarts {where} "
+            "ORDER BY started_ts DESC, id DESC LIMIT ?"
+        )
+        async with self.conn.execute(sql, [*params, limit]) as cur:
+            return [dict(zip(RESTART_COLUMNS, r, strict=True)) for r in await cur.fetchall()]
+
+    async def add_crash(
+        self,
+        ts: str,
+        agent: str,
+        session_id: str | None,
+        exit_status: int | None,
+        failure: str,
+        noticed_by: str,
+        pane_tail: str | None,
+    ) -> None:
+        """Record one agent death the daemon noticed."""
+        await self._exec(
+            "INSERT INTO crashes (ts, agent, session_id, exit_status, failure, noticed_by, "
+            "pane_tail) VALUES (?,?,?,?,?,?,?)",
+            (ts, agent, session_id, exit_status, failure, noticed_by, pane_tail),
+        )
+        await self.conn.commit()
+
+    async def last_spawn(self, agent: str) -> dict[str, Any] | None:
+        """The newest ``spawns`` row of ``agent`` (``{"ts", "session_id", "outcome"}``)."""
+        async with self.conn.execute(
+            "SELECT ts, session_id, outcome FROM spawns WHERE agent = ? ORDER BY id DESC LIMIT 1",
+            (agent,),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else {"ts": row[0], "session_id": row[1], "outcome": row[2]}
+
     async def count(self, table: str) -> int:
         """Row count of one of this module's tables (for status and tests)."""
-        if table not in {"events", "ticks", "spawns", "messages", "attempts"}:
+        if table not in {
+            "events",
+            "ticks",
+            "spawns",
+            "messages",
+            "attempts",
+            "restarts",
+            "crashes",
+        }:
             raise ValueError(f"unknown table {table!r}")
         async with self.conn.execute(f"SELECT COUNT(*) FROM {table}") as cur:
             row = await cur.fetchone()

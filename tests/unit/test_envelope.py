@@ -57,11 +57,12 @@ def test_chat_id_is_a_plain_token(chat_id: str) -> None:
 
 
 def test_render_channel_block_per_envelope() -> None:
-    a = Envelope.model_validate(_wire(text="one"))
-    b = Envelope.model_validate(_wire(text="two", chat_id="x:y"))
+    a = Envelope.model_validate(_wire(text="one", kind="message"))
+    b = Envelope.model_validate(_wire(text="two", chat_id="x:y", kind="handoff"))
     out = render_channel([a, b])
     assert out.startswith(
         f'<channel source="agent" chat_id="agent1" from="agent1" ts="{a.ts}">\none\n</channel>'
     )
     assert 'chat_id="x:y"' in out
+    assert f'ts="{b.ts}" kind="handoff">\ntwo\n' in out  # kind shown unless "message"
     assert out.count("</channel>") == 2

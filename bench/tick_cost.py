@@ -1,0 +1,222 @@
+"""P4: the cost of one tick's tmux work, at 10 and 100 agents.
+
+Each tick needs every session's pane (liveness) and the recent text of every agent's
+pane (readiness, hang detection). This starts N real tmux sessions on a private
+``netsky-test-*`` socket (agent0, agent1..agent{N-2}, agentinfinity; 200x50 like an
+agent's, each printing 200 lines of 80 characters, then sleeping) and times, interleaved run for run
+in one process (anyio, uvloop where installed, as the daemon):
+
+- ``snapshot``: ``Tmux.snapshot(names, lines=50)``, one tmux client for
+  ``list-panes`` plus every ``capture-pane`` (netskyd's way);
+- ``naive`` (the baseline): ``Tmux.list_panes()`` then ``Tmux.capture(name, 50)`` per
+  agent, one tmux client each, one after the other.
+
+Both go through netskyd's tmux port (worker-thread clients with deadlines). Before
+timing, the two are checked to return the same panes and texts. Target: snapshot
+p50 <= 50 ms at 100 agents.
+
+Prints one JSON object on stdout (progress goes to stderr). Exit code 0 even when the
+target is missed; 1 when the sessions cannot be started or the two ways disagree.
+
+    /tmp/venv/bin/python bench/tick_cost.py [--counts 10,100] [--runs 50] [--lines 50]
+        [--json-out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import anyio  # noqa: E402
+
+from netskyd.cli import backend_options  # noqa: E402
+from netskyd.tmux import Tmux  # noqa: E402
+from tests.harness import kill_tmux_server, private_socket  # noqa: E402
+
+WARMUP_RUNS = 3
+TARGET_MS = 50.0
+TARGET_AGENTS = 100
+PANE_LINES = 200
+WIDTH, HEIGHT = 200, 50
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"[tick_cost] {msg}\n")
+    sys.stderr.flush()
+
+
+def agent_names(n: int) -> list[str]:
+    """agent0, agent1..agent{n-2}, agentinfinity (n >= 2), as a constellation has."""
+    return ["agent0", *(f"agent{i}" for i in range(1, n - 1)), "agentinfinity"]
+
+
+def summary(samples_ms: list[float]) -> dict[str, float]:
+    p99 = statistics.quantiles(samples_ms, n=100, method="inclusive")[98]
+    return {
+        "p50": round(statistics.median(samples_ms), 2),
+        "p99": round(p99, 2),
+        "max": round(max(samples_ms), 2),
+        "mean": round(statistics.fmean(samples_ms), 2),
+    }
+
+
+def cpu_ms(pid: int | None) -> float | None:
+    """utime + stime of ``pid`` in ms (Linux ``/proc``); None where unavailable."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks * 1000.0 / os.sysconf("SC_CLK_TCK")
+
+
+async def start_sessions(tmux: Tmux, names: list[str], cwd: Path) -> None:
+    # Lines about as wide as an agent's output; the last one names PANE_LINES.
+    text = "%g: the quick brown fox jumps over the lazy dog while the agent works on its task"
+    command = f"seq -f '{text}' 1 {PANE_LINES}; exec sleep 100000"
+    for name in names:
+        await tmux.new_session(name, command, cwd=cwd, env={}, width=WIDTH, height=HEIGHT)
+    deadline = time.monotonic() + 60
+    pending = list(names)
+    while pending:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(pending)} sessions never printed their lines")
+        pending = [n for n in pending if str(PANE_LINES) not in await tmux.capture(n)]
+        await anyio.sleep(0.05)
+
+
+async def naive(tmux: Tmux, names: list[str], lines: int) -> tuple[dict[str, Any], dict[str, str]]:
+    panes = await tmux.list_panes()
+    return panes, {name: await tmux.capture(name, lines) for name in names}
+
+
+async def measure(n: int, runs: int, lines: int, cwd: Path) -> dict[str, Any]:
+    sock = private_socket()
+    tmux = Tmux(sock, timeout_s=10.0)
+    names = agent_names(n)
+    try:
+        log(f"{n} agents: starting sessions on tmux -L {sock}")
+        await start_sessions(tmux, names, cwd)
+        server_pid = await tmux.server_pid()
+        snap = await tmux.snapshot(names, lines)
+        panes, captures = await naive(tmux, names, lines)
+        if snap.panes != panes or snap.captures != captures:
+            raise RuntimeError("snapshot and the naive calls disagree")
+        samples: dict[str, list[float]] = {"snapshot": [], "naive": []}
+        server_cpu: dict[str, float] = {"snapshot": 0.0, "naive": 0.0}
+        for i in range(WARMUP_RUNS + runs):
+            order = ("snapshot", "naive") if i % 2 == 0 else ("naive", "snapshot")
+            for key in order:
+                cpu0 = cpu_ms(server_pid)
+                t0 = time.perf_counter()
+                if key == "snapshot":
+                    await tmux.snapshot(names, lines)
+                else:
+                    await naive(tmux, names, lines)
+                elapsed_ms = (time.perf_counter() - t0) * 1000.0
+                cpu1 = cpu_ms(server_pid)
+                if i >= WARMUP_RUNS:
+                    samples[key].append(elapsed_ms)
+                    if cpu0 is not None and cpu1 is not None:
+                        server_cpu[key] += cpu1 - cpu0
+        snap_s, naive_s = summary(samples["snapshot"]), summary(samples["naive"])
+        have_cpu = server_pid is not None and cpu_ms(server_pid) is not None
+        row = {
+            "agents": n,
+            "snapshot_ms": snap_s,
+            "naive_ms": naive_s,
+            "speedup_p50": round(naive_s["p50"] / snap_s["p50"], 1),
+            "capture_bytes": sum(len(t.encode()) for t in captures.values()),
+            "tmux_server_cpu_ms_per_call": {
+                k: round(v / runs, 2) if have_cpu else None for k, v in server_cpu.items()
+            },
+        }
+        log(
+            f"{n} agents: snapshot p50 {snap_s['p50']} ms p99 {snap_s['p99']} ms; "
+            f"naive p50 {naive_s['p50']} ms p99 {naive_s['p99']} ms"
+        )
+        return row
+    finally:
+        kill_tmux_server(sock)
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--counts", default="10,100", help="agent counts (default 10,100)")
+    ap.add_argument("--runs", type=int, default=50, help="timed runs of each way (default 50)")
+    ap.add_argument("--lines", type=int, default=50, help="history lines captured (default 50)")
+    ap.add_argument("--json-out", type=Path, help="also write the JSON result to this file")
+    args = ap.parse_args(argv)
+    try:
+        counts = [int(c) for c in args.counts.split(",") if c.strip()]
+    except ValueError:
+        ap.error("--counts must be comma-separated integers")
+    if args.runs < 2 or any(c < 2 for c in counts):
+        ap.error("--runs and every count must be at least 2")
+    if shutil.which("tmux") is None:
+        log("tmux is not installed")
+        return 1
+    signal.signal(signal.SIGTERM, _sigterm)
+    tmux_version = subprocess.run(
+        ["tmux", "-V"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+    rows: list[dict[str, Any]] = []
+    try:
+        for n in counts:
+            rows.append(
+                anyio.run(
+                    measure, n, args.runs, args.lines, Path("/tmp"),
+                    backend_options=backend_options(),
+                )
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        log("interrupted; cleaned up")
+        return 130
+    except (RuntimeError, OSError) as e:
+        log(f"failed: {e}")
+        return 1
+
+    judged = next((r for r in rows if r["agents"] == TARGET_AGENTS), None)
+    result: dict[str, Any] = {
+        "benchmark": "P4 tick tmux cost",
+        "runs": args.runs,
+        "lines": args.lines,
+        "rows": rows,
+        "target": f"snapshot p50 <= {TARGET_MS:g} ms at {TARGET_AGENTS} agents",
+        "meets_target": None if judged is None else judged["snapshot_ms"]["p50"] <= TARGET_MS,
+        "tmux": tmux_version,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json_out is not None:
+        args.json_out.write_text(text + "\n", encoding="utf-8")
+    if result["meets_target"] is False:
+        log(f"target missed: {result['target']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

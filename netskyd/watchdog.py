@@ -1,0 +1,720 @@
+"""The restart runner: carries out the restart state machine's actions, one machine per agent.
+
+``Watchdog.feed(agent, event)`` applies ``restart.step``, persists every machine
+in ``state/restart-inflight.json`` (before any effect, so a daemon killed at any
+point resumes from the last decided state), records the transition
+(``restart.transition`` in the journal, the log and meta.db), runs the quick
+effects inline (records, markers, pages) and starts the slow one (claim,
+teardown, spawn, readiness, handoff, verification, wake-up) as a task in its
+own cancel scope. When the task is done it feeds the answer back, unless the
+machine moved on meanwhile (a newer event won; the old task is cancelled).
+
+Markers (``state/``): ``restart-request`` (an agent's planned restart, the
+handoff text, claimed by atomic rename into ``state/restart-claimed/``),
+``restart-inflight.json`` (``{"version": 1, "machines": {agent: Machine}}``),
+``gave-up.json`` and ``crashloop.json`` (``{"agents": {agent: entry}}``;
+a verified restart moves the agent's entry to ``state/archive/``). On start,
+``load()`` reconciles: a corrupt file is moved aside and reported; a marker
+entry that disagrees with its machine is archived as stale; an unfinished
+machine resumes where it stopped (each step is idempotent: teardown kills what
+is there, spawn adopts a session it already created, the handoff envelope has a
+fixed id).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from netskyd import restart
+from netskyd.context import Context
+from netskyd.errors import (
+    CorruptMarker,
+    HandoffPoisoned,
+    IllegalTransition,
+    NetskyError,
+    ReadinessTimeout,
+    RestartBusy,
+    SessionNotFound,
+    TmuxError,
+)
+from netskyd.ids import ROOT, TEARDOWN_RE, sort_key
+from netskyd.maildir import BadText, new_envelope, now_rfc3339, send
+from netskyd.restart import Budget, Machine, State
+from netskyd.store.markers import read_marker, remove_marker, write_marker
+
+INFLIGHT = "restart-inflight.json"
+REQUEST = "restart-request"
+CLAIMED_DIR = "restart-claimed"
+ARCHIVE_DIR = "archive"
+MARKERS = {"gave-up": "gave-up.json", "crashloop": "crashloop.json"}
+MARKER_STATE = {"gave-up": State.GAVE_UP, "crashloop": State.CRASH_LOOP}
+#: Longer handoffs are cut (the full request is archived) so the envelope always fits.
+HANDOFF_MAX_BYTES = 128 * 1024
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def budget_of(ctx: Context) -> Budget:
+    """The restart budget from the settings."""
+    s = ctx.settings
+    return Budget(
+        backoff_base_s=s.restart_backoff_base_s,
+        backoff_cap_s=s.restart_backoff_cap_s,
+        jitter=s.restart_jitter,
+        max_attempts=s.restart_max_attempts,
+        giveup_cooldown_s=s.restart_giveup_cooldown_s,
+        crashloop_restarts=s.crashloop_restarts,
+        crashloop_window_s=s.crashloop_window_s,
+        crashloop_cooldown_s=s.crashloop_cooldown_s,
+        crashloop_cooldown_cap_s=s.crashloop_cooldown_cap_s,
+        stable_after_s=s.restart_stable_after_s,
+        verify_s=s.restart_verify_s,
+        step_deadline_s=s.restart_step_deadline_s,
+    )
+
+
+def synthetic_handoff(agent: str, reason: str, tail: str | None, restart_id: str) -> str:
+    """The handoff a fresh agent0 gets after its predecessor died (crash recovery)."""
+    lines = [
+        f"netsky: your predecessor ({agent}) died unexpectedly ({reason}). You are a fresh "
+        f"session started by the watchdog (restart {restart_id[:8]}).",
+    ]
+    if tail and tail.strip():
+        clean = _CONTROL.sub(
+            "", tail.replace("<channel", "<chan nel").replace("</channel", "</chan nel")
+        )
+        lines += ["", "The last lines of its pane were:", ""]
+        lines += ["    " + line for line in clean.rstrip().splitlines()]
+    else:
+        lines += ["", "Its last screen could not be captured."]
+    lines += [
+        "",
+        "Wait for the owner before resuming any work it was doing: tell the owner you were "
+        "restarted after a crash and ask how to proceed.",
+    ]
+    return "\n".join(lines)
+
+
+def parse_request(raw: bytes) -> dict[str, Any]:
+    """Parse a restart request: plain text (the handoff) or a JSON object
+    ``{"handoff": str, "clones": int | null, "by": str, "force": bool}``.
+
+    Returns ``{"handoff", "clones", "by", "force"}``; never raises (bad bytes are
+    replaced, and a JSON object with a wrong shape is taken as plain text).
+    """
+    text = raw.decode("utf-8", errors="replace")
+    out: dict[str, Any] = {"handoff": text, "clones": None, "by": "agent0", "force": False}
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return out
+        if isinstance(value, dict) and isinstance(value.get("handoff"), str):
+            clones = value.get("clones")
+            out["handoff"] = value["handoff"]
+            out["clones"] = clones if isinstance(clones, int) and clones >= 0 else None
+            out["by"] = str(value.get("by") or "agent0")
+            out["force"] = bool(value.get("force"))
+    return out
+
+
+@dataclass
+class _Work:
+    gen: int
+    scope: anyio.CancelScope
+
+
+class Watchdog:
+    """Owns every agent's restart machine and the tasks that carry them out."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.machines: dict[str, Machine] = {}
+        self._gen: dict[str, int] = {}
+        self._work: dict[str, _Work] = {}
+        self._lock = anyio.Lock()
+        self._tg: TaskGroup | None = None
+
+    @property
+    def budget(self) -> Budget:
+        return budget_of(self.ctx)
+
+    def machine(self, agent: str) -> Machine:
+        return self.machines.get(agent) or Machine(agent)
+
+    def owns(self, agent: str) -> bool:
+        """True while a restart in flight covers ``agent`` (its liveness is the runner's)."""
+        if self.machine(agent).state in restart.ACTIVE:
+            return True
+        return bool(TEARDOWN_RE.match(agent)) and self.machine(ROOT).state in restart.ACTIVE
+
+    def busy(self, agent: str) -> bool:
+        """True when ``agent``'s machine is not IDLE (in flight or waiting to retry)."""
+        return self.machine(agent).state != State.IDLE
+
+    # ----- persistence -----------------------------------------------------------------------
+
+    def _path(self, name: str) -> Path:
+        return self.ctx.paths.marker(name)
+
+    def _persist(self) -> None:
+        keep = {a: m.to_json() for a, m in sorted(self.machines.items()) if m != Machine(a)}
+        if keep:
+            write_marker(self._path(INFLIGHT), {"version": 1, "machines": keep})
+        else:
+            remove_marker(self._path(INFLIGHT))
+
+    async def load(self) -> list[str]:
+        """Read the persisted machines and reconcile markers; return the agents to resume."""
+        rec = self.ctx.recorder
+        try:
+            value = read_marker(self._path(INFLIGHT))
+        except CorruptMarker as e:
+            await rec.event("restart.inflight_corrupt", level="error", error=str(e))
+            value = None
+        for agent, raw in ((value or {}).get("machines") or {}).items():
+            try:
+                self.machines[agent] = Machine.from_json(raw)
+            except ValueError as e:
+                await rec.event("restart.inflight_bad", level="error", agent=agent, error=str(e))
+        for kind, name in MARKERS.items():
+            await self._reconcile_marker(kind, name)
+        resume = [a for a, m in self.machines.items() if m.state != State.IDLE]
+        for agent in resume:
+            m = self.machines[agent]
+            await rec.event(
+                "restart.resumed",
+                agent=agent,
+                state=m.state.value,
+                restart_id=m.restart_id,
+                attempts=m.attempts,
+            )
+        return sorted(resume, key=sort_key)
+
+    async def _reconcile_marker(self, kind: str, name: str) -> None:
+        try:
+            value = read_marker(self._path(name))
+        except CorruptMarker as e:
+            await self.ctx.recorder.event("marker.corrupt", level="error", error=str(e))
+            return
+        for agent in list(((value or {}).get("agents") or {}).keys()):
+            if self.machine(agent).state != MARKER_STATE[kind]:
+                self._archive_entry(kind, agent, why="stale")
+                await self.ctx.recorder.event(
+                    "marker.stale",
+                    level="warning",
+                    agent=agent,
+                    marker=name,
+                    state=self.machine(agent).state.value,
+                )
+
+    def _write_entry(self, kind: str, agent: str, entry: dict[str, Any]) -> None:
+        path = self._path(MARKERS[kind])
+        try:
+            value = read_marker(path) or {}
+        except CorruptMarker:
+            value = {}
+        agents = dict(value.get("agents") or {})
+        agents[agent] = {**entry, "ts": now_rfc3339()}
+        write_marker(path, {"agents": agents})
+
+    def _archive_entry(self, kind: str, agent: str, why: str) -> bool:
+        path = self._path(MARKERS[kind])
+        try:
+            value = read_marker(path) or {}
+        except CorruptMarker:
+            return False
+        agents = dict(value.get("agents") or {})
+        entry = agents.pop(agent, None)
+        if entry is None:
+            return False
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        archive = self._path(ARCHIVE_DIR) / f"{kind}-{agent}-{stamp}-{uuid.uuid4().hex[:6]}.json"
+        write_marker(archive, {"agent": agent, "why": why, "entry": entry})
+        if agents:
+            write_marker(path, {"agents": agents})
+        else:
+            remove_marker(path)
+        return True
+
+    # ----- the loop: step, persist, record, act ------------------------------------------------
+
+    async def feed(self, agent: str, event: restart.Event, *, gen: int | None = None) -> Machine:
+        """Apply ``event`` to ``agent``'s machine and carry out the actions.
+
+        ``gen`` (from a finished task) is checked against the machine's generation:
+        a stale answer is dropped. Raises IllegalTransition for an event the state
+        cannot take (a bug, or a request the caller should have checked).
+        """
+        async with self._lock:
+            if gen is not None and gen != self._gen.get(agent, 0):
+                return self.machine(agent)
+            old = self.machine(agent)
+            now = self.ctx.clock()
+            new, actions = restart.step(old, event, now, self.budget)
+            if new == old and not actions:
+                return old
+            self.machines[agent] = new
+            self._persist()
+            if new.state != old.state:
+                await self.ctx.recorder.event(
+                    "restart.transition",
+                    level="warning" if new.state in restart.PARKED else "info",
+                    agent=agent,
+                    old=old.state.value,
+                    new=new.state.value,
+                    on=type(event).__name__,
+                    restart_id=new.restart_id,
+                    cause=new.cause,
+                    attempts=new.attempts,
+                    failure=new.failure,
+                    retry_at=new.retry_at,
+                )
+            slow = [a for a in actions if _is_slow(a)]
+            if slow or new.state != old.state:
+                self._cancel_work(agent)
+            for action in actions:
+                if not _is_slow(action):
+                    await self._effect(new, action)
+            for action in slow:
+                self._start(agent, action)
+            return new
+
+    def resume(self, agent: str) -> None:
+        """Carry on a machine loaded from disk (after a daemon restart)."""
+        m = self.machine(agent)
+        for action in restart.resume_actions(m, self.ctx.clock(), self.budget):
+            self._start(agent, action)
+
+    def _cancel_work(self, agent: str) -> None:
+        self._gen[agent] = self._gen.get(agent, 0) + 1
+        work = self._work.pop(agent, None)
+        if work is not None:
+            work.scope.cancel()
+
+    def _start(self, agent: str, action: restart.Action) -> None:
+        assert self._tg is not None, "watchdog not started"
+        gen = self._gen.get(agent, 0)
+        scope = anyio.CancelScope()
+        self._work[agent] = _Work(gen, scope)
+        self._tg.start_soon(self._run_work, agent, action, gen, scope)
+
+    async def _run_work(
+        self, agent: str, action: restart.Action, gen: int, scope: anyio.CancelScope
+    ) -> None:
+        answer: restart.Event | None = None
+        with scope:
+            try:
+                answer = await self._act(agent, action)
+            except (NetskyError, TimeoutError) as e:
+                answer = restart.StepFailed(_failure_class(action, e), str(e) or repr(e))
+            except OSError as e:
+                answer = restart.StepFailed(f"{_action_name(action)}-os-error", str(e))
+        if answer is None or scope.cancel_called:
+            return
+        try:
+            await self.feed(agent, answer, gen=gen)
+        except IllegalTransition as e:
+            await self.ctx.recorder.event(
+                "restart.illegal", level="error", agent=agent, error=str(e)
+            )
+
+    # ----- quick effects ------------------------------------------------------------------------
+
+    async def _effect(self, m: Machine, action: restart.Action) -> None:
+        rec, store, ts = self.ctx.recorder, self.ctx.store, now_rfc3339()
+        if isinstance(action, restart.RestartStarted):
+            await store.add_restart(
+                action.restart_id, action.attempt, m.agent, m.cause, m.reason, ts
+            )
+            await rec.event(
+                "restart.started",
+                agent=m.agent,
+                restart_id=action.restart_id,
+                attempt=action.attempt,
+                cause=m.cause,
+                reason=m.reason,
+            )
+        elif isinstance(action, restart.RestartFinished):
+            await store.finish_restart(
+                action.restart_id, action.attempt, action.outcome, action.failure, ts
+            )
+            await rec.event(
+                "restart.finished",
+                level="info" if action.outcome == "ok" else "warning",
+                agent=m.agent,
+                restart_id=action.restart_id,
+                attempt=action.attempt,
+                outcome=action.outcome,
+                failure=action.failure,
+            )
+        elif isinstance(action, restart.WriteMarker):
+            self._write_entry(action.name, m.agent, action.entry)
+            await rec.event("marker.written", level="warning", agent=m.agent, marker=action.name)
+        elif isinstance(action, restart.ArchiveMarkers):
+            for kind in MARKERS:
+                if self._archive_entry(kind, m.agent, why="verified"):
+                    await rec.event("marker.archived", agent=m.agent, marker=kind)
+        elif isinstance(action, restart.Page):
+            from netskyd.escalate import escalate
+
+            await escalate(self.ctx, action.subject, action.body, action.key)
+
+    # ----- slow steps ---------------------------------------------------------------------------
+
+    async def _act(self, agent: str, action: restart.Action) -> restart.Event | None:
+        sup = self.ctx.sup()
+        if isinstance(action, restart.Wake):
+            await anyio.sleep(max(0.0, action.at - self.ctx.clock()))
+            return restart.Tick()
+        if isinstance(action, restart.Claim):
+            return restart.Claimed(await self._claim(self.machine(agent)))
+        if isinstance(action, restart.TearDown):
+            scope = await self._teardown_scope(action)
+            for name in scope:
+                await sup.kill_for_restart(name)
+            return restart.TornDown()
+        if isinstance(action, restart.Spawn):
+            await sup.spawn_for_restart(self._spawn_scope(action), reason=self._reason(agent))
+            return restart.Spawned()
+        if isinstance(action, restart.AwaitReady):
+            scope = self._spawn_scope(restart.Spawn(agent, action.constellation, None))
+            failures = await sup.wait_for_restart(scope, self.ctx.settings.ready_timeout_s)
+            for other, (failure, detail) in sorted(failures.items()):
+                if other != agent:  # a clone that did not come up is its own machine's
+                    await self.ctx.recorder.event(
+                        "restart.clone_not_ready",
+                        level="warning",
+                        agent=other,
+                        failure=failure,
+                        detail=detail,
+                    )
+            if agent in failures:
+                return restart.StepFailed(*failures[agent])
+            return restart.Ready()
+        if isinstance(action, restart.DeliverHandoff):
+            await self._deliver_handoff(action)
+            return restart.HandedOff()
+        if isinstance(action, restart.Verify):
+            await anyio.sleep(max(0.0, action.at - self.ctx.clock()))
+            if not await sup.still_up(agent):
+                return restart.StepFailed("died-verifying", f"{agent} did not stay up")
+            return restart.Verified()
+        raise AssertionError(f"not a slow action: {action!r}")
+
+    def _reason(self, agent: str) -> str:
+        m = self.machine(agent)
+        return f"restart:{m.cause or '?'}:{(m.restart_id or '')[:8]}"
+
+    async def _claim(self, m: Machine) -> str | None:
+        if m.cause == "planned":
+            if m.clones is not None and m.constellation:
+                await self.ctx.sup().set_clones(m.clones)
+            return m.handoff if m.constellation else None
+        if not m.constellation:
+            return None
+        tail = await self.ctx.sup().pane_tail(m.agent, self.ctx.settings.crash_tail_lines)
+        return synthetic_handoff(
+            m.agent, m.reason or "no reason recorded", tail, m.restart_id or ""
+        )
+
+    async def _teardown_scope(self, action: restart.TearDown) -> list[str]:
+        if not action.constellation:
+            return [action.agent]
+        panes = await self.ctx.tmux.list_panes()
+        names = {n for n in panes if TEARDOWN_RE.match(n)} | {action.agent}
+        return sorted(names, key=sort_key)
+
+    def _spawn_scope(self, action: restart.Spawn) -> list[str]:
+        if not action.constellation:
+            return [action.agent]
+        wanted = self.ctx.sup().desired.wanted()
+        return [a for a in wanted if TEARDOWN_RE.match(a)] or [action.agent]
+
+    async def _deliver_handoff(self, action: restart.DeliverHandoff) -> None:
+        paths = self.ctx.paths
+        boxes = ("inbox", "claimed", "delivered", "poison")
+        suffix = f"-{action.envelope_id}.json"
+
+        def where() -> str | None:
+            for box in boxes:
+                d = paths.channel(ROOT, box)
+                try:
+                    if any(n.endswith(suffix) for n in (e.name for e in d.iterdir())):
+                        return box
+                except FileNotFoundError:
+                    continue
+            return None
+
+        if where() is None:
+            delivered, _ = await self.ctx.store.prior([action.envelope_id])
+            if not delivered:
+                try:
+                    envelope = new_envelope("netsky", ROOT, action.text, kind="handoff")
+                except BadText as e:  # the synthetic text is cleaned; an agent's may not be
+                    envelope = new_envelope(
+                        "netsky",
+                        ROOT,
+                        _CONTROL.sub("", action.text.replace("<", "‹")),
+                        kind="handoff",
+                    )
+                    await self.ctx.recorder.event("handoff.cleaned", level="warning", rule=e.rule)
+                envelope["id"] = action.envelope_id
+                send(
+                    paths,
+                    envelope,
+                    inbox_max_pending=10**9,  # the handoff must never be refused
+                    envelope_max_bytes=max(self.ctx.settings.envelope_max_bytes, 1 << 20),
+                )
+                await self.ctx.recorder.event(
+                    "handoff.sent",
+                    agent=ROOT,
+                    envelope_id=action.envelope_id,
+                    bytes=len(action.text.encode()),
+                )
+        self.ctx.the_bus().kick(ROOT)
+        with anyio.fail_after(self.ctx.settings.handoff_timeout_s):
+            while True:
+                box = where()
+                if box == "delivered":
+                    return
+                if box == "poison":
+                    raise HandoffPoisoned(f"the handoff envelope {action.envelope_id} was poisoned")
+                if box is None:
+                    delivered, _ = await self.ctx.store.prior([action.envelope_id])
+                    if delivered:
+                        return
+                await anyio.sleep(0.05)
+
+    # ----- events from outside --------------------------------------------------------------------
+
+    async def notice_gone(
+        self,
+        agent: str,
+        *,
+        reason: str,
+        failure: str,
+        noticed_by: str,
+        session_id: str | None = None,
+        exit_status: int | None = None,
+    ) -> None:
+        """An agent's session died or vanished: record it, then restart it.
+
+        For agent0, a pending ``state/restart-request`` makes this a planned restart.
+        """
+        tail = await self.ctx.sup().pane_tail(agent, self.ctx.settings.crash_tail_lines)
+        await self.ctx.recorder.event(
+            "agent.crashed",
+            level="warning",
+            agent=agent,
+            reason=reason,
+            failure=failure,
+            exit_status=exit_status,
+            noticed_by=noticed_by,
+            session_id=session_id,
+        )
+        await self.ctx.store.add_crash(
+            now_rfc3339(), agent, session_id, exit_status, failure, noticed_by, tail
+        )
+        if agent == ROOT and await self.claim_request():
+            return
+        if (
+            self.machine(agent).state in restart.ACTIVE
+            or self.machine(agent).state in restart.PARKED
+        ):
+            await self.feed(agent, restart.Gone(uuid.uuid4().hex, reason, failure))
+            return
+        await self.feed(agent, restart.Gone(uuid.uuid4().hex, reason, failure))
+
+    async def request(self, handoff: str, *, clones: int | None, by: str, force: bool) -> Machine:
+        """Start a planned restart of the constellation (``netskyctl restart``).
+
+        Raises RestartBusy when one is already in flight (or parked and not forced).
+        """
+        m = self.machine(ROOT)
+        if m.state in restart.ACTIVE or (m.state in restart.PARKED and not force):
+            raise RestartBusy(
+                f"a restart of agent0 is already {m.state.value} (restart {m.restart_id}); "
+                "see 'netskyctl status'"
+            )
+        return await self.feed(
+            ROOT, restart.Requested(uuid.uuid4().hex, handoff, by, clones=clones, force=force)
+        )
+
+    async def claim_request(self) -> bool:
+        """Claim ``state/restart-request`` by atomic rename and start the planned restart.
+
+        Returns False when there is none or agent0's machine cannot take it now (it
+        stays for a later tick).
+        """
+        m = self.machine(ROOT)
+        source = self._path(REQUEST)
+        if not source.exists():
+            return False
+        if m.state in restart.ACTIVE:
+            return False
+        claimed_dir = self._path(CLAIMED_DIR)
+        claimed_dir.mkdir(parents=True, exist_ok=True)
+        restart_id = uuid.uuid4().hex
+        target = claimed_dir / f"{restart_id}.request"
+        try:
+            source.rename(target)  # the claim: only one claimer can win the rename
+        except FileNotFoundError:
+            return False
+        req = parse_request(target.read_bytes())
+        limit = HANDOFF_MAX_BYTES
+        raw_len = len(req["handoff"].encode())
+        if raw_len > limit:
+            cut = req["handoff"].encode()[:limit].decode("utf-8", errors="ignore")
+            req["handoff"] = (
+                f"{cut}\n\n[netsky: handoff truncated from {raw_len} bytes; the full text is "
+                f"in state/{ARCHIVE_DIR}/restart-request-{restart_id}]"
+            )
+        if m.state in restart.PARKED and not req["force"]:
+            target.rename(source)  # not now: parked until its retry; the owner may force
+            return False
+        await self.ctx.recorder.event(
+            "restart.request_claimed",
+            agent=ROOT,
+            restart_id=restart_id,
+            by=req["by"],
+            bytes=len(req["handoff"].encode()),
+            clones=req["clones"],
+        )
+        await self.feed(
+            ROOT,
+            restart.Requested(
+                restart_id, req["handoff"], req["by"], clones=req["clones"], force=req["force"]
+            ),
+        )
+        # The handoff now lives in restart-inflight.json; keep the request for the record.
+        archive = self._path(ARCHIVE_DIR)
+        archive.mkdir(parents=True, exist_ok=True)
+        target.rename(archive / f"restart-request-{restart_id}")
+        return True
+
+    async def recover_claimed(self) -> None:
+        """Requests claimed by a daemon that died before recording them are claimed again."""
+        d = self._path(CLAIMED_DIR)
+        if not d.is_dir():
+            return
+        for f in sorted(d.iterdir()):
+            known = any(m.restart_id == f.stem for m in self.machines.values())
+            if known or self._path(REQUEST).exists():
+                archive = self._path(ARCHIVE_DIR)
+                archive.mkdir(parents=True, exist_ok=True)
+                f.rename(archive / f"restart-request-{f.stem}")
+                continue
+            f.rename(self._path(REQUEST))
+            await self.ctx.recorder.event("restart.request_recovered", agent=ROOT, file=f.name)
+
+    async def tick(self) -> dict[str, Any]:
+        """The watchdog's part of a tick: wake due machines, claim a pending request."""
+        for agent in sorted(self.machines, key=sort_key):
+            try:
+                await self.feed(agent, restart.Tick())
+            except IllegalTransition as e:  # pragma: no cover - Tick is legal everywhere
+                await self.ctx.recorder.event("restart.illegal", level="error", error=str(e))
+        claimed = await self.claim_request()
+        return {
+            "restarts": {
+                a: m.state.value for a, m in self.machines.items() if m.state != State.IDLE
+            },
+            "request_claimed": claimed,
+        }
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Status rows: every machine that is not pristine (shape in docs/protocol.md)."""
+        out = []
+        for agent in sorted(self.machines, key=sort_key):
+            m = self.machines[agent]
+            out.append(
+                {
+                    "agent": agent,
+                    "state": m.state.value,
+                    "since": m.since,
+                    "restart_id": m.restart_id,
+                    "cause": m.cause,
+                    "reason": m.reason,
+                    "attempts": m.attempts,
+                    "failure": m.failure,
+                    "retry_at": m.retry_at,
+                    "restarts_in_window": len(
+                        restart.recent_starts(m, self.budget, self.ctx.clock())
+                    ),
+                    "loops": m.loops,
+                    "last_ok_at": m.last_ok_at,
+                }
+            )
+        return out
+
+
+def _is_slow(action: restart.Action) -> bool:
+    return isinstance(
+        action,
+        restart.Claim
+        | restart.TearDown
+        | restart.Spawn
+        | restart.AwaitReady
+        | restart.DeliverHandoff
+        | restart.Verify
+        | restart.Wake,
+    )
+
+
+def _action_name(action: restart.Action) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", type(action).__name__).lower()
+
+
+def _failure_class(action: restart.Action, e: Exception) -> str:
+    if isinstance(e, ReadinessTimeout):
+        return "ready-timeout"
+    if isinstance(e, SessionNotFound):
+        return "session-gone"
+    if isinstance(e, TmuxError):
+        return f"{_action_name(action)}-tmux"
+    if isinstance(e, TimeoutError):
+        return f"{_action_name(action)}-timeout"
+    return f"{_action_name(action)}-failed"
+
+
+async def run(ctx: Context, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+    """Long-running task: load and resume machines, then host their work until cancelled."""
+    wd = ctx.the_watchdog()
+    async with anyio.create_task_group() as tg:
+        wd._tg = tg
+        resume = await wd.load()
+        await wd.recover_claimed()
+        for agent in resume:
+            wd.resume(agent)
+        task_status.started()
+        await _watch_requests(wd)
+
+
+async def _watch_requests(wd: Watchdog) -> None:
+    """Claim ``state/restart-request`` as soon as it appears (the tick is the backstop)."""
+    from watchfiles import awatch
+
+    state = wd.ctx.paths.state
+    state.mkdir(parents=True, exist_ok=True)
+    await wd.claim_request()
+    async for changes in awatch(
+        state,
+        recursive=False,
+        debounce=50,
+        step=10,
+        watch_filter=lambda _change, path: path.endswith("/" + REQUEST),
+    ):
+        if changes:
+            try:
+                await wd.claim_request()
+            except NetskyError as e:
+                await wd.ctx.recorder.event("restart.request_failed", level="error", error=str(e))
