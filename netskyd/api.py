@@ -15,10 +15,9 @@ from netskyd import __version__, protocol
 from netskyd.config import Runtime
 from netskyd.context import Context
 from netskyd.errors import NetskyError
-from netskyd.ids import is_agent_id, parse_agent
+from netskyd.ids import parse_agent
 from netskyd.incidents import list_incidents
 from netskyd.maildir import now_rfc3339
-from netskyd.sessions import SessionEvent
 from netskyd.store.db import SCHEMA_VERSION
 
 Handler = Callable[[Context, dict[str, Any]], Awaitable[Any]]
@@ -184,17 +183,12 @@ async def restarts(ctx: Context, params: dict[str, Any]) -> Any:
 
 
 async def session_event(ctx: Context, params: dict[str, Any]) -> Any:
-    event, session, status = params.get("event"), params.get("session"), params.get("status")
-    if event not in ("pane-died", "session-closed") or not isinstance(session, str):
+    event = params.get("event")
+    if event not in ("pane-died", "session-closed") or not isinstance(params.get("session"), str):
         raise RpcError(protocol.INVALID_PARAMS, "event must be pane-died or session-closed")
-    if not is_agent_id(session) or ctx.sessions is None:
+    if ctx.sessions is None:
         return {"accepted": False}
-    ctx.sessions.post(
-        SessionEvent(
-            session, event, status if isinstance(status, int) else None, ctx.monotonic()
-        )
-    )
-    return {"accepted": True}
+    return {"accepted": ctx.sessions.post_params(params)}
 
 
 HANDLERS: dict[str, Handler] = {

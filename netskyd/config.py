@@ -95,6 +95,12 @@ class Settings(BaseModel):
     handoff_timeout_s: float = Field(60.0, gt=0)
     #: A restart step with no progress for this long fails as stuck.
     restart_step_deadline_s: float = Field(300.0, gt=0)
+    #: Learn of agent deaths from tmux hooks at once (False: only the tick notices).
+    session_watch: bool = True
+    #: Period of the session watcher's sweep for deaths no hook reported (0: none).
+    session_sweep_s: float = Field(0.5, ge=0)
+    #: Lines of history each tick captures per pane (its hash is the hang check's input).
+    pane_capture_lines: int = Field(50, ge=0, le=10_000)
     #: Lines of a dead agent's pane kept in the crash record and the synthetic handoff.
     crash_tail_lines: int = Field(20, ge=0, le=1000)
     session_width: int = Field(200, ge=40)

@@ -73,9 +73,13 @@ class Daemon:
         ctx.supervisor = Supervisor(ctx)
         ctx.bus = Bus(ctx)
         ctx.watchdog = Watchdog(ctx)
-        ctx.sessions = SessionWatcher(
-            ctx.tmux, hook_command(sys.executable, paths.socket), self._session_event
-        )
+        if self.settings.session_watch:
+            ctx.sessions = SessionWatcher(
+                ctx.tmux,
+                hook_command(sys.executable, paths.socket),
+                self._session_event,
+                sweep_s=self.settings.session_sweep_s or None,
+            )
         self.ctx = ctx
         await recorder.event(
             "daemon.starting",
@@ -96,8 +100,8 @@ class Daemon:
                 await tg.start(supervisor.run, ctx)
                 await tg.start(watchdog.run, ctx)
                 await tg.start(bus.run, ctx)
-                assert ctx.sessions is not None
-                await tg.start(ctx.sessions.run)
+                if ctx.sessions is not None:
+                    await tg.start(ctx.sessions.run)
                 await tg.start(ticker.run, ctx)
                 await ctx.recorder.event(
                     "daemon.ready",
@@ -113,11 +117,12 @@ class Daemon:
                 await self.shutdown()
 
     async def _session_event(self, event: SessionEvent) -> None:
-        """A tmux hook said an agent's pane died or its session closed: check at once."""
+        """A tmux hook (or the watcher's sweep) said an agent's pane died or its session
+        closed: run the liveness check at once."""
         assert self.ctx is not None
         ctx = self.ctx
         try:
-            await ctx.sup().check(reason=f"hook:{event.event}")
+            await ctx.sup().check(reason=f"{event.source}:{event.event}")
         except NetskyError as e:
             await ctx.recorder.event("check.failed", level="warning", error=str(e))
 

@@ -2,8 +2,10 @@
 
 Starts ``netskyd run`` as a child process (its own NETSKY_HOME, default
 ``./.netsky-demo``, and its own tmux socket ``netsky-demo``), then shows the
-three things netsky is for: agents come up in real tmux sessions, they exchange
-real envelopes (ping/pong), and a killed agent is respawned. Every wait has a
+what netsky is for: agents come up in real tmux sessions, they exchange real
+envelopes (ping/pong), a killed agent0 is noticed by a tmux hook and restarted
+with a synthetic handoff, a hostile envelope is quarantined, and a planned
+restart carries agent0's handoff to its successor. Every wait has a
 deadline. Without ``--once`` the constellation keeps running until Ctrl-C.
 """
 
@@ -100,7 +102,7 @@ class Tour:
         say(f"   round trip in {(time.monotonic() - t0) * 1000:.0f} ms; agent0's pane shows:")
         for line in [x for x in self.pane("agent0").splitlines() if x.strip()][-3:]:
             say(f"   | {line}")
-        say("\n3. Killing agent0's tmux session behind netskyd's back...")
+        say("\n3. Killing agent0's tmux session behind netskyd's back (a crash)...")
         old = self.agents()["agent0"]["pane_pid"]
         subprocess.run(
             ["tmux", "-L", self.socket_name, "kill-session", "-t", "=agent0"],
@@ -114,8 +116,27 @@ class Tour:
             60,
             "agent0 to be respawned",
         )
-        say(f"   agent0 is back (new pane pid) after {time.monotonic() - t0:.1f}s")
-        say("\n4. A hostile envelope (it tries to close the <channel> wrapper) lands in")
+        say(
+            f"   agent0 is back (new pane pid) after {time.monotonic() - t0:.1f}s: a tmux hook "
+            "told netskyd at once, no tick needed"
+        )
+        handoff = wait_until(lambda: self.handoffs(old_count=0), 30, "the synthetic handoff")
+        say(f"   the new agent0 was told: {handoff[-1]['text'].splitlines()[0][:100]}...")
+        self.wait_idle()
+        say("\n4. agent0 asks for a planned restart with a handoff (it writes")
+        say("   state/restart-request and exits); netskyd claims it, restarts agent0 and its")
+        say("   clones (agentinfinity survives), and hands the note to the new agent0...")
+        seen = len(self.handoffs(old_count=0))
+        send(
+            self.paths,
+            new_envelope("owner", "agent0", "restart finish the release notes, then rest"),
+        )
+        t0 = time.monotonic()
+        got = wait_until(lambda: self.handoffs(old_count=seen), 60, "the planned handoff")
+        say(f"   handed off in {time.monotonic() - t0:.1f}s: {got[-1]['text']!r}")
+        self.wait_idle()
+        say("   'netskyctl restarts' lists both restarts; 'netskyctl status' the machine's state")
+        say("\n5. A hostile envelope (it tries to close the <channel> wrapper) lands in")
         say("   agent1's inbox; netskyd quarantines it and keeps delivering...")
         name = self.drop_hostile("agent1")
         reason_file = self.paths.channel("agent1", "poison") / f"{name}.reason.json"
@@ -126,6 +147,25 @@ class Tour:
         )
         say(f"   poison/{name}: rule {reason['rule']!r} ({reason['detail']})")
         say("   netskyctl channel poison lists these; channel retry puts one back after a fix\n")
+
+    def handoffs(self, old_count: int) -> list[dict[str, Any]]:
+        """Handoff envelopes the demo agent0 received, if more than ``old_count``."""
+        path = self.paths.demo_receipts("agent0")
+        try:
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError):
+            return []
+        got = [r for r in rows if r.get("kind") == "handoff"]
+        return got if len(got) > old_count else []
+
+    def wait_idle(self) -> None:
+        """Wait until agent0's restart is verified (its machine back to idle)."""
+
+        def idle() -> bool:
+            rows = self.call(protocol.STATUS)["restarts"]
+            return all(m["state"] == "idle" for m in rows if m["agent"] == "agent0")
+
+        wait_until(idle, 60, "agent0's restart to be verified")
 
     def drop_hostile(self, agent: str) -> str:
         """Write an envelope with a wrapper injection straight into ``agent``'s inbox."""

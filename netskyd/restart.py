@@ -25,8 +25,10 @@ Budget rules (why the owner is not paged in a storm):
 
 - A restart *start* (entering CLAIMED) is allowed only while fewer than
   ``crashloop_restarts`` starts lie inside the last ``crashloop_window_s``;
-  otherwise the machine enters CRASH_LOOP. So no sequence of crashes yields more
-  than K starts in any window W (the hypothesis test checks this).
+  otherwise the machine enters CRASH_LOOP. So no sequence of crashes yields
+  more than K starts in any window W (the hypothesis test checks this). The
+  first attempt of a planned restart is exempt (asked for, not a crash); its
+  retries are not.
 - Failed attempts back off exponentially with +/- ``jitter`` and a cap.
 - A page is emitted once per (kind, failure class) until the agent has been
   stable for ``stable_after_s``: a loop failing the same way pages once.
@@ -559,14 +561,21 @@ def _enter(m: Machine, state: State, now: float) -> Machine:
 
 
 def _start(m: Machine, now: float, b: Budget, *, force: bool) -> tuple[Machine, list[Action]]:
-    """Enter CLAIMED, unless the crash-loop budget is spent (then CRASH_LOOP)."""
+    """Enter CLAIMED, unless the crash-loop budget is spent (then CRASH_LOOP).
+
+    The first attempt of a planned restart is asked for, not a crash: it neither
+    needs nor spends budget. Its retries (it failed) do.
+    """
     starts = recent_starts(m, b, now)
     m = replace(m, starts=starts)
-    allowed_at = None if force else next_allowed_start(m, b, now)
+    budgeted = not (m.cause == "planned" and m.attempts == 0)
+    allowed_at = next_allowed_start(m, b, now) if budgeted and not force else None
     if allowed_at is not None:
         return _crash_loop(m, now, b, allowed_at)
     attempt = m.attempts + 1
-    m = replace(_enter(m, State.CLAIMED, now), starts=(*starts, now), retry_at=None)
+    if budgeted:
+        starts = (*starts, now)
+    m = replace(_enter(m, State.CLAIMED, now), starts=starts, retry_at=None)
     return m, [RestartStarted(m.restart_id or "", attempt), Claim(m.agent)]
 
 

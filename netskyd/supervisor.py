@@ -11,6 +11,7 @@ next. While a restart covers an agent, its liveness is the watchdog's.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,9 @@ class AgentState:
     #: True once this agent was up under netsky (spawned, adopted, or recorded in
     #: meta.db): from then on its disappearance is a death, not a first start.
     known: bool = False
+    #: Hash of the pane's text at the last tick, and when it last changed (epoch s).
+    pane_hash: str | None = None
+    pane_changed_at: float | None = None
 
 
 class Supervisor:
@@ -220,7 +224,9 @@ class Supervisor:
         except TmuxError:
             return False
 
-    async def check(self, reason: str = "tick") -> dict[str, Any]:
+    async def check(
+        self, reason: str = "tick", panes: dict[str, PaneInfo] | None = None
+    ) -> dict[str, Any]:
         """The liveness pass: compare tmux's sessions with the desired set.
 
         Spawns wanted agents that were never up; hands each death of a known agent
@@ -229,10 +235,25 @@ class Supervisor:
         ``{"alive": [...], "spawning": [...], "not_ready": [...], "gone": [...]}``.
         """
         async with self._check_lock:
-            return await self._check(reason)
+            return await self._check(reason, panes)
 
-    async def _check(self, reason: str) -> dict[str, Any]:
-        panes = await self.ctx.tmux.list_panes()
+    def note_captures(self, captures: dict[str, str], now: float) -> int:
+        """Record each agent's pane text hash from a tick's snapshot (the hang check's
+        input: how long a pane has not changed). Returns how many panes changed."""
+        changed = 0
+        for agent, text in captures.items():
+            st = self.agents.get(agent)
+            if st is None:
+                continue
+            digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+            if digest != st.pane_hash:
+                st.pane_hash, st.pane_changed_at = digest, now
+                changed += 1
+        return changed
+
+    async def _check(self, reason: str, panes: dict[str, PaneInfo] | None) -> dict[str, Any]:
+        if panes is None:
+            panes = await self.ctx.tmux.list_panes()
         wanted = self.desired.wanted()
         wd = self.ctx.the_watchdog()
         for agent, st in self.agents.items():
@@ -524,6 +545,8 @@ class Supervisor:
                     "inbox_pending": pending_count(self.ctx.paths, agent),
                     "last_delivery_ts": st.last_delivery_ts,
                     "last_error": st.last_error,
+                    "exit_status": st.exit_status,
+                    "pane_changed_at": st.pane_changed_at,
                 }
             )
         return rows

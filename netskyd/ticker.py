@@ -1,9 +1,11 @@
 """The ticker: every ``tick_interval_s``, run one tick and record one tick row.
 
-A tick: the liveness check (first spawns, deaths handed to the watchdog, late
-readiness), the watchdog's tick (due retries, a pending restart request), lease
-expiry, pruning, and an inbox rescan as the watcher's backstop. A tmux that does
-not answer is an incident (``escalate``), not a reason to hang. Ticks are
+A tick: one batched tmux snapshot (every pane's state and the live agents' text,
+hashed for the hang check), the liveness check (first spawns, deaths handed to
+the watchdog, late readiness), the watchdog's tick (due retries, a pending
+restart request), lease expiry, pruning, and an inbox rescan as the watcher's
+backstop. A tmux that does not answer is an incident (``escalate``), not a
+reason to hang. Ticks are
 scheduled on a fixed grid from the monotonic clock, so they do not drift; a tick
 that overruns skips the missed slots instead of bunching up. Each tick has a
 deadline; one that hits it is recorded as ``timed_out`` and never wedges the next.
@@ -43,7 +45,12 @@ async def tick_once(ctx: Context) -> dict[str, Any]:
         deadline = tick_deadline_s(ctx.settings.tick_interval_s, ctx.settings.tmux_timeout_s)
         with anyio.move_on_after(deadline) as scope:
             try:
-                summary["liveness"] = await ctx.sup().check(reason="tick")
+                sup = ctx.sup()
+                # One tmux round trip: every pane's state plus the text of live agents.
+                live = [a for a, st in sup.agents.items() if st.alive]
+                snap = await ctx.tmux.snapshot(live, ctx.settings.pane_capture_lines)
+                summary["panes_changed"] = sup.note_captures(snap.captures, ctx.clock())
+                summary["liveness"] = await sup.check(reason="tick", panes=snap.panes)
             except TmuxTimeout as e:
                 summary["error"] = str(e)
                 summary["incident"] = await _tmux_incident(ctx, str(e))
