@@ -283,6 +283,13 @@ class StepFailed:
 
 
 @dataclass(frozen=True)
+class Cancelled:
+    """The owner took the agent down (``down``, ``kill``): any restart stops here."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Tick:
     """Time passed: retries fall due, stuck steps fail, stable agents reset their budget."""
 
@@ -297,6 +304,7 @@ Event = (
     | HandedOff
     | Verified
     | StepFailed
+    | Cancelled
     | Tick
 )
 
@@ -393,7 +401,8 @@ class RestartStarted:
 
 @dataclass(frozen=True)
 class RestartFinished:
-    """Record how attempt ``attempt`` ended: outcome "ok" or "failed" (with ``failure``)."""
+    """Record how attempt ``attempt`` ended: outcome "ok", "failed" (with ``failure``),
+    or "cancelled" (``failure`` says why)."""
 
     restart_id: str
     attempt: int
@@ -470,6 +479,17 @@ def step(
     s = m.state
     if isinstance(event, Tick):
         return _tick(m, now, b)
+    if isinstance(event, Cancelled):
+        if s == State.IDLE:
+            # IDLE -> IDLE: nothing to cancel
+            return m, []
+        # (any other) -> IDLE: cancelled by the owner; its markers are moot now
+        actions: list[Action] = []
+        if s in ACTIVE:
+            rid = m.restart_id or ""
+            actions.append(RestartFinished(rid, m.attempts + 1, "cancelled", event.reason))
+        m = replace(_enter(m, State.IDLE, now), attempts=0, retry_at=None, failure=None)
+        return m, [*actions, ArchiveMarkers(m.agent)]
     if isinstance(event, Gone):
         if s == State.IDLE:
             # IDLE -> CLAIMED (or -> CRASH_LOOP when the budget is spent)

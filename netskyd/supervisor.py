@@ -120,6 +120,7 @@ class Supervisor:
         await self.ctx.recorder.event("desired.up", clones=n, agents=new.wanted())
         extra = [a for a in self.agents if a not in new.agents and self.agents[a].alive]
         for agent in extra:  # clones beyond N are stopped
+            await self.ctx.the_watchdog().cancel(agent, "up")
             await self._kill_session(agent, reason="up")
         await self.check(reason="up")
         return new.wanted()
@@ -128,6 +129,7 @@ class Supervisor:
         """``down``: stop every agent and remember it (the marker survives restarts)."""
         await self._save(Desired(up=False, agents=self.desired.agents), by="down")
         await self.ctx.recorder.event("desired.down")
+        await self.ctx.the_watchdog().cancel_all("down")
         killed = []
         panes = await self.ctx.tmux.list_panes()
         for name in sorted(panes, key=sort_key):
@@ -156,6 +158,7 @@ class Supervisor:
             raise UnknownAgent(f"not an agent id: {agent!r}")
         if agent not in (ROOT, WATCHDOG) and agent in self.desired.agents:
             await self._save(desired_mod.without_clone(self.desired, agent), by="kill")
+        await self.ctx.the_watchdog().cancel(agent, "kill")
         killed = await self._kill_session(agent, reason="kill")
         return {"agent": agent, "killed": killed, "desired": agent in self.desired.wanted()}
 

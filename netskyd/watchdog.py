@@ -534,6 +534,16 @@ class Watchdog:
             return
         await self.feed(agent, restart.Gone(uuid.uuid4().hex, reason, failure))
 
+    async def cancel(self, agent: str, reason: str) -> None:
+        """The owner took ``agent`` down: stop its restart (if any) where it is."""
+        if self.machine(agent).state != State.IDLE:
+            await self.feed(agent, restart.Cancelled(reason))
+
+    async def cancel_all(self, reason: str) -> None:
+        """``down``: stop every restart."""
+        for agent in sorted(self.machines, key=sort_key):
+            await self.cancel(agent, reason)
+
     async def request(self, handoff: str, *, clones: int | None, by: str, force: bool) -> Machine:
         """Start a planned restart of the constellation (``netskyctl restart``).
 
