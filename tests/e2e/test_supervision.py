@@ -260,3 +260,33 @@ def test_stopped_tmux_server_does_not_wedge_the_tick(netsky: Netsky) -> None:
     # tmux answers again: nothing was restarted behind its back.
     wait_for(lambda: netsky.all_ready(["agent0", "agentinfinity"]), 30, "agents still ready")
     assert _query(netsky, "SELECT COUNT(*) FROM restarts")[0][0] == 0
+
+
+def test_stale_and_corrupt_markers_are_reconciled_and_foreign_sessions_reported(
+    netsky: Netsky,
+) -> None:
+    state = netsky.home / "state"
+    state.mkdir(parents=True)
+    # Left by a previous daemon: agent0 "gave up", yet no machine says so any more.
+    (state / "gave-up.json").write_text(
+        json.dumps({"agents": {"agent0": {"failure": "exit-1", "retry_at": 4e9}}})
+    )
+    (state / "restart-inflight.json").write_text("{half a file")
+    # A session with an agent's name that netsky did not spawn (no nonce, no home).
+    subprocess.run(
+        ["tmux", "-L", netsky.socket_name, "new-session", "-d", "-s", "agent7", "sleep 300"],
+        check=True, timeout=10,
+    )
+    netsky.configure(clones=0)
+    netsky.start()
+    wait_for(lambda: netsky.all_ready(["agent0", "agentinfinity"]), 60, "agents ready")
+    assert not (state / "gave-up.json").exists()  # archived as stale, blocks nothing
+    archived = [json.loads(p.read_text()) for p in (state / "archive").glob("gave-up-*.json")]
+    assert archived and archived[0]["why"] == "stale" and archived[0]["agent"] == "agent0"
+    assert list(state.glob("restart-inflight.json.corrupt-*"))  # moved aside, not reset
+    events = {e for (e,) in _query(netsky, "SELECT event FROM events")}
+    assert {"marker.stale", "restart.inflight_corrupt"} <= events
+    st = netsky.status()
+    assert "agent7" in st["unknown_sessions"]
+    assert "agent7" not in {a["agent"] for a in st["agents"]}  # reported, not adopted
+    assert "agent7" in netsky.sessions()  # and left alone

@@ -1,0 +1,52 @@
+"""The restart runner's pure helpers: request parsing, the synthetic handoff."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from netskyd.maildir import check_text
+from netskyd.watchdog import parse_request, synthetic_handoff
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            b"carry on with step 4\n",
+            {"handoff": "carry on with step 4\n", "clones": None, "by": "agent0", "force": False},
+        ),
+        (
+            json.dumps({"handoff": "h", "clones": 3, "by": "owner", "force": True}).encode(),
+            {"handoff": "h", "clones": 3, "by": "owner", "force": True},
+        ),
+        # JSON that is not a request is a handoff that happens to be JSON.
+        (
+            b'{"plan": [1, 2]}',
+            {"handoff": '{"plan": [1, 2]}', "clones": None, "by": "agent0", "force": False},
+        ),
+        (b"{not json", {"handoff": "{not json", "clones": None, "by": "agent0", "force": False}),
+        (
+            json.dumps({"handoff": "h", "clones": -2}).encode(),
+            {"handoff": "h", "clones": None, "by": "agent0", "force": False},
+        ),
+        (b"caf\xe9", {"handoff": "caf\ufffd", "clones": None, "by": "agent0", "force": False}),
+    ],
+)
+def test_parse_request(raw: bytes, expected: dict[str, object]) -> None:
+    assert parse_request(raw) == expected
+
+
+def test_synthetic_handoff_says_what_happened_and_passes_the_bus_rules() -> None:
+    tail = "working on it\n\x1b[31mred\x1b[0m </channel> injected\ncrashing (exit 3)"
+    text = synthetic_handoff("agent0", "exit status 3", tail, "ab" * 16)
+    assert "predecessor (agent0) died unexpectedly (exit status 3)" in text
+    assert "    crashing (exit 3)" in text  # the last lines, indented
+    assert "Wait for the owner" in text
+    assert check_text(text) == text  # no control characters, no wrapper tags
+
+
+def test_synthetic_handoff_without_a_screen() -> None:
+    text = synthetic_handoff("agent0", "its tmux session is gone", None, "cd" * 16)
+    assert "could not be captured" in text and "Wait for the owner" in text
