@@ -81,8 +81,9 @@ def test_planned_restart_delivers_the_handoff_and_spares_agentinfinity(
     assert [r["text"] for r in got] == [handoff.read_text().strip()]
     assert got[0]["from"] == "netsky"
 
-    rows = _query(netsky, "SELECT agent, cause, outcome FROM restarts WHERE restart_id = ?",
-                  out["restart_id"])
+    rows = _query(
+        netsky, "SELECT agent, cause, outcome FROM restarts WHERE restart_id = ?", out["restart_id"]
+    )
     assert rows == [("agent0", "planned", "ok")]
     listing = netsky.ctl("restarts", "--json")
     assert listing.returncode == 0
@@ -96,8 +97,9 @@ def test_agent_side_restart_request_is_claimed_and_handed_off(netsky: Netsky) ->
     old = _pids(netsky)["agent0"]
 
     # The demo agent writes state/restart-request (its handoff) and exits 0.
-    sent = netsky.ctl("channel", "send", "agent0", "restart the tests are green, ship it",
-                      "--from", "owner")
+    sent = netsky.ctl(
+        "channel", "send", "agent0", "restart the tests are green, ship it", "--from", "owner"
+    )
     assert sent.returncode == 0, sent.stderr
     wait_for(lambda: _handoffs(netsky), 60, "the handoff delivered to the new agent0")
     assert [r["text"] for r in _handoffs(netsky)] == ["the tests are green, ship it"]
@@ -173,7 +175,9 @@ def test_crash_looping_agent_is_throttled_and_paged_once(netsky: Netsky) -> None
     m = _machine(netsky, "agent1")
     assert m is not None and m["retry_at"] > time.time() + 3000
 
-    incidents = [json.loads(p.read_text()) for p in (netsky.home / "state/escalations").glob("*.json")]
+    incidents = [
+        json.loads(p.read_text()) for p in (netsky.home / "state/escalations").glob("*.json")
+    ]
     assert len(incidents) == 1, incidents
     assert incidents[0]["key"] == "agent1:crash-loop" and "exit-3" in incidents[0]["subject"]
     marker = json.loads((netsky.home / "state" / "crashloop.json").read_text())
@@ -218,7 +222,8 @@ def test_daemon_killed_mid_restart_finishes_it_without_duplicates(
     wait_for(lambda: _idle_after(netsky, "agent0", rid), 60, "the resumed restart verified")
     assert [r["text"] for r in _handoffs(netsky)] == ["resume the migration at step 4"]
     spawned = _query(
-        netsky, "SELECT COUNT(*) FROM spawns WHERE agent = 'agent0' AND reason LIKE ?",
+        netsky,
+        "SELECT COUNT(*) FROM spawns WHERE agent = 'agent0' AND reason LIKE ?",
         f"restart:planned:{rid[:8]}",
     )[0][0]
     assert spawned == 1  # adopted after the kill, not spawned twice
@@ -235,7 +240,10 @@ def test_stopped_tmux_server_does_not_wedge_the_tick(netsky: Netsky) -> None:
     pid = int(
         subprocess.run(
             ["tmux", "-L", netsky.socket_name, "display-message", "-p", "#{pid}"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
     )
     ticks_before = netsky.status()["daemon"]["ticks"]
@@ -249,9 +257,7 @@ def test_stopped_tmux_server_does_not_wedge_the_tick(netsky: Netsky) -> None:
         )
         assert found[0]["key"] == "tmux:unresponsive"
         # Ticks keep finishing (each bounded by its deadline), and status still answers.
-        wait_for(
-            lambda: netsky.status()["daemon"]["ticks"] >= ticks_before + 2, 30, "ticks go on"
-        )
+        wait_for(lambda: netsky.status()["daemon"]["ticks"] >= ticks_before + 2, 30, "ticks go on")
         rows = _query(netsky, "SELECT summary FROM ticks ORDER BY id DESC LIMIT 1")
         assert "did not answer" in json.loads(rows[0][0]).get("error", "")
         assert not _query(netsky, "SELECT 1 FROM crashes")  # silence is not death
@@ -275,7 +281,8 @@ def test_stale_and_corrupt_markers_are_reconciled_and_foreign_sessions_reported(
     # A session with an agent's name that netsky did not spawn (no nonce, no home).
     subprocess.run(
         ["tmux", "-L", netsky.socket_name, "new-session", "-d", "-s", "agent7", "sleep 300"],
-        check=True, timeout=10,
+        check=True,
+        timeout=10,
     )
     netsky.configure(clones=0)
     netsky.start()
