@@ -484,11 +484,14 @@ def step(
             # IDLE -> IDLE: nothing to cancel
             return m, []
         # (any other) -> IDLE: cancelled by the owner; its markers are moot now
+        # The owner acted: that ends the streak too (a later loop pages afresh).
         actions: list[Action] = []
         if s in ACTIVE:
             rid = m.restart_id or ""
             actions.append(RestartFinished(rid, m.attempts + 1, "cancelled", event.reason))
-        m = replace(_enter(m, State.IDLE, now), attempts=0, retry_at=None, failure=None)
+        m = replace(
+            _enter(m, State.IDLE, now), attempts=0, retry_at=None, failure=None, loops=0, paged=()
+        )
         return m, [*actions, ArchiveMarkers(m.agent)]
     if isinstance(event, Gone):
         if s == State.IDLE:

@@ -415,6 +415,10 @@ class Watchdog:
         return f"restart:{m.cause or '?'}:{(m.restart_id or '')[:8]}"
 
     async def _claim(self, m: Machine) -> str | None:
+        if m.constellation:  # agent0's restart respawns the clones: theirs would collide
+            for other in sorted(self.machines, key=sort_key):
+                if other != m.agent and TEARDOWN_RE.match(other):
+                    await self.cancel(other, f"restart of {m.agent}")
         if m.cause == "planned":
             if m.clones is not None and m.constellation:
                 await self.ctx.sup().set_clones(m.clones)
