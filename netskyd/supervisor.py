@@ -360,6 +360,11 @@ class Supervisor:
         st.ready = False
         st.exit_status = None
         spawned = await create_session(self.ctx, agent, st.runtime, self.desired.wanted())
+        sessions = self.ctx.sessions
+        if sessions is not None and sessions.hooked_pid is None:
+            # The first spawn may have started the tmux server: hook it now, not at the
+            # watcher's next sweep, so a death right after start is noticed at once.
+            await sessions.install()
         st.session_id, st.pane_pid = spawned.session_id, spawned.pane.pane_pid
         st.alive = st.known = True
         st.spawned_at = now_rfc3339()

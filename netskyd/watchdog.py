@@ -142,6 +142,8 @@ class Watchdog:
         self._work: dict[str, _Work] = {}
         self._lock = anyio.Lock()
         self._tg: TaskGroup | None = None
+        #: Last pane lines captured when a death was noticed, until the claim uses them.
+        self._tails: dict[str, str] = {}
 
     @property
     def budget(self) -> Budget:
@@ -425,7 +427,9 @@ class Watchdog:
             return m.handoff if m.constellation else None
         if not m.constellation:
             return None
-        tail = await self.ctx.sup().pane_tail(m.agent, self.ctx.settings.crash_tail_lines)
+        tail = self._tails.pop(m.agent, None)
+        if tail is None:  # e.g. resumed after a daemon restart: the dead pane may remain
+            tail = await self.ctx.sup().pane_tail(m.agent, self.ctx.settings.crash_tail_lines)
         return synthetic_handoff(
             m.agent, m.reason or "no reason recorded", tail, m.restart_id or ""
         )
@@ -515,6 +519,9 @@ class Watchdog:
         For agent0, a pending ``state/restart-request`` makes this a planned restart.
         """
         tail = await self.ctx.sup().pane_tail(agent, self.ctx.settings.crash_tail_lines)
+        self._tails.pop(agent, None)
+        if tail is not None:
+            self._tails[agent] = tail  # the claim's synthetic handoff quotes this death's
         await self.ctx.recorder.event(
             "agent.crashed",
             level="warning",
