@@ -9,11 +9,9 @@ teardown, spawn, readiness, handoff, verification, wake-up) as a task in its
 own cancel scope. When the task is done it feeds the answer back, unless the
 machine moved on meanwhile (a newer event won; the old task is cancelled).
 
-Markers (``state/``): ``restart-request`` (an agent's planned restart, the
-handoff text, claimed by atomic rename into ``state/restart-claimed/``),
-``restart-inflight.json`` (``{"version": 1, "machines": {agent: Machine}}``),
-``gave-up.json`` and ``crashloop.json`` (``{"agents": {agent: entry}}``;
-a verified restart moves the agent's entry to ``state/archive/``). On start,
+The files under ``state/`` (request, in-flight machines, gave-up and crash-loop
+markers) are described in ``netskyd/restart_files.py``; the slow steps live in
+``netskyd/restart_steps.py``. On start,
 ``load()`` reconciles: a corrupt file is moved aside and reported; a marker
 entry that disagrees with its machine is archived as stale; an unfinished
 machine resumes where it stopped (each step is idempotent: teardown kills what
@@ -23,9 +21,6 @@ fixed id).
 
 from __future__ import annotations
 
-import json
-import re
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,28 +33,28 @@ from netskyd import restart
 from netskyd.context import Context
 from netskyd.errors import (
     CorruptMarker,
-    HandoffPoisoned,
     IllegalTransition,
     NetskyError,
-    ReadinessTimeout,
     RestartBusy,
-    SessionNotFound,
-    TmuxError,
 )
 from netskyd.ids import ROOT, TEARDOWN_RE, sort_key
-from netskyd.maildir import BadText, new_envelope, now_rfc3339, send
+from netskyd.maildir import now_rfc3339
 from netskyd.restart import Budget, Machine, State
-from netskyd.store.markers import read_marker, remove_marker, write_marker
-
-INFLIGHT = "restart-inflight.json"
-REQUEST = "restart-request"
-CLAIMED_DIR = "restart-claimed"
-ARCHIVE_DIR = "archive"
-MARKERS = {"gave-up": "gave-up.json", "crashloop": "crashloop.json"}
-MARKER_STATE = {"gave-up": State.GAVE_UP, "crashloop": State.CRASH_LOOP}
-#: Longer handoffs are cut (the full request is archived) so the envelope always fits.
-HANDOFF_MAX_BYTES = 128 * 1024
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+from netskyd.restart_files import (
+    ARCHIVE_DIR,
+    CLAIMED_DIR,
+    HANDOFF_MAX_BYTES,
+    INFLIGHT,
+    MARKER_STATE,
+    MARKERS,
+    REQUEST,
+    archive_entry,
+    parse_request,
+    save_machines,
+    write_entry,
+)
+from netskyd.restart_steps import RestartSteps, action_name, failure_class, is_slow
+from netskyd.store.markers import read_marker
 
 
 def budget_of(ctx: Context) -> Budget:
@@ -81,58 +76,13 @@ def budget_of(ctx: Context) -> Budget:
     )
 
 
-def synthetic_handoff(agent: str, reason: str, tail: str | None, restart_id: str) -> str:
-    """The handoff a fresh agent0 gets after its predecessor died (crash recovery)."""
-    lines = [
-        f"netsky: your predecessor ({agent}) died unexpectedly ({reason}). You are a fresh "
-        f"session started by the watchdog (restart {restart_id[:8]}).",
-    ]
-    if tail and tail.strip():
-        clean = _CONTROL.sub(
-            "", tail.replace("<channel", "<chan nel").replace("</channel", "</chan nel")
-        )
-        lines += ["", "The last lines of its pane were:", ""]
-        lines += ["    " + line for line in clean.rstrip().splitlines()]
-    else:
-        lines += ["", "Its last screen could not be captured."]
-    lines += [
-        "",
-        "Wait for the owner before resuming any work it was doing: tell the owner you were "
-        "restarted after a crash and ask how to proceed.",
-    ]
-    return "\n".join(lines)
-
-
-def parse_request(raw: bytes) -> dict[str, Any]:
-    """Parse a restart request: plain text (the handoff) or a JSON object
-    ``{"handoff": str, "clones": int | null, "by": str, "force": bool}``.
-
-    Returns ``{"handoff", "clones", "by", "force"}``; never raises (bad bytes are
-    replaced, and a JSON object with a wrong shape is taken as plain text).
-    """
-    text = raw.decode("utf-8", errors="replace")
-    out: dict[str, Any] = {"handoff": text, "clones": None, "by": "agent0", "force": False}
-    if text.lstrip().startswith("{"):
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return out
-        if isinstance(value, dict) and isinstance(value.get("handoff"), str):
-            clones = value.get("clones")
-            out["handoff"] = value["handoff"]
-            out["clones"] = clones if isinstance(clones, int) and clones >= 0 else None
-            out["by"] = str(value.get("by") or "agent0")
-            out["force"] = bool(value.get("force"))
-    return out
-
-
 @dataclass
 class _Work:
     gen: int
     scope: anyio.CancelScope
 
 
-class Watchdog:
+class Watchdog(RestartSteps):
     """Owns every agent's restart machine and the tasks that carry them out."""
 
     def __init__(self, ctx: Context) -> None:
@@ -142,6 +92,7 @@ class Watchdog:
         self._work: dict[str, _Work] = {}
         self._lock = anyio.Lock()
         self._tg: TaskGroup | None = None
+        self._claim_lock = anyio.Lock()
         #: Last pane lines captured when a death was noticed, until the claim uses them.
         self._tails: dict[str, str] = {}
 
@@ -168,11 +119,7 @@ class Watchdog:
         return self.ctx.paths.marker(name)
 
     def _persist(self) -> None:
-        keep = {a: m.to_json() for a, m in sorted(self.machines.items()) if m != Machine(a)}
-        if keep:
-            write_marker(self._path(INFLIGHT), {"version": 1, "machines": keep})
-        else:
-            remove_marker(self._path(INFLIGHT))
+        save_machines(self.ctx.paths, self.machines)
 
     async def load(self) -> list[str]:
         """Read the persisted machines and reconcile markers; return the agents to resume."""
@@ -209,7 +156,7 @@ class Watchdog:
             return
         for agent in list(((value or {}).get("agents") or {}).keys()):
             if self.machine(agent).state != MARKER_STATE[kind]:
-                self._archive_entry(kind, agent, why="stale")
+                archive_entry(self.ctx.paths, kind, agent, why="stale")
                 await self.ctx.recorder.event(
                     "marker.stale",
                     level="warning",
@@ -217,35 +164,6 @@ class Watchdog:
                     marker=name,
                     state=self.machine(agent).state.value,
                 )
-
-    def _write_entry(self, kind: str, agent: str, entry: dict[str, Any]) -> None:
-        path = self._path(MARKERS[kind])
-        try:
-            value = read_marker(path) or {}
-        except CorruptMarker:
-            value = {}
-        agents = dict(value.get("agents") or {})
-        agents[agent] = {**entry, "ts": now_rfc3339()}
-        write_marker(path, {"agents": agents})
-
-    def _archive_entry(self, kind: str, agent: str, why: str) -> bool:
-        path = self._path(MARKERS[kind])
-        try:
-            value = read_marker(path) or {}
-        except CorruptMarker:
-            return False
-        agents = dict(value.get("agents") or {})
-        entry = agents.pop(agent, None)
-        if entry is None:
-            return False
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        archive = self._path(ARCHIVE_DIR) / f"{kind}-{agent}-{stamp}-{uuid.uuid4().hex[:6]}.json"
-        write_marker(archive, {"agent": agent, "why": why, "entry": entry})
-        if agents:
-            write_marker(path, {"agents": agents})
-        else:
-            remove_marker(path)
-        return True
 
     # ----- the loop: step, persist, record, act ------------------------------------------------
 
@@ -280,11 +198,11 @@ class Watchdog:
                     failure=new.failure,
                     retry_at=new.retry_at,
                 )
-            slow = [a for a in actions if _is_slow(a)]
+            slow = [a for a in actions if is_slow(a)]
             if slow or new.state != old.state:
                 self._cancel_work(agent)
             for action in actions:
-                if not _is_slow(action):
+                if not is_slow(action):
                     await self._effect(new, action)
             for action in slow:
                 self._start(agent, action)
@@ -317,9 +235,9 @@ class Watchdog:
             try:
                 answer = await self._act(agent, action)
             except (NetskyError, TimeoutError) as e:
-                answer = restart.StepFailed(_failure_class(action, e), str(e) or repr(e))
+                answer = restart.StepFailed(failure_class(action, e), str(e) or repr(e))
             except OSError as e:
-                answer = restart.StepFailed(f"{_action_name(action)}-os-error", str(e))
+                answer = restart.StepFailed(f"{action_name(action)}-os-error", str(e))
         if answer is None or scope.cancel_called:
             return
         try:
@@ -359,148 +277,16 @@ class Watchdog:
                 failure=action.failure,
             )
         elif isinstance(action, restart.WriteMarker):
-            self._write_entry(action.name, m.agent, action.entry)
+            write_entry(self.ctx.paths, action.name, m.agent, action.entry)
             await rec.event("marker.written", level="warning", agent=m.agent, marker=action.name)
         elif isinstance(action, restart.ArchiveMarkers):
             for kind in MARKERS:
-                if self._archive_entry(kind, m.agent, why="verified"):
+                if archive_entry(self.ctx.paths, kind, m.agent, why="verified"):
                     await rec.event("marker.archived", agent=m.agent, marker=kind)
         elif isinstance(action, restart.Page):
             from netskyd.escalate import escalate
 
             await escalate(self.ctx, action.subject, action.body, action.key)
-
-    # ----- slow steps ---------------------------------------------------------------------------
-
-    async def _act(self, agent: str, action: restart.Action) -> restart.Event | None:
-        sup = self.ctx.sup()
-        if isinstance(action, restart.Wake):
-            await anyio.sleep(max(0.0, action.at - self.ctx.clock()))
-            return restart.Tick()
-        if isinstance(action, restart.Claim):
-            return restart.Claimed(await self._claim(self.machine(agent)))
-        if isinstance(action, restart.TearDown):
-            scope = await self._teardown_scope(action)
-            for name in scope:
-                await sup.kill_for_restart(name)
-            return restart.TornDown()
-        if isinstance(action, restart.Spawn):
-            await sup.spawn_for_restart(self._spawn_scope(action), reason=self._reason(agent))
-            return restart.Spawned()
-        if isinstance(action, restart.AwaitReady):
-            scope = self._spawn_scope(restart.Spawn(agent, action.constellation, None))
-            failures = await sup.wait_for_restart(scope, self.ctx.settings.ready_timeout_s)
-            for other, (failure, detail) in sorted(failures.items()):
-                if other != agent:  # a clone that did not come up is its own machine's
-                    await self.ctx.recorder.event(
-                        "restart.clone_not_ready",
-                        level="warning",
-                        agent=other,
-                        failure=failure,
-                        detail=detail,
-                    )
-            if agent in failures:
-                return restart.StepFailed(*failures[agent])
-            return restart.Ready()
-        if isinstance(action, restart.DeliverHandoff):
-            await self._deliver_handoff(action)
-            return restart.HandedOff()
-        if isinstance(action, restart.Verify):
-            await anyio.sleep(max(0.0, action.at - self.ctx.clock()))
-            if not await sup.still_up(agent):
-                return restart.StepFailed("died-verifying", f"{agent} did not stay up")
-            return restart.Verified()
-        raise AssertionError(f"not a slow action: {action!r}")
-
-    def _reason(self, agent: str) -> str:
-        m = self.machine(agent)
-        return f"restart:{m.cause or '?'}:{(m.restart_id or '')[:8]}"
-
-    async def _claim(self, m: Machine) -> str | None:
-        if m.constellation:  # agent0's restart respawns the clones: theirs would collide
-            for other in sorted(self.machines, key=sort_key):
-                if other != m.agent and TEARDOWN_RE.match(other):
-                    await self.cancel(other, f"restart of {m.agent}")
-        if m.cause == "planned":
-            if m.clones is not None and m.constellation:
-                await self.ctx.sup().set_clones(m.clones)
-            return m.handoff if m.constellation else None
-        if not m.constellation:
-            return None
-        tail = self._tails.pop(m.agent, None)
-        if tail is None:  # e.g. resumed after a daemon restart: the dead pane may remain
-            tail = await self.ctx.sup().pane_tail(m.agent, self.ctx.settings.crash_tail_lines)
-        return synthetic_handoff(
-            m.agent, m.reason or "no reason recorded", tail, m.restart_id or ""
-        )
-
-    async def _teardown_scope(self, action: restart.TearDown) -> list[str]:
-        if not action.constellation:
-            return [action.agent]
-        panes = await self.ctx.tmux.list_panes()
-        names = {n for n in panes if TEARDOWN_RE.match(n)} | {action.agent}
-        return sorted(names, key=sort_key)
-
-    def _spawn_scope(self, action: restart.Spawn) -> list[str]:
-        if not action.constellation:
-            return [action.agent]
-        wanted = self.ctx.sup().desired.wanted()
-        return [a for a in wanted if TEARDOWN_RE.match(a)] or [action.agent]
-
-    async def _deliver_handoff(self, action: restart.DeliverHandoff) -> None:
-        paths = self.ctx.paths
-        boxes = ("inbox", "claimed", "delivered", "poison")
-        suffix = f"-{action.envelope_id}.json"
-
-        def where() -> str | None:
-            for box in boxes:
-                d = paths.channel(ROOT, box)
-                try:
-                    if any(n.endswith(suffix) for n in (e.name for e in d.iterdir())):
-                        return box
-                except FileNotFoundError:
-                    continue
-            return None
-
-        if where() is None:
-            delivered, _ = await self.ctx.store.prior([action.envelope_id])
-            if not delivered:
-                try:
-                    envelope = new_envelope("netsky", ROOT, action.text, kind="handoff")
-                except BadText as e:  # the synthetic text is cleaned; an agent's may not be
-                    envelope = new_envelope(
-                        "netsky",
-                        ROOT,
-                        _CONTROL.sub("", action.text.replace("<", "‹")),
-                        kind="handoff",
-                    )
-                    await self.ctx.recorder.event("handoff.cleaned", level="warning", rule=e.rule)
-                envelope["id"] = action.envelope_id
-                send(
-                    paths,
-                    envelope,
-                    inbox_max_pending=10**9,  # the handoff must never be refused
-                    envelope_max_bytes=max(self.ctx.settings.envelope_max_bytes, 1 << 20),
-                )
-                await self.ctx.recorder.event(
-                    "handoff.sent",
-                    agent=ROOT,
-                    envelope_id=action.envelope_id,
-                    bytes=len(action.text.encode()),
-                )
-        self.ctx.the_bus().kick(ROOT)
-        with anyio.fail_after(self.ctx.settings.handoff_timeout_s):
-            while True:
-                box = where()
-                if box == "delivered":
-                    return
-                if box == "poison":
-                    raise HandoffPoisoned(f"the handoff envelope {action.envelope_id} was poisoned")
-                if box is None:
-                    delivered, _ = await self.ctx.store.prior([action.envelope_id])
-                    if delivered:
-                        return
-                await anyio.sleep(0.05)
 
     # ----- events from outside --------------------------------------------------------------------
 
@@ -576,12 +362,24 @@ class Watchdog:
         Returns False when there is none or agent0's machine cannot take it now (it
         stays for a later tick).
         """
+        async with self._claim_lock:
+            return await self._claim_request()
+
+    async def _claim_request(self) -> bool:
         m = self.machine(ROOT)
         source = self._path(REQUEST)
         if not source.exists():
             return False
         if m.state in restart.ACTIVE:
             return False
+        if m.state in restart.PARKED:
+            # Waiting for a retry: only the owner's request (force) goes ahead. Look
+            # without claiming, so the file is not renamed back and forth.
+            try:
+                if not parse_request(source.read_bytes())["force"]:
+                    return False
+            except FileNotFoundError:
+                return False
         claimed_dir = self._path(CLAIMED_DIR)
         claimed_dir.mkdir(parents=True, exist_ok=True)
         restart_id = uuid.uuid4().hex
@@ -591,6 +389,9 @@ class Watchdog:
         except FileNotFoundError:
             return False
         req = parse_request(target.read_bytes())
+        if m.state in restart.PARKED and not req["force"]:  # replaced since the look
+            target.rename(source)
+            return False
         limit = HANDOFF_MAX_BYTES
         raw_len = len(req["handoff"].encode())
         if raw_len > limit:
@@ -599,9 +400,6 @@ class Watchdog:
                 f"{cut}\n\n[netsky: handoff truncated from {raw_len} bytes; the full text is "
                 f"in state/{ARCHIVE_DIR}/restart-request-{restart_id}]"
             )
-        if m.state in restart.PARKED and not req["force"]:
-            target.rename(source)  # not now: parked until its retry; the owner may force
-            return False
         await self.ctx.recorder.event(
             "restart.request_claimed",
             agent=ROOT,
@@ -610,12 +408,17 @@ class Watchdog:
             bytes=len(req["handoff"].encode()),
             clones=req["clones"],
         )
-        await self.feed(
-            ROOT,
-            restart.Requested(
-                restart_id, req["handoff"], req["by"], clones=req["clones"], force=req["force"]
-            ),
-        )
+        try:
+            await self.feed(
+                ROOT,
+                restart.Requested(
+                    restart_id, req["handoff"], req["by"], clones=req["clones"], force=req["force"]
+                ),
+            )
+        except IllegalTransition:  # a death started a restart meanwhile: claim it later
+            if not source.exists():
+                target.rename(source)
+            return False
         # The handoff now lives in restart-inflight.json; keep the request for the record.
         archive = self._path(ARCHIVE_DIR)
         archive.mkdir(parents=True, exist_ok=True)
@@ -676,35 +479,6 @@ class Watchdog:
                 }
             )
         return out
-
-
-def _is_slow(action: restart.Action) -> bool:
-    return isinstance(
-        action,
-        restart.Claim
-        | restart.TearDown
-        | restart.Spawn
-        | restart.AwaitReady
-        | restart.DeliverHandoff
-        | restart.Verify
-        | restart.Wake,
-    )
-
-
-def _action_name(action: restart.Action) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "-", type(action).__name__).lower()
-
-
-def _failure_class(action: restart.Action, e: Exception) -> str:
-    if isinstance(e, ReadinessTimeout):
-        return "ready-timeout"
-    if isinstance(e, SessionNotFound):
-        return "session-gone"
-    if isinstance(e, TmuxError):
-        return f"{_action_name(action)}-tmux"
-    if isinstance(e, TimeoutError):
-        return f"{_action_name(action)}-timeout"
-    return f"{_action_name(action)}-failed"
 
 
 async def run(ctx: Context, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from netskyd.maildir import check_text
-from netskyd.watchdog import parse_request, synthetic_handoff
+from netskyd.restart_files import parse_request, synthetic_handoff
 
 
 @pytest.mark.parametrize(
