@@ -68,11 +68,13 @@ def test_planned_restart_delivers_the_handoff_and_spares_agentinfinity(
 
     handoff = tmp_path / "handoff.md"
     handoff.write_text("carry on with the release notes; agent1 was half way through\n")
-    res = netsky.ctl("restart", "--handoff", str(handoff), "--wait", "--json", timeout=120)
+    # "restart 2": agent0 and two clones now (agent2 is new).
+    res = netsky.ctl("restart", "2", "--handoff", str(handoff), "--wait", "--json", timeout=120)
     assert res.returncode == 0, res.stderr + res.stdout
     out = json.loads(res.stdout)
     assert out["outcome"] == "ok"
-    assert "claimed" in res.stderr or out["state"] == "idle"
+    assert netsky.all_ready([*THREE, "agent2"])
+    assert netsky.status()["desired"]["agents"] == ["agent0", "agent1", "agent2", "agentinfinity"]
 
     after = _pids(netsky)
     assert after["agent0"] != before["agent0"] and after["agent1"] != before["agent1"]
