@@ -190,8 +190,8 @@ class Supervisor:
         for name, pane in sorted(panes.items()):
             if not is_agent_id(name):
                 continue
-            session_id = await self.ctx.tmux.show_env(name, "NETSKY_SESSION_ID")
-            home = await self.ctx.tmux.show_env(name, "NETSKY_HOME")
+            env = await self.ctx.tmux.environment(name)  # one client per session
+            session_id, home = env.get("NETSKY_SESSION_ID"), env.get("NETSKY_HOME")
             if session_id is None or home != str(self.ctx.settings.home):
                 unknown.append(name)
                 await self.ctx.recorder.event(
@@ -202,7 +202,7 @@ class Supervisor:
             st.alive, st.pane_pid, st.known = not pane.pane_dead, pane.pane_pid, True
             st.exit_status = pane.dead_status if pane.pane_dead else None
             st.session_id = session_id
-            runtime = await self.ctx.tmux.show_env(name, "NETSKY_RUNTIME")
+            runtime = env.get("NETSKY_RUNTIME")
             if runtime is not None and runtime in {r.value for r in Runtime}:
                 st.runtime = Runtime(runtime)
             st.ready = st.alive and await self._ready_now(st)

@@ -229,6 +229,19 @@ class Tmux:
             return None
         return line.split("=", 1)[1]
 
+    async def environment(self, name: str) -> dict[str, str]:
+        """Every variable set in a session's environment (one client; unset ones omitted).
+
+        Raises SessionNotFound when the session is gone.
+        """
+        out = await self.run("show-environment", "-t", _session_target(name))
+        env = {}
+        for line in out.splitlines():
+            if "=" in line and not line.startswith("-"):
+                key, value = line.split("=", 1)
+                env[key] = value
+        return env
+
     async def install_hooks(self, command: str) -> bool:
         """Install netsky's global ``pane-died`` and ``session-closed`` hooks (one client).
 
