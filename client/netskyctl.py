@@ -22,6 +22,8 @@ from client.incidents import add_parsers as add_incident_parsers
 from client.restarts import add_parsers as add_restart_parsers
 from client.restarts import cmd_restart, cmd_restarts, status_lines
 from client.rpc import Client, RpcFailed
+from client.why import add_parser as add_why_parser
+from client.why import cmd_why
 from netskyd import __version__, protocol
 from netskyd.errors import (
     DaemonNotRunning,
@@ -69,7 +71,17 @@ def format_status(st: dict[str, Any]) -> str:
         f"last tick {tick} (every {d['tick_interval_s']:g}s)  "
         f"desired: {desired['state']} ({len(desired['agents'])} agents)",
     ]
-    header = ("AGENT", "ROLE", "RUNTIME", "SESSION", "READY", "PANE PID", "INBOX", "LAST DELIVERY")
+    header = (
+        "AGENT",
+        "ROLE",
+        "RUNTIME",
+        "SESSION",
+        "READY",
+        "ACTIVITY",
+        "PANE PID",
+        "INBOX",
+        "LAST DELIVERY",
+    )
     rows = [header]
     for a in st["agents"]:
         session = "spawning" if a["spawning"] else ("alive" if a["alive"] else "gone")
@@ -82,6 +94,7 @@ def format_status(st: dict[str, Any]) -> str:
                 a["runtime"],
                 session,
                 "yes" if a["ready"] else "no",
+                a.get("activity") or "-",
                 str(a["pane_pid"] or "-"),
                 str(a["inbox_pending"]),
                 _age(a["last_delivery_ts"]),
@@ -90,6 +103,10 @@ def format_status(st: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    odd = [a for a in st["agents"] if a.get("activity") in ("hung", "waiting", "limited")]
+    if odd:
+        lines.append("attention ('netskyctl why AGENT' for the evidence):")
+        lines += [f"  {a['agent']}: {a['activity']} — {a['activity_reason']}" for a in odd]
     errors = [f"  {a['agent']}: {a['last_error']}" for a in st["agents"] if a["last_error"]]
     if errors:
         lines += ["last errors:", *errors]
@@ -175,6 +192,8 @@ def cmd_rpc(args: argparse.Namespace, client: Client) -> int:
         return cmd_restart(args, client)
     if c == "restarts":
         return cmd_restarts(args, client)
+    if c == "why":
+        return cmd_why(args, client)
     raise Usage(f"unknown command {c!r}")
 
 
@@ -239,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--since", required=True, help="RFC 3339 time (2026-11-21T10:00:00Z) or age (30s, 2h, 1d)"
     )
     add_incident_parsers(sub, common)
+    add_why_parser(sub, common)
     return p
 
 
@@ -278,7 +298,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return INCIDENT_COMMANDS[args.command](args, environ)
         if args.command == "agent":
             args.n = parse_agent(args.n)  # usage errors before any connection attempt
-        if args.command == "kill":
+        if args.command in ("kill", "why"):
             args.agent = parse_agent(args.agent)
         with Client(socket_path(home_of(environ))) as client:
             return cmd_rpc(args, client)

@@ -191,6 +191,14 @@ async def session_event(ctx: Context, params: dict[str, Any]) -> Any:
     return {"accepted": ctx.sessions.post_params(params)}
 
 
+async def why(ctx: Context, params: dict[str, Any]) -> Any:
+    name = _agent(params)
+    sup = ctx.sup()
+    if name not in sup.agents and name not in sup.desired.wanted():
+        raise RpcError(protocol.UNKNOWN_AGENT, f"{name} is not part of the constellation")
+    return await ctx.the_monitor().why(name)
+
+
 HANDLERS: dict[str, Handler] = {
     protocol.HELLO: hello,
     protocol.PING: ping,
@@ -203,5 +211,6 @@ HANDLERS: dict[str, Handler] = {
     protocol.RESTART: restart_,
     protocol.RESTARTS: restarts,
     protocol.SESSION_EVENT: session_event,
+    protocol.WHY: why,
 }
 assert set(HANDLERS) == protocol.METHODS, "every protocol method needs a handler"

@@ -332,6 +332,7 @@ class Bus:
         st = self.ctx.sup().agents.get(agent)
         if st is not None:
             st.last_delivery_ts = ts
+            st.last_delivery_at = self.ctx.clock()
         self.delivered_count += len(batch)
         self.duplicate_count += sum(1 for _, env in batch if env.id in repeats)
 

@@ -99,8 +99,27 @@ class Settings(BaseModel):
     session_watch: bool = True
     #: Period of the session watcher's sweep for deaths no hook reported (0: none).
     session_sweep_s: float = Field(0.5, ge=0)
-    #: Lines of history each tick captures per pane (its hash is the hang check's input).
-    pane_capture_lines: int = Field(50, ge=0, le=10_000)
+    #: Lines of history each tick captures per pane besides the visible screen (0: the
+    #: screen only, which is what the activity classes and the fingerprint read).
+    pane_capture_lines: int = Field(0, ge=0, le=10_000)
+    # Activity classes, hang detection, dialogs, usage limits (docs/activity.md).
+    #: A pane whose fingerprint has not moved this long, with work pending or a dialog
+    #: up, is hang-suspected: a marker and one page.
+    hang_after_s: float = Field(600.0, gt=0)
+    #: What to do with each known dialog: ``approve``, ``deny`` or ``off`` (leave it
+    #: for the owner). Unlisted dialogs keep their defaults (permission prompts: off).
+    dialogs: dict[str, str] = Field(default_factory=dict)
+    #: A dialog must look the same this long before it is answered (debounce).
+    dialog_settle_s: float = Field(0.5, ge=0)
+    #: A dialog seen absent, then absent or back this much later, is a new instance.
+    dialog_gone_s: float = Field(3.0, gt=0)
+    #: How often the screens of agents showing a dialog are re-read between ticks.
+    dialog_poll_s: float = Field(1.0, gt=0)
+    #: A usage limit with no reset time on screen: nudge the agent after this long.
+    limit_default_wait_s: float = Field(3600.0, gt=0)
+    #: Before a spawn, mark the working directory trusted in the runtime's own
+    #: settings (Claude Code's ~/.claude.json, Codex's ~/.codex/config.toml).
+    seed_runtime_settings: bool = True
     #: Lines of a dead agent's pane kept in the crash record and the synthetic handoff.
     crash_tail_lines: int = Field(20, ge=0, le=1000)
     session_width: int = Field(200, ge=40)
@@ -128,6 +147,29 @@ class Settings(BaseModel):
     def _absolute(cls, v: Path | None) -> Path | None:
         return None if v is None else v.expanduser().absolute()
 
+    @field_validator("dialogs")
+    @classmethod
+    def _dialog_policy(cls, v: dict[str, str]) -> dict[str, str]:
+        from netskyd.catalogue import DIALOGS, Action, Kind  # the catalogue imports Runtime
+
+        for name, action in v.items():
+            spec = DIALOGS.get(name)
+            if spec is None:
+                raise ValueError(f"unknown dialog {name!r} (known: {', '.join(sorted(DIALOGS))})")
+            if action not in {a.value for a in Action}:
+                raise ValueError(f"dialogs.{name}: {action!r} is not approve, deny or off")
+            if spec.kind is Kind.QUESTION and action != Action.OFF:
+                raise ValueError(f"dialogs.{name}: questions for the owner are never answered")
+            if action != Action.OFF and action not in spec.choices and action not in spec.keys:
+                raise ValueError(f"dialogs.{name}: this dialog has no {action!r} option")
+        return v
+
+    def dialog_action(self, name: str) -> str:
+        """The configured action for dialog ``name`` (its catalogue default if unset)."""
+        from netskyd.catalogue import DIALOGS
+
+        return self.dialogs.get(name) or DIALOGS[name].default.value
+
     @field_validator("agent_runtimes")
     @classmethod
     def _agent_ids(cls, v: dict[str, Runtime]) -> dict[str, Runtime]:
@@ -145,7 +187,7 @@ class Settings(BaseModel):
         return self.agent_runtimes.get(agent, self.runtime)
 
 
-_STRUCTURED = {"agent_runtimes", "claude_args", "codex_args"}
+_STRUCTURED = {"agent_runtimes", "claude_args", "codex_args", "dialogs"}
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

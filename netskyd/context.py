@@ -8,7 +8,7 @@ both injectable for tests.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +23,7 @@ from netskyd.tmux import Tmux
 
 if TYPE_CHECKING:
     from netskyd.bus import Bus
+    from netskyd.monitor import Monitor
     from netskyd.sessions import SessionWatcher
     from netskyd.supervisor import Supervisor
     from netskyd.watchdog import Watchdog
@@ -37,6 +38,8 @@ class Context:
     store: Store
     recorder: Recorder
     config_path: Path | None = None
+    #: The daemon's environment (HOME, CLAUDE_CONFIG_DIR, ... for seeding runtimes).
+    environ: Mapping[str, str] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
     started_at: float = field(default_factory=time.time)
@@ -48,6 +51,9 @@ class Context:
     bus: Bus | None = None
     watchdog: Watchdog | None = None
     sessions: SessionWatcher | None = None
+    monitor: Monitor | None = None
+    #: One writer at a time for the runtimes' own settings files (netskyd/seed.py).
+    seed_lock: anyio.Lock = field(default_factory=anyio.Lock)
 
     @property
     def paths(self) -> Paths:
@@ -67,3 +73,8 @@ class Context:
         """The restart runner (set during startup)."""
         assert self.watchdog is not None, "watchdog not started"
         return self.watchdog
+
+    def the_monitor(self) -> Monitor:
+        """The activity monitor (set during startup)."""
+        assert self.monitor is not None, "monitor not started"
+        return self.monitor

@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 from anyio.abc import TaskGroup
 
-from netskyd import __version__, bus, control, supervisor, ticker, watchdog
+from netskyd import __version__, bus, control, monitor, supervisor, ticker, watchdog
 from netskyd import log as logmod
 from netskyd.bus import Bus
 from netskyd.config import Settings, load_settings
@@ -26,6 +26,7 @@ from netskyd.context import Context
 from netskyd.errors import ConfigError, NetskyError
 from netskyd.ids import format_uptime
 from netskyd.lock import DaemonLock
+from netskyd.monitor import Monitor
 from netskyd.recorder import Recorder
 from netskyd.sessions import SessionEvent, SessionWatcher, hook_command
 from netskyd.store.db import Store
@@ -69,8 +70,10 @@ class Daemon:
             store=store,
             recorder=recorder,
             config_path=self.config_path,
+            environ=self.environ,
         )
         ctx.supervisor = Supervisor(ctx)
+        ctx.monitor = Monitor(ctx)
         ctx.bus = Bus(ctx)
         ctx.watchdog = Watchdog(ctx)
         if self.settings.session_watch:
@@ -100,6 +103,7 @@ class Daemon:
                 await tg.start(supervisor.run, ctx)
                 await tg.start(watchdog.run, ctx)
                 await tg.start(bus.run, ctx)
+                await tg.start(monitor.run, ctx)
                 if ctx.sessions is not None:
                     await tg.start(ctx.sessions.run)
                 await tg.start(ticker.run, ctx)

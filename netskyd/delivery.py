@@ -4,7 +4,10 @@
   ``<channel>`` blocks, in order, then Enter as a separate key after
   ``paste_settle_ms`` (Codex and other TUIs treat an Enter inside the paste burst
   as a newline, leaving the message typed but never submitted). Needs the agent
-  alive and ready, so nothing lands in a pane that is still starting up.
+  alive and ready, so nothing lands in a pane that is still starting up, and not
+  *held* by the activity monitor (a dialog on screen, a usage limit): for
+  runtimes with dialogs the screen is read just before the paste, since a paste's
+  Enter on a menu would choose its highlighted option (netskyd/monitor.py).
 - ``McpDelivery`` (``via="mcp"``): through the agent's ``netskyd channel-server``
   (an MCP server Claude Code loads as its ``agent`` channel) when its socket
   ``state/mcp/<agent>.sock`` exists; see ``netskyd.mcp_link``.
@@ -24,6 +27,7 @@ from typing import Protocol
 import anyio
 
 from netskyd import mcp_link
+from netskyd.catalogue import screens_for
 from netskyd.context import Context
 from netskyd.envelope import Envelope, render_channel
 from netskyd.errors import McpLinkError, NetskyError, TmuxError, TmuxTimeout
@@ -65,10 +69,33 @@ class PaneDelivery:
 
     def available(self, agent: str) -> bool:
         st = self.ctx.sup().agents.get(agent)
-        return st is not None and st.ready and st.alive
+        if st is None or not st.ready or not st.alive:
+            return False
+        monitor = self.ctx.monitor
+        return monitor is None or monitor.held(agent) is None
 
     async def deliver(self, agent: str, envelopes: Sequence[Envelope]) -> None:
+        await self.check_screen(agent)
         await self.paste(agent, render_channel(list(envelopes)))
+
+    async def check_screen(self, agent: str) -> None:
+        """Never paste into a dialog: a paste's Enter would pick whatever option is
+        highlighted. For runtimes with dialogs, read the screen first; a dialog
+        there holds the delivery (DeliveryFailed, not delivered) until it is gone."""
+        st = self.ctx.sup().agents.get(agent)
+        monitor = self.ctx.monitor
+        if st is None or monitor is None or not screens_for(st.runtime).dialogs:
+            return
+        try:
+            text = await self.ctx.tmux.capture(agent)
+        except TmuxError as e:
+            raise DeliveryFailed(
+                f"reading {agent}'s screen failed: {e}", maybe_delivered=False
+            ) from e
+        await monitor.observe(agent, text, source="delivery")
+        held = monitor.held(agent)
+        if held is not None:
+            raise DeliveryFailed(f"held: {held}", maybe_delivered=False)
 
     async def paste(self, agent: str, text: str) -> None:
         """Paste ``text`` and submit it. Raises DeliveryFailed."""

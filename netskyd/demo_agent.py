@@ -7,7 +7,9 @@ Run as ``python -m netskyd.demo_agent [--crash-at-start]`` in a tmux pane
 - prints a readiness line and writes ``state/ready/<agent>.json``;
 - reads ``<channel ...>text</channel>`` blocks pasted into its pane (and lines
   typed by the owner) and shows each as ``← <from>: <text>``;
-- answers ``ping`` with a ``pong`` envelope to the sender, through the bus.
+- answers ``ping`` with a ``pong`` envelope to the sender, through the bus;
+- on a terminal, shows an input prompt ``<agent>> `` whenever it waits for input
+  (the ``demo`` runtime's idle prompt in ``netskyd.catalogue``; gone while it hangs).
 
 Drill commands (in an envelope or typed into the pane):
 
@@ -62,10 +64,22 @@ class DemoAgent:
         self.buffer = ""
         #: Set by ``hang``: from then on every input is read and thrown away.
         self.hanging = False
+        #: True while the prompt is the last thing on the terminal's line.
+        self.prompting = False
 
     def say(self, line: str) -> None:
-        self.out.write(line + "\n")
+        # Over the prompt, if one is showing: carriage return, erase the line.
+        self.out.write(("\r\x1b[K" if self.prompting else "") + line + "\n")
         self.out.flush()
+        self.prompting = False
+
+    def prompt(self) -> None:
+        """Show the idle prompt ``<agent>> `` (unless hanging: a hung agent shows none)."""
+        if self.hanging or self.prompting:
+            return
+        self.out.write(f"{self.agent}> ")
+        self.out.flush()
+        self.prompting = True
 
     def feed(self, data: str) -> int | None:
         """Consume input; return an exit code when the agent must exit, else None."""
@@ -205,7 +219,10 @@ def main(environ: Mapping[str, str] | None = None, argv: Sequence[str] | None = 
         "send me 'ping' over the bus; drills: 'crash' (exit 3), 'hang' (ignore all input), "
         "'restart [handoff]' (planned restart)"
     )
+    interactive = sys.stdout.isatty()
     while True:
+        if interactive and "<channel" not in demo.buffer:
+            demo.prompt()
         line = sys.stdin.readline()
         if line == "":
             return 0

@@ -38,8 +38,23 @@ RESTARTS: Final = "restarts"
 #: {event: "pane-died" | "session-closed", session, status?: int} -> {accepted: bool}
 #: (sent by the tmux hooks through ``python -m client.hook``)
 SESSION_EVENT: Final = "session.event"
+#: {agent} -> WhyResult (the activity class, its reason and evidence; docs/activity.md)
+WHY: Final = "why"
 METHODS: Final = frozenset(
-    {HELLO, PING, STATUS, UP, DOWN, AGENT, KILL, CHANNEL_REPLAY, RESTART, RESTARTS, SESSION_EVENT}
+    {
+        HELLO,
+        PING,
+        STATUS,
+        UP,
+        DOWN,
+        AGENT,
+        KILL,
+        CHANNEL_REPLAY,
+        RESTART,
+        RESTARTS,
+        SESSION_EVENT,
+        WHY,
+    }
 )
 
 # JSON-RPC 2.0 standard error codes.

@@ -48,7 +48,6 @@ working: a delivery shows in the pane as ``← agent: <text>``):
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -62,17 +61,6 @@ from netskyd.ids import agent_n
 
 #: Name of netsky's MCP server in Claude Code, hence the ``source`` of its channel blocks.
 CHANNEL_SERVER = "agent"
-
-#: Idle input prompts as they appear on the real screens (used for readiness).
-IDLE_PROMPTS: dict[Runtime, re.Pattern[str]] = {
-    # Claude Code 2.1.x: an empty "❯ " line inside the input box.
-    Runtime.CLAUDE: re.compile(r"(?m)^\s*❯\s*$"),
-    # Codex 0.16x: "› Ask Codex to do anything" (placeholder) in the composer.
-    Runtime.CODEX: re.compile(r"(?m)^›\s"),
-    # Any POSIX shell: the last non-empty line ends in a prompt character.
-    Runtime.SHELL: re.compile(r"[$#%>]\s*\Z"),
-}
-
 
 def toml_string(text: str) -> str:
     """Encode ``text`` as a TOML basic string (JSON's escapes are a subset of TOML's)."""
@@ -138,17 +126,3 @@ def build_command(
         except jinja2.TemplateError as e:
             raise ConfigError(f"custom_command does not render: {e}") from e
     raise ConfigError(f"unknown runtime {runtime!r}")
-
-
-def idle_prompt(settings: Settings, runtime: Runtime) -> re.Pattern[str] | None:
-    """The regex whose match on the pane means "at its idle prompt", if the runtime has one."""
-    if runtime is Runtime.CUSTOM:
-        return re.compile(settings.custom_ready_regex) if settings.custom_ready_regex else None
-    return IDLE_PROMPTS.get(runtime)
-
-
-def pane_shows_idle(pattern: re.Pattern[str] | None, pane_text: str) -> bool:
-    """True when the pane text shows the idle prompt (trailing blank lines ignored)."""
-    if pattern is None:
-        return False
-    return bool(pattern.search(pane_text.rstrip("\n ")))

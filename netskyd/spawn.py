@@ -2,7 +2,8 @@
 
 1. render the prompt (base.md + 0.md + role stanza, StrictUndefined);
 2. write it to ``state/prompts/<agent>.md``;
-3. build the runtime's command line;
+3. seed the runtime's own settings (``claude``, ``codex``) so known first-run
+   screens never show (netskyd/seed.py), then build its command line;
 4. create a detached tmux session named after the agent, with ``AGENT_N``,
    ``NETSKY_HOME``, ``NETSKY_PROMPT_FILE`` and a per-spawn nonce
    ``NETSKY_SESSION_ID`` in its environment;
@@ -17,9 +18,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
+import anyio
+
+from netskyd import seed
+from netskyd.activity import custom_idle, read_screen
 from netskyd.config import Runtime
 from netskyd.context import Context
+from netskyd.dialogs import detect
 from netskyd.errors import (
     SpawnFailed,
     TmuxError,
@@ -28,7 +35,7 @@ from netskyd.ids import agent_n
 from netskyd.maildir import atomic_write_bytes
 from netskyd.prompts import render_prompt
 from netskyd.readiness import read_ready_record, record_counts
-from netskyd.runtimes import build_command, idle_prompt, pane_shows_idle
+from netskyd.runtimes import build_command
 from netskyd.tmux import PaneInfo
 
 
@@ -58,6 +65,8 @@ async def create_session(
     paths.ready_file(agent).unlink(missing_ok=True)
     workdir = settings.workdir or settings.home
     workdir.mkdir(parents=True, exist_ok=True)
+    if settings.seed_runtime_settings and runtime in (Runtime.CLAUDE, Runtime.CODEX):
+        await seed_runtime(ctx, agent, runtime, workdir)
     command = build_command(settings, runtime, agent, prompt_file, workdir)
     session_id = uuid.uuid4().hex
     env = {
@@ -84,6 +93,38 @@ async def create_session(
     return Spawned(agent, runtime, session_id, pane)
 
 
+async def seed_runtime(ctx: Context, agent: str, runtime: Runtime, workdir: Path) -> None:
+    """Seed the runtime's own settings (netskyd/seed.py) and record what changed.
+
+    Never fails the spawn: a settings file that cannot be parsed or written is
+    reported (``runtime.seed_failed``) and left alone; the dialog it would have
+    prevented is then the monitor's to answer.
+    """
+    async with ctx.seed_lock:
+        try:
+            changes = await anyio.to_thread.run_sync(seed.seed, runtime, ctx.environ, workdir)
+            await anyio.to_thread.run_sync(seed.record, ctx.paths.state, agent, runtime, changes)
+        except (seed.SeedError, OSError) as e:
+            await ctx.recorder.event(
+                "runtime.seed_failed",
+                level="warning",
+                agent=agent,
+                runtime=runtime.value,
+                error=str(e),
+            )
+            return
+    if changes:
+        await ctx.recorder.event(
+            "runtime.seeded",
+            agent=agent,
+            runtime=runtime.value,
+            changes=[
+                {"file": c.file, "key": c.key, "value": c.value, "previous": c.previous}
+                for c in changes
+            ],
+        )
+
+
 async def is_ready(ctx: Context, agent: str, runtime: Runtime, session_id: str | None) -> bool:
     """True when the agent's readiness record names ``session_id`` or its pane is idle.
 
@@ -91,7 +132,19 @@ async def is_ready(ctx: Context, agent: str, runtime: Runtime, session_id: str |
     """
     if record_counts(read_ready_record(ctx.paths.ready_file(agent)), agent, session_id):
         return True
-    pattern = idle_prompt(ctx.settings, runtime)
-    if pattern is None:
-        return False
-    return pane_shows_idle(pattern, await ctx.tmux.capture(agent))
+    if runtime is Runtime.DEMO or (
+        runtime is Runtime.CUSTOM and not ctx.settings.custom_ready_regex
+    ):
+        return False  # readiness only by record
+    text = await ctx.tmux.capture(agent)
+    if ctx.monitor is None:
+        return screen_ready(ctx, runtime, text)
+    # The monitor classifies the screen and answers a start-up dialog per policy.
+    verdict = await ctx.monitor.observe(agent, text, source="ready")
+    return verdict.evidence.get("dialog") is None and bool(verdict.evidence.get("at_prompt"))
+
+
+def screen_ready(ctx: Context, runtime: Runtime, text: str) -> bool:
+    """True when ``text`` shows the runtime's idle prompt and no dialog."""
+    facts = read_screen(runtime, text, custom_idle(ctx.settings))
+    return facts.at_prompt and detect(runtime, text) is None

@@ -11,7 +11,6 @@ next. While a restart covers an agent, its liveness is the watchdog's.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +55,8 @@ class AgentState:
     spawned_at: str | None = None
     spawns: int = 0
     last_delivery_ts: str | None = None
+    #: When the last delivery to it was acknowledged (epoch s; the hang check's input).
+    last_delivery_at: float | None = None
     last_error: str | None = None
     #: Exit status of the pane's process when tmux kept the dead pane (remain-on-exit).
     exit_status: int | None = None
@@ -239,20 +240,6 @@ class Supervisor:
         """
         async with self._check_lock:
             return await self._check(reason, panes)
-
-    def note_captures(self, captures: dict[str, str], now: float) -> int:
-        """Record each agent's pane text hash from a tick's snapshot (the hang check's
-        input: how long a pane has not changed). Returns how many panes changed."""
-        changed = 0
-        for agent, text in captures.items():
-            st = self.agents.get(agent)
-            if st is None:
-                continue
-            digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-            if digest != st.pane_hash:
-                st.pane_hash, st.pane_changed_at = digest, now
-                changed += 1
-        return changed
 
     async def _check(self, reason: str, panes: dict[str, PaneInfo] | None) -> dict[str, Any]:
         if panes is None:
@@ -538,6 +525,8 @@ class Supervisor:
             st = self.state_of(agent)
             if agent not in wanted and not st.alive and not st.spawning:
                 continue
+            monitor = self.ctx.monitor
+            activity, reason = monitor.activity(agent) if monitor else (None, None)
             rows.append(
                 {
                     "agent": agent,
@@ -555,6 +544,8 @@ class Supervisor:
                     "last_error": st.last_error,
                     "exit_status": st.exit_status,
                     "pane_changed_at": st.pane_changed_at,
+                    "activity": activity,
+                    "activity_reason": reason,
                 }
             )
         return rows

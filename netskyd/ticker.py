@@ -1,8 +1,9 @@
 """The ticker: every ``tick_interval_s``, run one tick and record one tick row.
 
-A tick: one batched tmux snapshot (every pane's state and the live agents' text,
-hashed for the hang check), the liveness check (first spawns, deaths handed to
-the watchdog, late readiness), the watchdog's tick (due retries, a pending
+A tick: one batched tmux snapshot (every pane's state and the live agents' screens),
+the liveness check (first spawns, deaths handed to the watchdog, late readiness),
+the activity monitor (classes, hang check, dialogs, usage limits; netskyd/monitor.py),
+the watchdog's tick (due retries, a pending
 restart request), lease expiry, pruning, and an inbox rescan as the watcher's
 backstop. A tmux that does not answer is an incident (``escalate``), not a
 reason to hang. Ticks are
@@ -49,8 +50,8 @@ async def tick_once(ctx: Context) -> dict[str, Any]:
                 # One tmux round trip: every pane's state plus the text of live agents.
                 live = [a for a, st in sup.agents.items() if st.alive]
                 snap = await ctx.tmux.snapshot(live, ctx.settings.pane_capture_lines)
-                summary["panes_changed"] = sup.note_captures(snap.captures, ctx.clock())
                 summary["liveness"] = await sup.check(reason="tick", panes=snap.panes)
+                summary["activity"] = await ctx.the_monitor().observe_all(snap.captures)
             except TmuxTimeout as e:
                 summary["error"] = str(e)
                 summary["incident"] = await _tmux_incident(ctx, str(e))

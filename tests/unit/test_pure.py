@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from netskyd import desired as d
+from netskyd.activity import read_screen
 from netskyd.config import Runtime, load_settings
 from netskyd.demo_agent import CRASH_EXIT_CODE, DemoAgent
 from netskyd.errors import ConfigError
 from netskyd.ids import agent_n, is_agent_id, parse_agent, role_of, sort_key
 from netskyd.paths import Paths
 from netskyd.readiness import record_counts
-from netskyd.runtimes import build_command, idle_prompt, pane_shows_idle
+from netskyd.runtimes import build_command
 from netskyd.ticker import next_deadline
 
 
@@ -115,14 +116,14 @@ CODEX_IDLE = """  >_ OpenAI Codex (v0.169.0)
 """
 
 
-def test_idle_prompts_match_real_screens(tmp_path: Path) -> None:
-    s = load_settings(None, {"NETSKY_HOME": str(tmp_path)})
-    assert pane_shows_idle(idle_prompt(s, Runtime.CLAUDE), CLAUDE_IDLE)
-    assert not pane_shows_idle(idle_prompt(s, Runtime.CLAUDE), CLAUDE_TYPING)
-    assert pane_shows_idle(idle_prompt(s, Runtime.CODEX), CODEX_IDLE)
-    assert pane_shows_idle(idle_prompt(s, Runtime.SHELL), "sh-5.2$ \n\n")
-    assert not pane_shows_idle(idle_prompt(s, Runtime.SHELL), "compiling...\n")
-    assert idle_prompt(s, Runtime.DEMO) is None  # the demo agent writes a readiness record
+def test_idle_prompts_match_real_screens() -> None:
+    assert read_screen(Runtime.CLAUDE, CLAUDE_IDLE).at_prompt
+    assert not read_screen(Runtime.CLAUDE, CLAUDE_TYPING).at_prompt
+    assert read_screen(Runtime.CODEX, CODEX_IDLE).at_prompt
+    assert read_screen(Runtime.SHELL, "sh-5.2$ \n\n").at_prompt
+    assert not read_screen(Runtime.SHELL, "compiling...\n").at_prompt
+    assert read_screen(Runtime.DEMO, "netsky demo agent agent1 ready\nagent1> ").at_prompt
+    assert not read_screen(Runtime.DEMO, "agent1> \nagent1: hanging (ignoring input)\n").at_prompt
 
 
 def test_command_lines(tmp_path: Path) -> None:

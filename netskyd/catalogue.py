@@ -1,0 +1,227 @@
+"""What each runtime's screen looks like: idle prompt, busy marks, usage limits, dialogs.
+
+Pure data plus small helpers. Every pattern was taken from a real screen; the
+recordings are checked in under ``tests/screens/<cli>-<version>/`` with a README
+that says how each was reached, and ``tests/unit/test_catalogue.py`` runs every
+pattern against them. The dialog names are the keys of the ``dialogs`` table in
+``config.toml`` (docs/activity.md).
+
+A dialog is found by its *title* line within the last ``REGION`` lines of the
+screen (dialogs draw at the bottom; a transcript line higher up that quotes a
+dialog never counts) and, for menus, by its numbered options. Its *choices* map a
+policy action (``approve``, ``deny``) to a regex on the option's label: the
+answer is always chosen by label, never by position, since several of these
+screens preselect the option netsky does not want (Claude's bypass-permissions
+warning and API-key question both highlight the refusing answer).
+
+Kinds: ``setup`` (first-run and start-up screens), ``permission`` (a tool call
+waiting for approval; default ``off``: the owner opts in), ``limit`` (the
+usage-limit menu), ``question`` (a question the agent asks its user: never
+answered by netsky, whatever the config says).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from netskyd.config import Runtime
+
+#: Dialogs, busy marks and limit notices are looked for in the screen's last lines only.
+REGION = 30
+
+
+class Kind(StrEnum):
+    SETUP = "setup"
+    PERMISSION = "permission"
+    LIMIT = "limit"
+    QUESTION = "question"
+
+
+class Action(StrEnum):
+    """What the config may say to do with a dialog (``[dialogs]`` table)."""
+
+    APPROVE = "approve"
+    DENY = "deny"
+    OFF = "off"
+
+
+def _re(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class DialogSpec:
+    """One known dialog of one runtime.
+
+    ``title`` must match a line in the screen's last REGION lines and every regex
+    in ``also`` another line there. ``choices`` maps an Action value to a regex
+    on the label of the option that carries it out (``re.search``). ``keys``
+    answers a screen that has no numbered menu (e.g. ``{"approve": "Enter"}`` for
+    "Press Enter to continue"); the key is sent only when the screen names it.
+    """
+
+    name: str
+    runtime: Runtime
+    kind: Kind
+    title: re.Pattern[str]
+    choices: dict[str, re.Pattern[str]]
+    default: Action
+    describe: str
+    also: tuple[re.Pattern[str], ...] = ()
+    keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def blocking(self) -> bool:
+        """Every known dialog blocks its agent until it is answered."""
+        return True
+
+
+@dataclass(frozen=True)
+class Screens:
+    """What one runtime's screen says about its state.
+
+    ``idle``: the input prompt, matched against the last non-blank lines. ``busy``:
+    marks shown only while a turn is running. ``limit``: a usage or rate limit
+    notice. ``dialogs``: the catalogue.
+    """
+
+    idle: re.Pattern[str] | None
+    busy: tuple[re.Pattern[str], ...] = ()
+    limit: tuple[re.Pattern[str], ...] = ()
+    dialogs: tuple[DialogSpec, ...] = ()
+
+
+C, X = Runtime.CLAUDE, Runtime.CODEX
+APPROVE, DENY, OFF = Action.APPROVE, Action.DENY, Action.OFF
+
+CLAUDE_DIALOGS = (
+    DialogSpec(
+        "claude.folder-trust",
+        C,
+        Kind.SETUP,
+        _re(r"trust the files in this folder|is this a project you (created|trust)"),
+        {"approve": _re(r"^yes,? (i trust|proceed)"), "deny": _re(r"^no,? exit")},
+        APPROVE,
+        "Claude Code asks whether to trust the working directory",
+    ),
+    DialogSpec(
+        "claude.bypass-permissions",
+        C,
+        Kind.SETUP,
+        _re(r"bypass permissions mode"),
+        {"approve": _re(r"^yes,? i accept"), "deny": _re(r"^no,? exit")},
+        APPROVE,
+        "--dangerously-skip-permissions asks to confirm (preselects 'No, exit')",
+    ),
+    DialogSpec(
+        "claude.dev-channels",
+        C,
+        Kind.SETUP,
+        _re(r"loading development channels"),
+        {"approve": _re(r"using this for local development"), "deny": _re(r"^exit\b")},
+        APPROVE,
+        "--dangerously-load-development-channels asks for consent",
+    ),
+    DialogSpec(
+        "claude.api-key",
+        C,
+        Kind.SETUP,
+        _re(r"detected a custom api key|use this api key\?"),
+        {"approve": _re(r"^yes\b"), "deny": _re(r"^no\b")},
+        APPROVE,
+        "ANTHROPIC_API_KEY is set and not yet approved (preselects 'No')",
+    ),
+    DialogSpec(
+        "claude.mcp-server",
+        C,
+        Kind.SETUP,
+        _re(r"new mcp server found"),
+        {
+            "approve": _re(r"^use this mcp server\b"),
+            "deny": _re(r"^continue without using"),
+        },
+        DENY,
+        "a project .mcp.json declares an MCP server not yet approved",
+    ),
+    DialogSpec(
+        "claude.permission",
+        C,
+        Kind.PERMISSION,
+        _re(r"^do you want to (proceed|make this edit|create|allow|fetch|run)\b"),
+        {"approve": _re(r"^yes$"), "deny": _re(r"^no\b")},
+        OFF,
+        "a tool call waits for permission (options 1/2/3)",
+    ),
+    DialogSpec(
+        "claude.usage-limit-menu",
+        C,
+        Kind.LIMIT,
+        _re(r"what do you want to do\?"),
+        {"approve": _re(r"^stop and wait for (the )?limit to reset")},
+        APPROVE,
+        "the usage-limit menu (wait for the reset, upgrade, ...)",
+        also=(_re(r"stop and wait for (the )?limit to reset"),),
+    ),
+)
+
+CODEX_DIALOGS = (
+    DialogSpec(
+        "codex.sign-in",
+        X,
+        Kind.SETUP,
+        _re(r"sign in with chatgpt"),
+        {"approve": _re(r"provide your own api key|api key")},
+        APPROVE,
+        "Codex is not signed in: choose the API key (OPENAI_API_KEY)",
+    ),
+    DialogSpec(
+        "codex.trust",
+        X,
+        Kind.SETUP,
+        _re(r"you are (running codex|in) |do you trust the (contents|files)"),
+        {"approve": _re(r"^yes\b"), "deny": _re(r"^no\b")},
+        APPROVE,
+        "Codex asks whether to trust the working directory",
+        also=(_re(r"^\W*1\. yes"),),
+    ),
+    DialogSpec(
+        "codex.approval",
+        X,
+        Kind.PERMISSION,
+        _re(r"would you like to (run the following command|make the following edits)"),
+        {"approve": _re(r"^yes, proceed"), "deny": _re(r"^no\b")},
+        OFF,
+        "a command or patch waits for approval",
+    ),
+)
+
+CATALOGUE: dict[Runtime, Screens] = {
+    C: Screens(
+        idle=re.compile(r"^\s*❯\s*$"),
+        busy=(_re(r"esc to interrupt"),),
+        limit=(
+            _re(r"usage limit reached"),
+            _re(r"you've (hit|reached) your (usage )?limit"),
+            _re(r"\blimit reached\b.*\breset"),
+        ),
+        dialogs=CLAUDE_DIALOGS,
+    ),
+    X: Screens(
+        idle=re.compile(r"^›\s"),
+        busy=(_re(r"esc to interrupt"),),
+        limit=(_re(r"you've (hit|reached) your usage limit"), _re(r"usage limit")),
+        dialogs=CODEX_DIALOGS,
+    ),
+    Runtime.SHELL: Screens(idle=re.compile(r"[$#%>]\s*$")),
+    Runtime.DEMO: Screens(idle=re.compile(r"^agent(?:\d+|infinity)> ?$")),
+}
+
+#: Every dialog by name.
+DIALOGS: dict[str, DialogSpec] = {d.name: d for s in CATALOGUE.values() for d in s.dialogs}
+
+
+def screens_for(runtime: Runtime) -> Screens:
+    """The runtime's screen knowledge (an empty Screens for ``custom``)."""
+    return CATALOGUE.get(runtime, Screens(idle=None))
