@@ -145,7 +145,7 @@ def unanswered_since(obs: Observation) -> float | None:
     """When the oldest delivery it has not come back to its prompt from was made."""
     if obs.last_delivery_at is None:
         return None
-    if obs.last_idle_at is not None and obs.last_idle_at >= obs.last_delivery_at:
+    if obs.last_idle_at is not None and obs.last_idle_at > obs.last_delivery_at:
         return None
     return obs.last_delivery_at
 

@@ -207,8 +207,8 @@ class DialogHandler:
         if inst is not None and inst.absent_since is not None:
             if now - inst.absent_since >= self.gone_s:
                 inst = None  # it went away and came back: a new instance
-            else:
-                inst.absent_since = None
+            else:  # a flicker: the same instance, but it must settle again
+                inst.absent_since, inst.key_since = None, now
         if inst is None:
             n = self._counts.get((agent, dialog.name), 0) + 1
             self._counts[(agent, dialog.name)] = n
