@@ -150,6 +150,11 @@ def unanswered_since(obs: Observation) -> float | None:
     return obs.last_delivery_at
 
 
+def _tail(text: str, n: int = 5) -> list[str]:
+    """The last ``n`` non-blank lines of a screen: what it shows at the bottom."""
+    return [ln for ln in screen_lines(text) if ln.strip()][-n:]
+
+
 def _age(now: float, ts: float | None) -> float | None:
     return None if ts is None else round(max(0.0, now - ts), 1)
 
@@ -209,7 +214,7 @@ def classify(obs: Observation) -> Verdict:
             if pending
             else f"no answer to a delivery made {iso(unanswered)}"
         )
-        lines = obs.dialog.lines if obs.dialog else (facts.busy_mark, facts.prompt_line)
+        lines = obs.dialog.lines if obs.dialog else tuple(_tail(obs.screen))
         return verdict(Activity.HUNG, f"pane unchanged for {fp_age:.0f}s while {why}", *lines)
     if obs.dialog is not None:
         return verdict(
@@ -222,7 +227,7 @@ def classify(obs: Observation) -> Verdict:
     if not facts.at_prompt:
         if obs.runtime is Runtime.CUSTOM and not pending and unanswered is None:
             return verdict(Activity.UNKNOWN, "no idle prompt recognised (custom_ready_regex)")
-        return verdict(Activity.BUSY, "not at its prompt")
+        return verdict(Activity.BUSY, "not at its prompt", *_tail(obs.screen))
     if pending:
         return verdict(
             Activity.BUSY, f"{pending} envelope(s) waiting for delivery", facts.prompt_line
