@@ -68,6 +68,8 @@ class ScreenFacts:
     prompt_line: str | None
     busy_mark: str | None
     limit_notice: str | None
+    #: A line that says the runtime is still starting (it takes no input yet).
+    starting: str | None = None
 
 
 def custom_idle(settings: Settings) -> re.Pattern[str] | None:
@@ -94,7 +96,9 @@ def read_screen(runtime: Runtime, text: str, custom: re.Pattern[str] | None = No
             prompt_line = next((ln for ln in reversed(tail) if idle.search(ln)), None)
     busy = next((ln for ln in lines for p in screens.busy if p.search(ln)), None)
     limit = next((ln for ln in reversed(lines) for p in screens.limit if p.search(ln)), None)
-    return ScreenFacts(prompt_line is not None, prompt_line, busy, limit)
+    starting = next((ln for ln in lines for p in screens.starting if p.search(ln)), None)
+    at_prompt = prompt_line is not None and starting is None
+    return ScreenFacts(at_prompt, prompt_line, busy, limit, starting)
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,8 @@ def classify(obs: Observation) -> Verdict:
         )
     if facts.busy_mark is not None:
         return verdict(Activity.BUSY, "a turn is running", facts.busy_mark)
+    if facts.starting is not None:
+        return verdict(Activity.UNKNOWN, "starting up (no input taken yet)", facts.prompt_line)
     if screens_for(obs.runtime).idle is None and obs.runtime is not Runtime.CUSTOM:
         return verdict(Activity.UNKNOWN, f"runtime {obs.runtime.value} has no known prompt")
     if not facts.at_prompt:

@@ -57,9 +57,9 @@ class DialogSpec:
 
     ``title`` must match a line in the screen's last REGION lines and every regex
     in ``also`` another line there. ``choices`` maps an Action value to a regex
-    on the label of the option that carries it out (``re.search``). ``keys``
-    answers a screen that has no numbered menu (e.g. ``{"approve": "Enter"}`` for
-    "Press Enter to continue"); the key is sent only when the screen names it.
+    on the label of the option that carries it out (``re.search``). A screen with
+    no numbered menu has ``menu=False``; ``keys`` may answer it (e.g.
+    ``{"approve": "Enter"}`` for "Press Enter to continue").
     """
 
     name: str
@@ -71,6 +71,8 @@ class DialogSpec:
     describe: str
     also: tuple[re.Pattern[str], ...] = ()
     keys: dict[str, str] = field(default_factory=dict)
+    #: False for a screen with no numbered menu (found by its title alone).
+    menu: bool = True
 
     @property
     def blocking(self) -> bool:
@@ -83,12 +85,15 @@ class Screens:
     """What one runtime's screen says about its state.
 
     ``idle``: the input prompt, matched against the last non-blank lines. ``busy``:
-    marks shown only while a turn is running. ``limit``: a usage or rate limit
-    notice. ``dialogs``: the catalogue.
+    marks shown only while a turn is running. ``starting``: marks of a start-up
+    screen that already draws the prompt but is not taking input yet (Codex 0.169
+    shows its composer under a loading logo for seconds, then maybe a trust
+    screen; tests/screens/codex-0.169.0/starting.*). ``limit``: a usage or rate limit notice. ``dialogs``: the catalogue.
     """
 
     idle: re.Pattern[str] | None
     busy: tuple[re.Pattern[str], ...] = ()
+    starting: tuple[re.Pattern[str], ...] = ()
     limit: tuple[re.Pattern[str], ...] = ()
     dialogs: tuple[DialogSpec, ...] = ()
 
@@ -171,20 +176,38 @@ CODEX_DIALOGS = (
         "codex.sign-in",
         X,
         Kind.SETUP,
-        _re(r"sign in with chatgpt"),
-        {"approve": _re(r"provide your own api key|api key")},
-        APPROVE,
-        "Codex is not signed in: choose the API key (OPENAI_API_KEY)",
+        _re(r"choose how you want to use codex"),
+        {"approve": _re(r"^sign in another way")},
+        OFF,
+        "Codex is not signed in (approve: towards an API-key sign-in)",
+    ),
+    DialogSpec(
+        "codex.sign-in-method",
+        X,
+        Kind.SETUP,
+        _re(r"^sign in another way$"),
+        {"approve": _re(r"^use an openai api key")},
+        OFF,
+        "Codex asks which other sign-in to use (approve: an OpenAI API key)",
+    ),
+    DialogSpec(
+        "codex.api-key-entry",
+        X,
+        Kind.QUESTION,
+        _re(r"paste or type your api key"),
+        {},
+        OFF,
+        "Codex asks for an API key: a credential only the owner gives",
+        menu=False,
     ),
     DialogSpec(
         "codex.trust",
         X,
         Kind.SETUP,
-        _re(r"you are (running codex|in) |do you trust the (contents|files)"),
-        {"approve": _re(r"^yes\b"), "deny": _re(r"^no\b")},
+        _re(r"^trust this folder\?"),
+        {"approve": _re(r"^trust and continue"), "deny": _re(r"^back to")},
         APPROVE,
         "Codex asks whether to trust the working directory",
-        also=(_re(r"^\W*1\. yes"),),
     ),
     DialogSpec(
         "codex.approval",
@@ -211,6 +234,9 @@ CATALOGUE: dict[Runtime, Screens] = {
     X: Screens(
         idle=re.compile(r"^›\s"),
         busy=(_re(r"esc to interrupt"),),
+        # While loading, the footer is a bare "? for shortcuts"; once it takes input it
+        # reads "<model> default · <dir>" over "← for agents · ? for shortcuts".
+        starting=(re.compile(r"^\s*loading$"), re.compile(r"^\s*\? for shortcuts\s*$")),
         limit=(_re(r"you've (hit|reached) your usage limit"), _re(r"usage limit")),
         dialogs=CODEX_DIALOGS,
     ),

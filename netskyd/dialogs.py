@@ -86,7 +86,7 @@ def detect(runtime: Runtime, text: str) -> Dialog | None:
         if not all(any(p.search(line) for line in region) for p in spec.also):
             continue
         options = parse_options(region[title:])
-        if not options and not spec.keys:
+        if spec.menu and not options:
             continue  # a title alone may be transcript text, or a menu not yet drawn
         end = title + options[-1].row + 1 if options else len(region)
         shown = tuple(lines[top + title : top + end])

@@ -16,7 +16,7 @@ dialog (every ``dialog_poll_s``), and on demand (``why``). Each observation:
 4. usage limit: a limit notice parks the agent (``state/limit/<agent>.json``,
    ``state: parked``): never hung, never restarted, deliveries held; the owner is
    paged once (key ``limit:<agent>``). At the reset time (plus
-   ``LIMIT_GRACE_S``; ``limit_default_wait_s`` when the screen gives none) it gets
+   ``limit_grace_s``; ``limit_default_wait_s`` when the screen gives none) it gets
    a nudge envelope from ``netsky`` and the marker says ``released``; the notice
    it was parked for never parks it again;
 5. dialog: ``netskyd.dialogs.DialogHandler`` decides; the action comes from the
@@ -69,8 +69,6 @@ from netskyd.resettime import parse_reset
 from netskyd.screen import fingerprint, raw_hash, screen_lines
 from netskyd.store.markers import read_marker, remove_marker, write_marker
 
-#: Seconds after a screen's reset time before the nudge (the limit's clock may lag ours).
-LIMIT_GRACE_S = 30.0
 #: Deadline for one dialog answer: keys, the highlight check, Enter.
 ANSWER_DEADLINE_S = 10.0
 #: How long after Enter the monitor watches the dialog go away.
@@ -364,7 +362,7 @@ class Monitor:
         lines = screen_lines(text)
         at = max(i for i, ln in enumerate(lines) if ln == notice)
         reset = parse_reset(" ".join(ln.strip() for ln in lines[at : at + 3]), now)
-        nudge = reset + LIMIT_GRACE_S if reset else now + self.ctx.settings.limit_default_wait_s
+        nudge = reset + self.ctx.settings.limit_grace_s if reset else now + self.ctx.settings.limit_default_wait_s
         marker: dict[str, Any] = {
             "agent": agent,
             "session_id": session_id,
@@ -448,15 +446,27 @@ class Monitor:
     ) -> None:
         if text is None:
             return  # no screen: nothing seen, absent or present
+        before = self.handler.instance(agent, dialog.name) if dialog else None
         step = self.handler.observe(agent, session_id, dialog, now)
-        if step is not Step.ANSWER or dialog is None:
+        if dialog is None:
             return
         instance = self.handler.instance(agent, dialog.name) or dialog.name
-        action = (
-            "off"
-            if dialog.spec.kind is Kind.QUESTION
-            else self.ctx.settings.dialog_action(dialog.name)
-        )
+        if instance != before:  # a new instance: what it is, and what netsky will do
+            await self.ctx.recorder.event(
+                "dialog.seen",
+                agent=agent,
+                dialog=dialog.name,
+                instance=instance,
+                kind=dialog.spec.kind.value,
+                activity=w.verdict.activity.value if w.verdict else None,
+                policy=self._policy(dialog),
+                options=[o.label for o in dialog.options],
+                highlighted=dialog.highlighted.label if dialog.highlighted else None,
+                screen=screen_lines(text),
+            )
+        if step is not Step.ANSWER:
+            return
+        action = self._policy(dialog)
         if action == "off":
             left = w.left = w.left or set()
             if instance not in left:
@@ -493,6 +503,12 @@ class Monitor:
         self.handler.answered(agent, dialog.name)  # before any key: at most once, even on error
         self._answering.add(agent)
         self._tg.start_soon(self._answer, agent, dialog, answer, instance, text)
+
+    def _policy(self, dialog: Dialog) -> str:
+        """The configured action for ``dialog`` (``off`` for a question, always)."""
+        if dialog.spec.kind is Kind.QUESTION:
+            return "off"
+        return self.ctx.settings.dialog_action(dialog.name)
 
     async def _answer(
         self, agent: str, dialog: Dialog, answer: Plan, instance: str, text: str

@@ -9,7 +9,7 @@ CLIs' bundles, ``tests/screens/*/README.md``):
 
 ``parse_reset(text, now, tz)`` returns the epoch seconds of the first reset time
 found in ``text`` (a time of day without a date is the next such time after
-``now``), or None when there is none. ``tz`` is the zone for times that name none
+``now``, or a moment ago when it passed less than an hour since), or None when there is none. ``tz`` is the zone for times that name none
 (the machine's local zone by default).
 """
 
@@ -25,6 +25,10 @@ _MONTHS = {
         ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
     )
 }
+#: A time of day at most this far in the past is the reset that just happened (the
+#: screen shows minutes; the notice may be older than the tick that reads it), not
+#: tomorrow's.
+RECENT_S = 3600.0
 _UNIT_S = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _DURATION = re.compile(
     r"\bin\s+((?:\d+\s*(?:days?|d|hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b[\s,]*(?:and\s+)?)+)",
@@ -89,7 +93,7 @@ def parse_reset(text: str, now: float, tz: tzinfo | None = None) -> float | None
                         when = when.replace(year=when.year + 1)
                     return when.timestamp()
             when = current.replace(hour=hour, minute=minute, second=0, microsecond=0)
-            if when.timestamp() <= now:
+            if when.timestamp() <= now - RECENT_S:
                 when += timedelta(days=1)
             return when.timestamp()
     seconds = _duration_s(text)

@@ -27,8 +27,11 @@ SPINNER_GLYPHS = "·✢✳✶✻✽✺✹✷✸*⠁⠂⠄⡀⢀⠠⠐⠈⠋⠙�
 MARKERS = "❯›>▸➤"
 _BOX = "│┃║╎╏"
 
-_SPIN_LINE = re.compile(
-    rf"^(\s*)[{re.escape(SPINNER_GLYPHS)}](\s+)(?:[A-Z][\w'-]*(?:\s[a-z][\w'-]*)?)?(…|\.\.\.)?"
+#: Bullets that blink only on a status line (Codex's "◦ Working"/"• Working").
+STATUS_BULLETS = "•◦●○"
+_SPIN_GLYPH = re.compile(rf"^(\s*)[{re.escape(SPINNER_GLYPHS)}](\s)")
+_STATUS_LINE = re.compile(
+    rf"^(\s*)[{re.escape(SPINNER_GLYPHS + STATUS_BULLETS)}](\s+)[A-Z][\w'-]*(?:…|\.\.\.)?"
 )
 _TOKENS = re.compile(r"[↑↓⬆⬇]?\s?\d[\d,.]*\s?[kKmM]?\s+tokens?\b")
 _DURATION = re.compile(
@@ -60,8 +63,14 @@ def screen_lines(text: str) -> list[str]:
 
 
 def normalise_line(line: str) -> str:
-    """One line with its animated parts replaced by fixed tokens (module docstring)."""
-    line = _SPIN_LINE.sub(lambda m: f"{m.group(1)}<spin>{m.group(2)}<verb>", line, count=1)
+    """One line with its animated parts replaced by fixed tokens (module docstring).
+
+    A *status line* (it says "esc to interrupt", or has an ellipsis) loses its
+    leading glyph and its verb; any other line only a leading spinner glyph.
+    """
+    if "esc to interrupt" in line.lower() or "…" in line:
+        line = _STATUS_LINE.sub(lambda m: f"{m.group(1)}<spin>{m.group(2)}<verb>", line, count=1)
+    line = _SPIN_GLYPH.sub(r"\1<spin>\2", line, count=1)
     line = _TOKENS.sub("<tokens>", line)
     line = _CLOCK.sub("<time>", line)
     return _DURATION.sub("<dur>", line)

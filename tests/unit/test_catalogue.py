@@ -1,0 +1,137 @@
+"""The screen catalogue against recorded screens of the real CLIs.
+
+``tests/screens/<cli>-<version>/<name>.<cols>x<rows>.txt`` are ``tmux capture-pane -p``
+captures of Claude Code and Codex CLI, recorded at two terminal sizes (how each was
+reached: the README beside them). Every recording must have an expectation below, so
+a new one cannot slip in untested: which dialog it shows (or none), which option is
+highlighted, what ``approve`` would press, and whether it is at its prompt, busy or
+limited.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from netskyd.activity import read_screen
+from netskyd.config import Runtime
+from netskyd.dialogs import NoPlan, detect, plan
+from netskyd.screen import fingerprint, raw_hash
+
+SCREENS = Path(__file__).resolve().parents[1] / "screens"
+_FILE = re.compile(r"^(?P<name>.+)\.(?P<cols>\d+)x(?P<rows>\d+)\.txt$")
+
+
+@dataclass(frozen=True)
+class Expect:
+    dialog: str | None = None
+    highlighted: str | None = None  # label prefix of the highlighted option
+    approve: tuple[str, ...] | None = None  # keys approve sends; () = no plan possible
+    prompt: bool | None = None
+    busy: bool = False
+    limited: bool = False
+
+
+TRUST_CODEX = Expect("codex.trust", "Trust and continue", ("Enter",))
+SIGN_IN = Expect("codex.sign-in", "Sign in with ChatGPT", ("Down", "Down", "Enter"))
+SIGN_IN_DOWN = Expect("codex.sign-in", "Sign in with Device Code", ("Down", "Enter"))
+METHOD = Expect("codex.sign-in-method", "Use an OpenAI API key", ("Enter",))
+KEY_ENTRY = Expect("codex.api-key-entry", approve=())
+AT_PROMPT = Expect(prompt=True)
+
+EXPECT: dict[str, dict[str, Expect]] = {
+    "codex-0.169.0": {
+        "sign-in": SIGN_IN,
+        "sign-in-env": SIGN_IN,
+        "sign-in-down": SIGN_IN_DOWN,
+        "sign-in-env-down": SIGN_IN_DOWN,
+        "sign-in-other": METHOD,
+        "sign-in-env-other": METHOD,
+        "sign-in-other-down": Expect("codex.sign-in-method", "Use Amazon Bedrock", ("Up", "Enter")),
+        "sign-in-env-other-down": Expect(
+            "codex.sign-in-method", "Use Amazon Bedrock", ("Up", "Enter")
+        ),
+        "sign-in-api-key": KEY_ENTRY,
+        "sign-in-env-api-key": KEY_ENTRY,
+        "sign-in-api-key-typed": KEY_ENTRY,
+        "sign-in-done": Expect(),
+        "sign-in-env-done": Expect(),
+        "trust-git": TRUST_CODEX,
+        "trust-git-down": Expect("codex.trust", "Back to Agent Command Center", ("Up", "Enter")),
+        "trust-git-accepted": Expect(),
+        "trust-git-esc": Expect(),
+        "trust-plain": AT_PROMPT,
+        "agent-command-center": Expect(prompt=False),
+        "approval-exec": Expect("codex.approval", "Yes, proceed", ("Enter",)),
+        "approval-exec-down": Expect("codex.approval", "Yes, and don't ask", ("Up", "Enter")),
+        "approval-exec-approved": AT_PROMPT,
+        "idle": AT_PROMPT,
+        "reply": AT_PROMPT,
+        "interrupted": AT_PROMPT,
+        "starting": Expect(prompt=False),  # the loading logo above a composer
+        "busy-1": Expect(busy=True),
+        "busy-2": Expect(busy=True),
+    },
+}
+RUNTIMES = {"codex": Runtime.CODEX, "claude-code": Runtime.CLAUDE}
+
+
+def recordings() -> list[tuple[str, str, Path]]:
+    out = []
+    for d in sorted(p for p in SCREENS.iterdir() if p.is_dir()):
+        for f in sorted(d.glob("*.txt")):
+            m = _FILE.match(f.name)
+            assert m is not None, f"{f}: name it <name>.<cols>x<rows>.txt"
+            out.append((d.name, m.group("name"), f))
+    return out
+
+
+def runtime_of(cli_dir: str) -> Runtime:
+    return RUNTIMES[cli_dir.rsplit("-", 1)[0]]
+
+
+def test_there_are_recordings_at_two_sizes_per_cli() -> None:
+    for cli in EXPECT:
+        sizes = {_FILE.match(f.name).group("cols") for f in (SCREENS / cli).glob("*.txt")}  # type: ignore[union-attr]
+        assert len(sizes) >= 2, f"{cli}: recordings at one terminal size only"
+
+
+@pytest.mark.parametrize(
+    ("cli", "name", "path"), recordings(), ids=[f"{c}/{p.name}" for c, _, p in recordings()]
+)
+def test_recorded_screen(cli: str, name: str, path: Path) -> None:
+    expect = EXPECT.get(cli, {}).get(name)
+    assert expect is not None, f"{cli}/{name}: add an expectation for this recording"
+    runtime = runtime_of(cli)
+    text = path.read_text(encoding="utf-8")
+    found = detect(runtime, text)
+    assert (found.name if found else None) == expect.dialog
+    facts = read_screen(runtime, text)
+    if found is not None:
+        if expect.highlighted is not None:
+            assert found.highlighted is not None
+            assert found.highlighted.label.startswith(expect.highlighted)
+        if expect.approve == ():
+            with pytest.raises(NoPlan):
+                plan(found, "approve")
+        elif expect.approve is not None:
+            p = plan(found, "approve")
+            assert (*p.moves, p.confirm) == expect.approve
+    if expect.prompt is not None:
+        assert facts.at_prompt is expect.prompt
+    assert (facts.busy_mark is not None) is expect.busy
+    assert (facts.limit_notice is not None) is expect.limited
+
+
+def test_busy_frames_differ_raw_but_not_in_fingerprint() -> None:
+    """Two frames a second apart of a turn in progress: the spinner and timer moved,
+    nothing else did, so the normalised fingerprint is the same."""
+    for cli in EXPECT:
+        for size in ("100x30", "200x50"):
+            one = (SCREENS / cli / f"busy-1.{size}.txt").read_text()
+            two = (SCREENS / cli / f"busy-2.{size}.txt").read_text()
+            assert raw_hash(one) != raw_hash(two)
+            assert fingerprint(one) == fingerprint(two)
