@@ -88,7 +88,8 @@ class Screens:
     marks shown only while a turn is running. ``starting``: marks of a start-up
     screen that already draws the prompt but is not taking input yet (Codex 0.169
     shows its composer under a loading logo for seconds, then maybe a trust
-    screen; tests/screens/codex-0.169.0/starting.*). ``limit``: a usage or rate limit notice. ``dialogs``: the catalogue.
+    screen; tests/screens/codex-0.169.0/starting.*). ``limit``: a usage or rate
+    limit notice. ``dialogs``: the catalogue.
     """
 
     idle: re.Pattern[str] | None

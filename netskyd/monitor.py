@@ -362,7 +362,8 @@ class Monitor:
         lines = screen_lines(text)
         at = max(i for i, ln in enumerate(lines) if ln == notice)
         reset = parse_reset(" ".join(ln.strip() for ln in lines[at : at + 3]), now)
-        nudge = reset + self.ctx.settings.limit_grace_s if reset else now + self.ctx.settings.limit_default_wait_s
+        s = self.ctx.settings
+        nudge = reset + s.limit_grace_s if reset else now + s.limit_default_wait_s
         marker: dict[str, Any] = {
             "agent": agent,
             "session_id": session_id,

@@ -9,8 +9,9 @@ CLIs' bundles, ``tests/screens/*/README.md``):
 
 ``parse_reset(text, now, tz)`` returns the epoch seconds of the first reset time
 found in ``text`` (a time of day without a date is the next such time after
-``now``, or a moment ago when it passed less than an hour since), or None when there is none. ``tz`` is the zone for times that name none
-(the machine's local zone by default).
+``now``, or a moment ago when it passed less than an hour since), or None when
+there is none. ``tz`` is the zone for times that name none (the machine's local
+zone by default).
 """
 
 from __future__ import annotations
