@@ -78,7 +78,7 @@ def custom_idle(settings: Settings) -> re.Pattern[str] | None:
 
 
 def read_screen(runtime: Runtime, text: str, custom: re.Pattern[str] | None = None) -> ScreenFacts:
-    """Prompt, busy mark and limit notice on ``text`` (the last REGION lines)."""
+    """Prompt and busy mark on ``text`` (its last REGION lines), limit notice (anywhere)."""
     screens = screens_for(runtime)
     idle = custom if runtime is Runtime.CUSTOM else screens.idle
     lines = screen_lines(text)[-REGION:]
@@ -95,7 +95,8 @@ def read_screen(runtime: Runtime, text: str, custom: re.Pattern[str] | None = No
         else:
             prompt_line = next((ln for ln in reversed(tail) if idle.search(ln)), None)
     busy = next((ln for ln in lines for p in screens.busy if p.search(ln)), None)
-    limit = next((ln for ln in reversed(lines) for p in screens.limit if p.search(ln)), None)
+    every = screen_lines(text)
+    limit = next((ln for ln in reversed(every) for p in screens.limit if p.search(ln)), None)
     starting = next((ln for ln in lines for p in screens.starting if p.search(ln)), None)
     at_prompt = prompt_line is not None and starting is None
     return ScreenFacts(at_prompt, prompt_line, busy, limit, starting)

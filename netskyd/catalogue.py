@@ -89,7 +89,8 @@ class Screens:
     screen that already draws the prompt but is not taking input yet (Codex 0.169
     shows its composer under a loading logo for seconds, then maybe a trust
     screen; tests/screens/codex-0.169.0/starting.*). ``limit``: a usage or rate
-    limit notice. ``dialogs``: the catalogue.
+    limit notice, searched over the whole screen (a notice stays where it was
+    printed, often far above the bottom). ``dialogs``: the catalogue.
     """
 
     idle: re.Pattern[str] | None
@@ -192,6 +193,18 @@ CODEX_DIALOGS = (
         "Codex asks which other sign-in to use (approve: an OpenAI API key)",
     ),
     DialogSpec(
+        "codex.api-key-env",
+        X,
+        Kind.SETUP,
+        _re(r"detected openai_api_key environment variable"),
+        {},
+        OFF,
+        "Codex offers the OPENAI_API_KEY of its environment (approve: Enter saves it)",
+        also=(_re(r"press enter to save"),),
+        keys={"approve": "Enter"},
+        menu=False,
+    ),
+    DialogSpec(
         "codex.api-key-entry",
         X,
         Kind.QUESTION,
@@ -227,7 +240,7 @@ CATALOGUE: dict[Runtime, Screens] = {
         busy=(_re(r"esc to interrupt"),),
         limit=(
             _re(r"usage limit reached"),
-            _re(r"you've (hit|reached) your (usage )?limit"),
+            _re(r"you['’]ve (hit|reached) your (usage )?limit"),
             _re(r"\blimit reached\b.*\breset"),
         ),
         dialogs=CLAUDE_DIALOGS,
@@ -238,7 +251,12 @@ CATALOGUE: dict[Runtime, Screens] = {
         # While loading, the footer is a bare "? for shortcuts"; once it takes input it
         # reads "<model> default · <dir>" over "← for agents · ? for shortcuts".
         starting=(re.compile(r"^\s*loading$"), re.compile(r"^\s*\? for shortcuts\s*$")),
-        limit=(_re(r"you've (hit|reached) your usage limit"), _re(r"usage limit")),
+        # "■ You’ve hit your usage limit. Try again at 7:05 AM." (a curly apostrophe);
+        # a bare 429 that outlasted Codex's retries reads "■ exceeded retry limit, ...".
+        limit=(
+            _re(r"^■ you['’]ve (hit|reached) your usage limit"),
+            _re(r"^■ exceeded retry limit, last status: 429"),
+        ),
         dialogs=CODEX_DIALOGS,
     ),
     Runtime.SHELL: Screens(idle=re.compile(r"[$#%>]\s*$")),

@@ -117,8 +117,9 @@ class Settings(BaseModel):
     dialog_poll_s: float = Field(1.0, gt=0)
     #: A usage limit with no reset time on screen: nudge the agent after this long.
     limit_default_wait_s: float = Field(3600.0, gt=0)
-    #: The nudge goes this long after the reset time the screen gave (clocks differ).
-    limit_grace_s: float = Field(30.0, ge=0)
+    #: The nudge goes this long after the reset time the screen gave (screens show the
+    #: minute, and clocks differ).
+    limit_grace_s: float = Field(60.0, ge=0)
     #: Before a spawn, mark the working directory trusted in the runtime's own
     #: settings (Claude Code's ~/.claude.json, Codex's ~/.codex/config.toml).
     seed_runtime_settings: bool = True

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -177,6 +177,8 @@ class Monitor:
             facts = read_screen(st.runtime, text, custom_idle(ctx.settings))
             dialog = detect(st.runtime, text)
         limit = await self._limit_state(agent, st.session_id, facts, text, now)
+        if facts is not None and facts.limit_notice is not None and limit is None:
+            facts = replace(facts, limit_notice=None)  # the notice it was released from
         inbox, claimed = _counts(ctx, agent)
         obs = Observation(
             agent=agent,

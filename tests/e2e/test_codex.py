@@ -4,7 +4,7 @@ Proves the command line netsky builds (``codex -c developer_instructions=...``) 
 accepted by the Codex CLI on the npm registry today, that readiness is seen on its
 real screen (the ``›`` composer), and that an envelope lands in its pane. Codex runs
 offline: a temporary HOME holds an API-key login and marks the working directory
-trusted, and the API base URL is a closed local port.
+trusted, and the API base URL (``-c openai_base_url``) is a closed local port.
 """
 
 from __future__ import annotations
@@ -54,18 +54,18 @@ def codex_netsky(netsky: Netsky, codex_bin: Path, tmp_path: Path) -> Iterator[En
     (home / ".codex" / "config.toml").write_text(
         f'check_for_update_on_startup = false\n[projects."{workdir}"]\ntrust_level = "trusted"\n'
     )
+    base_url = f"http://127.0.0.1:{closed_port()}/v1"
     ns = EnvNetsky(
         netsky,
-        {
-            "HOME": str(home),
-            "OPENAI_API_KEY": FAKE_KEY,
-            "OPENAI_BASE_URL": f"http://127.0.0.1:{closed_port()}/v1",
-        },
+        {"HOME": str(home), "OPENAI_API_KEY": FAKE_KEY, "OPENAI_BASE_URL": base_url},
         strip_prefixes=("OPENAI_", "CODEX_"),
     )
     ns.configure(
         runtime="codex",
         codex_command=str(codex_bin),
+        # Codex 0.169 ignores OPENAI_BASE_URL: the config key keeps it on 127.0.0.1.
+        # --no-daemon: no background app-server outliving the test.
+        codex_args=["--no-daemon", "-c", f'openai_base_url="{base_url}"'],
         clones=0,
         agent_runtimes={"agentinfinity": "demo"},
         ready_timeout_s=90,

@@ -41,6 +41,7 @@ SIGN_IN_DOWN = Expect("codex.sign-in", "Sign in with Device Code", ("Down", "Ent
 METHOD = Expect("codex.sign-in-method", "Use an OpenAI API key", ("Enter",))
 KEY_ENTRY = Expect("codex.api-key-entry", approve=())
 AT_PROMPT = Expect(prompt=True)
+LIMITED = Expect(prompt=True, limited=True)
 
 EXPECT: dict[str, dict[str, Expect]] = {
     "codex-0.169.0": {
@@ -55,7 +56,8 @@ EXPECT: dict[str, dict[str, Expect]] = {
             "codex.sign-in-method", "Use Amazon Bedrock", ("Up", "Enter")
         ),
         "sign-in-api-key": KEY_ENTRY,
-        "sign-in-env-api-key": KEY_ENTRY,
+        "sign-in-env-api-key": Expect("codex.api-key-env", approve=("Enter",)),
+        "sign-in-chatgpt": Expect(),
         "sign-in-api-key-typed": KEY_ENTRY,
         "sign-in-done": Expect(),
         "sign-in-env-done": Expect(),
@@ -74,6 +76,16 @@ EXPECT: dict[str, dict[str, Expect]] = {
         "starting": Expect(prompt=False),  # the loading logo above a composer
         "busy-1": Expect(busy=True),
         "busy-2": Expect(busy=True),
+        "approval-patch": Expect("codex.approval", "Yes, proceed", ("Enter",)),
+        "approval-patch-down": Expect("codex.approval", "Yes, and don't ask", ("Up", "Enter")),
+        "approval-patch-declined": AT_PROMPT,
+        "usage-limit": LIMITED,
+        "usage-limit-days": LIMITED,
+        "usage-limit-free": LIMITED,
+        "usage-limit-plus": LIMITED,
+        "usage-limit-pro": LIMITED,
+        "usage-limit-team": LIMITED,
+        "rate-limit": LIMITED,
     },
 }
 RUNTIMES = {"codex": Runtime.CODEX, "claude-code": Runtime.CLAUDE}
