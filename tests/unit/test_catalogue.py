@@ -89,7 +89,7 @@ EXPECT: dict[str, dict[str, Expect]] = {
     },
 }
 EXPECT["claude-code-2.1.197"] = {
-    # Reached with tests/fake_anthropic.py answering a Bash tool_use (permission 1/2/3).
+    # A scripted local Messages API answered with a Bash tool_use (permission 1/2/3).
     "permission-bash": Expect("claude.permission", "Yes", ("Enter",)),
     "permission-bash-down": Expect("claude.permission", "Yes, and always allow", ("Up", "Enter")),
 }
