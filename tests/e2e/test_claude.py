@@ -76,13 +76,10 @@ def seed_home(home: Path, workdir: Path, api_key: str) -> None:
     (home / ".claude.json").write_text(json.dumps(state, indent=2))
 
 
-@pytest.fixture
-def claude_netsky(netsky: Netsky, claude_bin: Path, tmp_path: Path) -> Iterator[EnvNetsky]:
-    home = tmp_path / "user-home"
-    workdir = (tmp_path / "work").absolute()
-    workdir.mkdir()
-    seed_home(home, workdir, FAKE_API_KEY)
-    ns = EnvNetsky(
+def offline_claude(netsky: Netsky, home: Path) -> EnvNetsky:
+    """``netsky`` with Claude Code's environment: ``home`` as HOME, the fake key, the API
+    at a closed local port, no updater or telemetry, nothing of the runner's own."""
+    return EnvNetsky(
         netsky,
         {
             "HOME": str(home),
@@ -95,6 +92,15 @@ def claude_netsky(netsky: Netsky, claude_bin: Path, tmp_path: Path) -> Iterator[
         },
         strip_prefixes=CLAUDE_ENV_PREFIXES,
     )
+
+
+@pytest.fixture
+def claude_netsky(netsky: Netsky, claude_bin: Path, tmp_path: Path) -> Iterator[EnvNetsky]:
+    home = tmp_path / "user-home"
+    workdir = (tmp_path / "work").absolute()
+    workdir.mkdir()
+    seed_home(home, workdir, FAKE_API_KEY)
+    ns = offline_claude(netsky, home)
     ns.configure(
         runtime="claude",
         claude_command=str(claude_bin),

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_claude import CLAUDE_ENV_PREFIXES, FAKE_API_KEY, claude_bin  # noqa: F401
-from tests.harness import EnvNetsky, Netsky, closed_port, wait_for
+from tests.e2e.test_claude import FAKE_API_KEY, claude_bin, offline_claude  # noqa: F401
+from tests.harness import EnvNetsky, Netsky, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.claude, pytest.mark.timeout(600)]
 
@@ -48,19 +48,7 @@ def first_run(netsky: Netsky, claude_bin: Path, tmp_path: Path) -> Iterator[EnvN
     (home / ".claude.json").write_text(
         json.dumps({"hasCompletedOnboarding": True, "theme": "dark", "numStartups": 3})
     )
-    ns = EnvNetsky(
-        netsky,
-        {
-            "HOME": str(home),
-            "ANTHROPIC_API_KEY": FAKE_API_KEY,
-            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{closed_port()}",
-            "DISABLE_AUTOUPDATER": "1",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-            "DISABLE_TELEMETRY": "1",
-            "DISABLE_ERROR_REPORTING": "1",
-        },
-        strip_prefixes=CLAUDE_ENV_PREFIXES,
-    )
+    ns = offline_claude(netsky, home)
     ns.configure(
         runtime="claude",
         claude_command=str(claude_bin),
