@@ -105,6 +105,38 @@ APPROVE, DENY, OFF = Action.APPROVE, Action.DENY, Action.OFF
 
 CLAUDE_DIALOGS = (
     DialogSpec(
+        "claude.onboarding",
+        C,
+        Kind.SETUP,
+        _re(r"choose the text style|syntax theme:"),
+        {"approve": _re(r"^dark mode( ✔)?$")},
+        APPROVE,
+        "the first-run theme picker (seeding hasCompletedOnboarding avoids it)",
+        also=(_re(r"^\W*\d\. dark mode"),),
+    ),
+    DialogSpec(
+        "claude.onboarding-security",
+        C,
+        Kind.SETUP,
+        _re(r"^security notes:"),
+        {},
+        APPROVE,
+        "the first-run security notes (Enter continues)",
+        also=(_re(r"press enter to continue"),),
+        keys={"approve": "Enter"},
+        menu=False,
+    ),
+    DialogSpec(
+        "claude.owner-question",
+        C,
+        Kind.QUESTION,
+        _re(r"^☐ "),
+        {},
+        OFF,
+        "the agent asks its user a question (AskUserQuestion): for the owner only",
+        also=(_re(r"type something\.$"),),
+    ),
+    DialogSpec(
         "claude.folder-trust",
         C,
         Kind.SETUP,
@@ -240,7 +272,10 @@ CATALOGUE: dict[Runtime, Screens] = {
         busy=(_re(r"esc to interrupt"),),
         limit=(
             _re(r"usage limit reached"),
-            _re(r"you['’]ve (hit|reached) your (usage )?limit"),
+            # "⎿  You've hit your session limit · resets 8:50am (UTC)" (2.1.197)
+            _re(r"you['’]ve (hit|reached) your (\w+ )?limit"),
+            # With an API key the same 429 is an API error that names the rate limit.
+            _re(r"api error: request rejected \(429\)"),
             _re(r"\blimit reached\b.*\breset"),
         ),
         dialogs=CLAUDE_DIALOGS,

@@ -85,7 +85,7 @@ def detect(runtime: Runtime, text: str) -> Dialog | None:
             continue
         if not all(any(p.search(line) for line in region) for p in spec.also):
             continue
-        options = parse_options(region[title:])
+        options = parse_options(region[title:]) if spec.menu else ()
         if spec.menu and not options:
             continue  # a title alone may be transcript text, or a menu not yet drawn
         end = title + options[-1].row + 1 if options else len(region)

@@ -88,10 +88,44 @@ EXPECT: dict[str, dict[str, Expect]] = {
         "rate-limit": LIMITED,
     },
 }
+PERMISSION = Expect("claude.permission", "Yes", ("Enter",))
+LIMIT_MENU = Expect("claude.usage-limit-menu", "Stop and wait", ("Enter",), limited=True)
 EXPECT["claude-code-2.1.197"] = {
-    # A scripted local Messages API answered with a Bash tool_use (permission 1/2/3).
-    "permission-bash": Expect("claude.permission", "Yes", ("Enter",)),
+    # tests/fake_anthropic.py answered with tool_use blocks (permission 1/2/3) or a 429.
+    "permission-bash": PERMISSION,
     "permission-bash-down": Expect("claude.permission", "Yes, and always allow", ("Up", "Enter")),
+    "permission-edit": PERMISSION,
+    "permission-edit-down": Expect("claude.permission", "Yes, allow all edits", ("Up", "Enter")),
+    "permission-write": PERMISSION,
+    "permission-write-down": Expect("claude.permission", "Yes, allow all edits", ("Up", "Enter")),
+    "permission-webfetch": PERMISSION,
+    "permission-webfetch-down": Expect("claude.permission", "Yes, and don't ask", ("Up", "Enter")),
+    "folder-trust": Expect("claude.folder-trust", "Yes, I trust", ("Enter",)),
+    "folder-trust-down": Expect("claude.folder-trust", "No, exit", ("Up", "Enter")),
+    # The API key and bypass questions preselect the refusing answer.
+    "api-key": Expect("claude.api-key", "No", ("Up", "Enter")),
+    "api-key-down": Expect("claude.api-key", "Yes", ("Enter",)),  # Down wraps round
+    "bypass-permissions": Expect("claude.bypass-permissions", "No, exit", ("Down", "Enter")),
+    "bypass-permissions-down": Expect("claude.bypass-permissions", "Yes, I accept", ("Enter",)),
+    "dev-channels": Expect("claude.dev-channels", "I am using this", ("Enter",)),
+    "dev-channels-down": Expect("claude.dev-channels", "Exit", ("Up", "Enter")),
+    "mcp-server": Expect("claude.mcp-server", "Use this MCP server", ("Enter",)),
+    "mcp-server-down": Expect("claude.mcp-server", "Use this and all", ("Up", "Enter")),
+    "onboarding": Expect("claude.onboarding", "Dark mode", ("Enter",)),
+    "onboarding-down": Expect("claude.onboarding", "Light mode", ("Up", "Enter")),
+    "onboarding-security": Expect("claude.onboarding-security", approve=("Enter",)),
+    "onboarding-preflight-failed": Expect(),
+    "owner-question": Expect("claude.owner-question", "SQLite", ()),
+    "owner-question-down": Expect("claude.owner-question", "Postgres", ()),
+    "usage-limit": Expect(prompt=True, limited=True),
+    "usage-limit-api-key": Expect(prompt=True, limited=True),
+    "usage-limit-menu": LIMIT_MENU,
+    "usage-limit-menu-down": Expect(
+        "claude.usage-limit-menu", "Upgrade your plan", ("Up", "Enter"), limited=True
+    ),
+    "idle": AT_PROMPT,
+    "busy-1": Expect(busy=True, prompt=True),
+    "busy-2": Expect(busy=True, prompt=True),
 }
 RUNTIMES = {"codex": Runtime.CODEX, "claude-code": Runtime.CLAUDE}
 
