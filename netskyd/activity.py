@@ -81,7 +81,8 @@ def read_screen(runtime: Runtime, text: str, custom: re.Pattern[str] | None = No
     """Prompt and busy mark on ``text`` (its last REGION lines), limit notice (anywhere)."""
     screens = screens_for(runtime)
     idle = custom if runtime is Runtime.CUSTOM else screens.idle
-    lines = screen_lines(text)[-REGION:]
+    every = screen_lines(text)
+    lines = every[-REGION:]
     prompt_line = None
     if idle is not None:
         # Claude draws its prompt inside the input box, above a footer: any of the
@@ -95,7 +96,6 @@ def read_screen(runtime: Runtime, text: str, custom: re.Pattern[str] | None = No
         else:
             prompt_line = next((ln for ln in reversed(tail) if idle.search(ln)), None)
     busy = next((ln for ln in lines for p in screens.busy if p.search(ln)), None)
-    every = screen_lines(text)
     limit = next((ln for ln in reversed(every) for p in screens.limit if p.search(ln)), None)
     starting = next((ln for ln in lines for p in screens.starting if p.search(ln)), None)
     at_prompt = prompt_line is not None and starting is None

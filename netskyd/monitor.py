@@ -93,6 +93,10 @@ class Watch:
     dialog: Dialog | None = None
     #: The last screen captured (visible pane text).
     screen: str | None = None
+    #: The hang and limit markers, as on disk (read once per Watch, then kept in step).
+    hang: dict[str, Any] | None = None
+    limit: dict[str, Any] | None = None
+    markers_loaded: bool = False
     #: Instance ids of dialogs journalled as left for the owner (once each).
     left: set[str] | None = None
 
@@ -164,6 +168,10 @@ class Monitor:
         if w.session_id != st.session_id:
             self.watches[agent] = w = Watch(session_id=st.session_id)
             self.handler.forget(agent)
+        if not w.markers_loaded:  # after a daemon start or a new session; then from memory
+            w.hang = await self._read(self._hang_path(agent))
+            w.limit = await self._read(self._limit_path(agent))
+            w.markers_loaded = True
         facts: ScreenFacts | None = None
         dialog: Dialog | None = None
         if text is not None and st.alive:
@@ -176,7 +184,7 @@ class Monitor:
             w.screen = text
             facts = read_screen(st.runtime, text, custom_idle(ctx.settings))
             dialog = detect(st.runtime, text)
-        limit = await self._limit_state(agent, st.session_id, facts, text, now)
+        limit = await self._limit_state(agent, st.session_id, w, facts, text, now)
         if facts is not None and facts.limit_notice is not None and limit is None:
             facts = replace(facts, limit_notice=None)  # the notice it was released from
         inbox, claimed = _counts(ctx, agent)
@@ -236,7 +244,7 @@ class Monitor:
         now: float,
     ) -> None:
         path = self._hang_path(agent)
-        marker = await self._read(path)
+        marker = w.hang
         if marker is not None:
             by = (
                 "session replaced"
@@ -249,7 +257,7 @@ class Monitor:
             )
             if by is not None:
                 await self._clear_hang(agent, path, marker, now, by, verdict)
-                marker = None
+                marker = w.hang = None
         if verdict.activity is not Activity.HUNG:
             return
         if marker is None:
@@ -266,6 +274,7 @@ class Monitor:
                 "paged_ts": None,
             }
             write_marker(path, marker)
+            w.hang = marker
             await self.ctx.recorder.event(
                 "hang.suspected",
                 level="warning",
@@ -288,17 +297,24 @@ class Monitor:
             f"Evidence: netskyctl why {agent}   Look: tmux attach -t {agent}\n\n"
             f"Last screen lines:\n{screen}"
         )
+        await self._page("hang", agent, path, marker, f"{agent} looks hung", body)
+
+    async def _page(
+        self, kind: str, agent: str, path: Any, marker: dict[str, Any], subject: str, body: str
+    ) -> None:
+        """Page once for ``marker`` (key ``<kind>:<agent>``): ``paged: true`` is written only
+        after ``escalate`` returned; a failure is journalled and retried next time."""
         try:
-            incident = await escalate(self.ctx, f"{agent} looks hung", body, key=f"hang:{agent}")
+            incident = await escalate(self.ctx, subject, body, key=f"{kind}:{agent}")
         except (OSError, NetskyError, ValueError) as e:
             await self.ctx.recorder.event(
-                "hang.page_failed", level="error", agent=agent, error=str(e)
+                f"{kind}.page_failed", level="error", agent=agent, error=str(e)
             )
-            return  # not recorded as paged: the next observation tries again
+            return
         marker.update(paged=True, incident=incident.id, paged_ts=now_rfc3339())
         write_marker(path, marker)
         await self.ctx.recorder.event(
-            "hang.paged",
+            f"{kind}.paged",
             level="warning",
             agent=agent,
             incident=incident.id,
@@ -335,16 +351,17 @@ class Monitor:
         self,
         agent: str,
         session_id: str | None,
+        w: Watch,
         facts: ScreenFacts | None,
         text: str | None,
         now: float,
     ) -> dict[str, Any] | None:
         """The parked limit marker in force for ``agent`` (parking or releasing as due)."""
         path = self._limit_path(agent)
-        marker = await self._read(path)
+        marker = w.limit
         if marker is not None and marker.get("session_id") != session_id:
             remove_marker(path)  # a new session: the old notice means nothing
-            marker = None
+            marker = w.limit = None
         parked = marker is not None and marker.get("state") == "parked"
         if parked and marker is not None and now >= float(marker.get("nudge_at") or 0):
             await self._release(agent, path, marker, now)
@@ -356,7 +373,8 @@ class Monitor:
             return None
         if marker is not None and marker.get("notice") == notice:
             return None  # the notice it was already parked for (and released from)
-        return await self._park(agent, session_id, path, notice, text, now)
+        w.limit = await self._park(agent, session_id, path, notice, text, now)
+        return w.limit
 
     async def _park(
         self, agent: str, session_id: str | None, path: Any, notice: str, text: str, now: float
@@ -392,22 +410,12 @@ class Monitor:
             file=str(path),
         )
         when = f"It resets at {iso(reset)}" if reset else "The screen gives no reset time"
-        try:
-            incident = await escalate(
-                self.ctx,
-                f"{agent} hit a usage limit",
-                f"{agent} is parked on a usage limit: {notice.strip()}\n{when}; netsky "
-                f"will nudge it at {iso(nudge)}. It is not restarted meanwhile, and "
-                f"envelopes for it wait in its inbox.\nEvidence: netskyctl why {agent}",
-                key=f"limit:{agent}",
-            )
-        except (OSError, NetskyError, ValueError) as e:
-            await self.ctx.recorder.event(
-                "limit.page_failed", level="error", agent=agent, error=str(e)
-            )
-        else:
-            marker.update(paged=True, incident=incident.id, paged_ts=now_rfc3339())
-            write_marker(path, marker)
+        body = (
+            f"{agent} is parked on a usage limit: {notice.strip()}\n{when}; netsky will nudge "
+            f"it at {iso(nudge)}. It is not restarted meanwhile, and envelopes for it wait in "
+            f"its inbox.\nEvidence: netskyctl why {agent}"
+        )
+        await self._page("limit", agent, path, marker, f"{agent} hit a usage limit", body)
         return marker
 
     async def _release(self, agent: str, path: Any, marker: dict[str, Any], now: float) -> None:
@@ -599,15 +607,9 @@ class Monitor:
             "runtime": st.runtime.value,
             **verdict.to_json(),
             "since": iso(w.verdict_since),
-            "hang_marker": await self._read(self._hang_path(agent)),
-            "limit_marker": await self._read(self._limit_path(agent)),
-            "dialog_policy": (
-                "never (question for the owner)"
-                if dialog and dialog.spec.kind is Kind.QUESTION
-                else self.ctx.settings.dialog_action(dialog.name)
-                if dialog
-                else None
-            ),
+            "hang_marker": w.hang,
+            "limit_marker": w.limit,
+            "dialog_policy": self._policy(dialog) if dialog else None,
             "dialog_instance": self.handler.instance(agent, dialog.name) if dialog else None,
             "ts": now_rfc3339(),
         }
