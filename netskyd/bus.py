@@ -512,23 +512,40 @@ class Bus:
                 continue
             recorded = await self.ctx.store.recorded_files(agent, "delivered")
             missing = [n for n in names if n not in recorded]
-            rows = []
+            found: list[tuple[str, Envelope]] = []
+            max_bytes = self.ctx.settings.envelope_max_bytes
             for n in missing:
                 try:
-                    env = validate(box / n, agent, self.ctx.settings.envelope_max_bytes)
+                    found.append((n, validate(box / n, agent, max_bytes)))
                 except EnvelopeRejected:
                     continue
+            # The ack journalled the repeat flag before the rename; the attempt rows,
+            # written before each hand-over, say the same: two or more is a repeat.
+            tries = await self.ctx.store.attempt_counts([env.id for _, env in found])
+            rows = []
+            for n, env in found:
+                count, via = tries.get(env.id, (0, "unknown"))
                 rows.append(
                     message_row(
-                        agent, n, env, "delivered", now_rfc3339(), "unknown",
-                        reason="recorded at start: the daemon stopped between ack and record",
+                        agent, n, env, "delivered", now_rfc3339(), via,
+                        duplicate=count > 1,
+                        reason="recorded at start: the daemon stopped between ack and record"
+                        + ("; repeat: an earlier attempt may have reached the agent"
+                           if count > 1 else ""),
                     )
                 )
             if rows:
                 await self.ctx.recorder.events(
                     "envelope.reconciled",
-                    [{"agent": agent, "envelope_id": r["envelope_id"], "file": r["file"]}
-                     for r in rows],
+                    [
+                        {
+                            "agent": agent,
+                            "envelope_id": r["envelope_id"],
+                            "file": r["file"],
+                            "duplicate": r["duplicate"],
+                        }
+                        for r in rows
+                    ],
                     level="warning",
                 )
                 await self.ctx.store.add_messages(rows)

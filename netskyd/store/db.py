@@ -291,6 +291,27 @@ class Store:
                     (delivered if tag == "d" else attempted).add(str(envelope_id))
         return delivered, attempted
 
+    async def attempt_counts(self, ids: list[str]) -> dict[str, tuple[int, str]]:
+        """``{envelope_id: (attempts, via of the last one)}`` for the ids with attempt rows.
+
+        Two or more rows mean two hand-overs that were not proven to have failed, i.e.
+        a possible repeat (startup reconciliation marks those rows ``duplicate``).
+        """
+        out: dict[str, tuple[int, str]] = {}
+        for start in range(0, len(ids), 900):  # SQLite's host-parameter limit
+            chunk = ids[start : start + 900]
+            sql = (
+                "SELECT envelope_id, COUNT(*), "
+                "(SELECT via FROM attempts b WHERE b.envelope_id = a.envelope_id "
+                "ORDER BY b.id DESC LIMIT 1) "
+                f"FROM attempts a WHERE envelope_id IN ({','.join('?' * len(chunk))}) "
+                "GROUP BY envelope_id"
+            )
+            async with self.conn.execute(sql, chunk) as cur:
+                for envelope_id, n, via in await cur.fetchall():
+                    out[str(envelope_id)] = (int(n), str(via))
+        return out
+
     async def recorded_files(self, recipient: str, status: str) -> set[str]:
         """File names recorded for ``recipient`` with ``status`` (startup reconciliation)."""
         async with self.conn.execute(

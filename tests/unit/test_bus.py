@@ -229,6 +229,26 @@ async def test_reconcile_records_delivered_files_without_rows(tmp_path: Path) ->
         assert _reasons(tmp_path, "agent0") == {"copy.json": "duplicate-id"}
 
 
+async def test_reconcile_marks_a_repeat_the_attempts_show(tmp_path: Path) -> None:
+    """kill -9 between the ack's rename and its rows, after a redelivery: the rows added
+    at start carry the repeat flag (two hand-overs on record), and the path's name."""
+    once = new_envelope("agent1", "agent0", "handed over once")
+    twice = new_envelope("agent1", "agent0", "handed over twice")
+    box = Paths(tmp_path).channel("agent0", "delivered")
+    box.mkdir(parents=True)
+    (box / "once.json").write_text(_body(once))
+    (box / "twice.json").write_text(_body(twice))
+    async with bus_on(tmp_path) as (bus, _):
+        store = bus.ctx.store
+        await store.add_attempts("agent0", [str(once["id"]), str(twice["id"])], "t1", "pane")
+        await store.add_attempts("agent0", [str(twice["id"])], "t2", "pane")
+        assert await bus.reconcile() == 2
+        rows = {r["envelope_id"]: r for r in await messages(bus)}
+    assert rows[once["id"]]["duplicate"] == 0 and rows[once["id"]]["via"] == "pane"
+    assert rows[twice["id"]]["duplicate"] == 1
+    assert "repeat" in rows[twice["id"]]["reason"]
+
+
 async def test_outbox_entries_are_forwarded_from_their_owner(tmp_path: Path) -> None:
     p = Paths(tmp_path)
     p.ensure_channel("agent3")
