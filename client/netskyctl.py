@@ -17,6 +17,8 @@ import time
 
 from client.channel import CHANNEL_COMMANDS, AmbiguousMatch
 from client.common import Usage, home_of, out
+from client.escalate import add_parser as add_escalate_parser
+from client.escalate import cmd_escalate
 from client.incidents import INCIDENT_COMMANDS, summary_line
 from client.incidents import add_parsers as add_incident_parsers
 from client.restarts import add_parsers as add_restart_parsers
@@ -259,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_incident_parsers(sub, common)
     add_why_parser(sub, common)
+    add_escalate_parser(sub, common)
     return p
 
 
@@ -296,6 +299,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return command(args, environ)
         if args.command in INCIDENT_COMMANDS:
             return INCIDENT_COMMANDS[args.command](args, environ)
+        if args.command == "escalate":
+            return cmd_escalate(args, environ, lambda: Client(socket_path(home_of(environ))))
         if args.command == "agent":
             args.n = parse_agent(args.n)  # usage errors before any connection attempt
         if args.command in ("kill", "why"):
@@ -309,6 +314,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except DaemonNotRunning as e:
         pages = summary_line(home_of(environ)) if args.command == "status" else None
         hint = START_HINT + (f"\n{pages}" if pages else "")
+        if args.command == "escalate":
+            hint = "hint: 'netskyctl escalate --direct ...' pages the owner without netskyd"
         return _fail(args, protocol.EXIT_NOT_RUNNING, str(e), hint)
     except VersionSkew as e:
         return _fail(args, protocol.EXIT_VERSION_SKEW, str(e))

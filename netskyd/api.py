@@ -199,6 +199,23 @@ async def why(ctx: Context, params: dict[str, Any]) -> Any:
     return await ctx.the_monitor().why(name)
 
 
+async def escalate_(ctx: Context, params: dict[str, Any]) -> Any:
+    from netskyd.escalate import escalate, result_json
+    from netskyd.incidents import SEVERITIES
+
+    subject, body, key = (params.get(k) for k in ("subject", "body", "key"))
+    severity = params.get("severity", "warning")
+    if not all(isinstance(v, str) and v.strip() for v in (subject, key)):
+        raise RpcError(protocol.INVALID_PARAMS, "subject and key must be non-empty strings")
+    if not isinstance(body, str):
+        raise RpcError(protocol.INVALID_PARAMS, "body must be a string")
+    if severity not in SEVERITIES:
+        raise RpcError(protocol.INVALID_PARAMS, f"severity must be one of {', '.join(SEVERITIES)}")
+    assert isinstance(subject, str) and isinstance(key, str)
+    incident = await escalate(ctx, subject, body, key, severity, wait=True)
+    return result_json(ctx.settings.home, incident, "daemon")
+
+
 HANDLERS: dict[str, Handler] = {
     protocol.HELLO: hello,
     protocol.PING: ping,
@@ -212,5 +229,6 @@ HANDLERS: dict[str, Handler] = {
     protocol.RESTARTS: restarts,
     protocol.SESSION_EVENT: session_event,
     protocol.WHY: why,
+    protocol.ESCALATE: escalate_,
 }
 assert set(HANDLERS) == protocol.METHODS, "every protocol method needs a handler"

@@ -44,7 +44,14 @@ config_option = click.option(
 
 @main.command()
 @config_option
-def run(config: Path | None) -> None:
+@click.option(
+    "--revived-by",
+    default=None,
+    metavar="WHO",
+    help="Say who brought netskyd back after it died (the shim passes 'shim'); the owner "
+    "is paged about it. Also NETSKY_REVIVED_BY.",
+)
+def run(config: Path | None, revived_by: str | None) -> None:
     """Run the daemon in the foreground (what systemd/launchd runs).
 
     Logs JSON to NETSKY_HOME/logs/netskyd.jsonl and readable lines to stderr.
@@ -54,6 +61,8 @@ def run(config: Path | None) -> None:
     from netskyd.daemon import Daemon
 
     environ = dict(os.environ)
+    if revived_by:
+        environ["NETSKY_REVIVED_BY"] = revived_by
     try:
         settings = load_settings(config, environ)
     except ConfigError as e:

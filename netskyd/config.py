@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from netskyd.errors import ConfigError
 from netskyd.ids import MAX_CLONE, is_agent_id
+from netskyd.legs import Leg, with_types
 from netskyd.paths import Paths
 
 DEFAULT_HOME = "~/.netsky"
@@ -123,6 +124,26 @@ class Settings(BaseModel):
     #: Before a spawn, mark the working directory trusted in the runtime's own
     #: settings (Claude Code's ~/.claude.json, Codex's ~/.codex/config.toml).
     seed_runtime_settings: bool = True
+    # Escalation (docs/escalation.md): the legs and the spool.
+    #: Page legs by name: ``[legs.email]``, ``[legs.ntfy] type = "webhook"``, ...
+    #: (netskyd.legs). desktop and tmux are on unless configured ``enabled = false``.
+    legs: dict[str, Leg] = Field(default_factory=dict)
+    #: The same key escalated again within this long of its last page joins the open
+    #: incident; after it, the incident is paged again.
+    escalation_quiet_s: float = Field(3600.0, gt=0)
+    #: A failed leg is retried after this long, doubling per try, up to the cap,
+    #: until it delivers or the incident is acknowledged or resolved.
+    escalation_retry_base_s: float = Field(30.0, gt=0)
+    escalation_retry_cap_s: float = Field(1800.0, gt=0)
+    #: Deadline for one leg (SMTP, HTTP, osascript, tmux) to deliver one page.
+    escalation_leg_timeout_s: float = Field(30.0, gt=0)
+    #: A leg that has not delivered this many times in a row is paged about on the others.
+    escalation_leg_failing_after: int = Field(3, ge=1)
+    #: How often the spool looks for due retries, acknowledgements and --direct pages.
+    escalation_spool_s: float = Field(5.0, gt=0)
+    #: Incidents closed (acked or resolved) this long ago move to
+    #: ``state/escalations/archive/`` (checked hourly; meta.db keeps them too).
+    escalation_archive_after_s: float = Field(7 * 24 * 3600.0, gt=0)
     #: Lines of a dead agent's pane kept in the crash record and the synthetic handoff.
     crash_tail_lines: int = Field(20, ge=0, le=1000)
     session_width: int = Field(200, ge=40)
@@ -149,6 +170,11 @@ class Settings(BaseModel):
     @classmethod
     def _absolute(cls, v: Path | None) -> Path | None:
         return None if v is None else v.expanduser().absolute()
+
+    @field_validator("legs", mode="before")
+    @classmethod
+    def _leg_types(cls, v: object) -> object:
+        return with_types(v)
 
     @field_validator("dialogs")
     @classmethod
@@ -190,7 +216,7 @@ class Settings(BaseModel):
         return self.agent_runtimes.get(agent, self.runtime)
 
 
-_STRUCTURED = {"agent_runtimes", "claude_args", "codex_args", "dialogs"}
+_STRUCTURED = {"agent_runtimes", "claude_args", "codex_args", "dialogs", "legs"}
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:

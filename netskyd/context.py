@@ -23,6 +23,7 @@ from netskyd.tmux import Tmux
 
 if TYPE_CHECKING:
     from netskyd.bus import Bus
+    from netskyd.escalate import Spool
     from netskyd.monitor import Monitor
     from netskyd.sessions import SessionWatcher
     from netskyd.supervisor import Supervisor
@@ -52,6 +53,8 @@ class Context:
     watchdog: Watchdog | None = None
     sessions: SessionWatcher | None = None
     monitor: Monitor | None = None
+    #: The escalation spool (netskyd.escalate), once its task runs.
+    spool: Spool | None = None
     #: One writer at a time for the runtimes' own settings files (netskyd/seed.py).
     seed_lock: anyio.Lock = field(default_factory=anyio.Lock)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 from anyio.abc import TaskGroup
 
-from netskyd import __version__, bus, control, monitor, supervisor, ticker, watchdog
+from netskyd import __version__, bus, control, escalate, monitor, supervisor, ticker, watchdog
 from netskyd import log as logmod
 from netskyd.bus import Bus
 from netskyd.config import Settings, load_settings
@@ -99,6 +99,7 @@ class Daemon:
         ctx = await self.startup()
         try:
             async with anyio.create_task_group() as tg:
+                await tg.start(escalate.run, ctx)
                 await tg.start(control.run, ctx)
                 await tg.start(supervisor.run, ctx)
                 await tg.start(watchdog.run, ctx)
@@ -113,12 +114,34 @@ class Daemon:
                     socket=str(ctx.paths.socket),
                     tick_interval_s=self.settings.tick_interval_s,
                 )
+                if self.environ.get("NETSKY_REVIVED_BY"):
+                    await self._page_revived(ctx, self.environ["NETSKY_REVIVED_BY"])
                 if self.shutdown_trigger is not None:
                     tg.start_soon(self._stop_when, self.shutdown_trigger, tg)
                 tg.start_soon(self._signals, tg)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.shutdown()
+
+    async def _page_revived(self, ctx: Context, who: str) -> None:
+        """The daemon died and ``who`` (the shim) started this one: page the owner, with the
+        last tick the dead daemon recorded."""
+        from netskyd.escalate import escalate
+
+        async with ctx.store.conn.execute("SELECT MAX(finished_ts) FROM ticks") as cur:
+            row = await cur.fetchone()
+        last = row[0] if row and row[0] else "never"
+        body = (
+            f"netskyd was not running and {who} started it again (pid {os.getpid()}). The "
+            f"last tick before that finished at {last}. Agents whose tmux sessions survived "
+            "are adopted, not respawned. Why it died: logs/netskyd.jsonl and the service "
+            "manager's log (journalctl --user -u netskyd, or the launchd log file)."
+        )
+        try:
+            await escalate(ctx, f"netskyd died and was revived by {who}", body, "daemon:revived")
+        except (OSError, NetskyError, ValueError) as e:
+            await ctx.recorder.event("daemon.revived_page_failed", level="error", error=str(e))
+        await ctx.recorder.event("daemon.revived", level="warning", by=who, last_tick=last)
 
     async def _session_event(self, event: SessionEvent) -> None:
         """A tmux hook (or the watcher's sweep) said an agent's pane died or its session

@@ -1,20 +1,42 @@
 """Incident files under ``state/escalations/`` (stdlib only: netskyctl lists and acks them).
 
 An incident is what an escalation key keeps open until the owner acknowledges it
-(ARCHITECTURE.md, "Escalation"). One JSON object per file,
-``state/escalations/<id>.json``::
+or its cause resolves (ARCHITECTURE.md, "Escalation"; netskyd.pager pages it). One
+JSON object per file, ``state/escalations/<id>.json``::
 
-    {"id": "20261121T100000Z-1a2b3c4d", "key": "agent0.crash-loop",
-     "subject": "agent0 crash loop", "body": "3 restarts in 10 minutes ...",
+    {"id": "20261121T100000Z-1a2b3c4d", "key": "agent0:crash-loop",
+     "subject": "agent0 is crash-looping", "body": "5 restarts in 10 minutes ...",
+     "severity": "critical",
      "opened_ts": "2026-11-21T10:00:00.000000Z", "last_ts": "2026-11-21T10:03:00.000000Z",
-     "count": 1, "acked": false, "acked_ts": null, "legs": []}
+     "count": 3, "acked": false, "acked_ts": null,
+     "resolved_ts": null, "resolution": null,
+     "rounds": 1, "paged_ts": "2026-11-21T10:00:00.000000Z",
+     "legs": {"email": {"status": "delivered", "reason": null,
+                        "ts": "...", "tries": 1, "next_ts": null},
+              "webhook": {"status": "failed", "reason": "HTTP 502: bad gateway",
+                          "ts": "...", "tries": 2, "next_ts": "2026-11-21T10:01:30.000000Z"}},
+     "next_retry_ts": "2026-11-21T10:01:30.000000Z", "round_ts": null,
+     "exclude_legs": []}
 
 - ``id``: the opening time (UTC, seconds) and 8 random hex digits; equals the file's stem.
-- ``key``: what the escalation is about; while an unacknowledged incident with this key
-  exists, escalating again bumps ``count`` and ``last_ts`` instead of paging again.
+- ``key``: what the escalation is about. While the incident is open, escalating the
+  same key again *joins* it (``count`` and ``last_ts``) inside the quiet period,
+  and pages again (``rounds`` + 1) after it.
+- ``severity``: ``info``, ``warning`` or ``critical``; each leg has a minimum.
 - ``count``: escalations folded into this incident (1 when opened).
 - ``acked``/``acked_ts``: set by ``netskyctl ack``; after that the key pages afresh.
-- ``legs``: delivery attempts (empty until the escalation legs exist).
+- ``resolved_ts``/``resolution``: set when the cause went away (agent back, hang
+  cleared); an all-clear went to the legs that had delivered the page.
+- ``rounds``/``paged_ts``: page rounds so far and when the last one started.
+- ``legs``: each leg's outcome in the current round: ``delivered``, ``failed`` (retried
+  at ``next_ts``, backing off) or ``unavailable`` (not retried); ``tries`` counts its
+  attempts in the round. Every attempt is also a row of ``state/owner-pages.jsonl``.
+- ``next_retry_ts``: the earliest ``next_ts`` (null: nothing to retry).
+- ``round_ts``: set while a round is being sent (a lease: others leave it alone).
+- ``exclude_legs``: legs this incident never uses (the page about a failing leg).
+
+An incident is *open* while neither acked nor resolved. Files written before these
+fields existed read with the defaults (``normalize``).
 
 Timestamps are RFC 3339 UTC with microseconds. Writes are atomic (tmp + fsync +
 rename, netskyd.store.markers), and every read-modify-write holds the flock on
@@ -62,8 +84,30 @@ _FIELDS: dict[str, tuple[type, ...]] = {
     "count": (int,),
     "acked": (bool,),
     "acked_ts": (str, type(None)),
-    "legs": (list,),
+    "legs": (list, dict),
 }
+#: Fields added after the first release, with the value a file without them means.
+_DEFAULTS: dict[str, object] = {
+    "severity": "warning",
+    "resolved_ts": None,
+    "resolution": None,
+    "rounds": 1,
+    "paged_ts": None,
+    "next_retry_ts": None,
+    "round_ts": None,
+    "exclude_legs": [],
+}
+_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "severity": (str,),
+    "resolved_ts": (str, type(None)),
+    "resolution": (str, type(None)),
+    "rounds": (int,),
+    "paged_ts": (str, type(None)),
+    "next_retry_ts": (str, type(None)),
+    "round_ts": (str, type(None)),
+    "exclude_legs": (list,),
+}
+SEVERITIES = ("info", "warning", "critical")
 
 
 class IncidentsBusy(NetskyError):
@@ -112,22 +156,55 @@ def new_incident_id(now_s: float) -> str:
 
 
 def new_incident(
-    incident_id: str, key: str, subject: str, body: str, now_s: float
+    incident_id: str,
+    key: str,
+    subject: str,
+    body: str,
+    now_s: float,
+    severity: str = "warning",
+    exclude_legs: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A freshly opened incident (shape in the module docstring), count 1, not acked."""
+    """A freshly opened incident (shape in the module docstring), count 1, not acked,
+    no round yet (``rounds`` 0 until netskyd.pager starts one)."""
     ts = rfc3339(now_s)
     return {
         "id": incident_id,
         "key": key,
         "subject": subject,
         "body": body,
+        "severity": severity,
         "opened_ts": ts,
         "last_ts": ts,
         "count": 1,
         "acked": False,
         "acked_ts": None,
-        "legs": [],
+        "resolved_ts": None,
+        "resolution": None,
+        "rounds": 0,
+        "paged_ts": None,
+        "legs": {},
+        "next_retry_ts": None,
+        "round_ts": None,
+        "exclude_legs": list(exclude_legs or ()),
     }
+
+
+def normalize(value: dict[str, Any]) -> dict[str, Any]:
+    """Fill in the fields a file written before they existed lacks (in place; returned).
+
+    An old ``legs: []`` becomes ``{}``.
+    """
+    for name, default in _DEFAULTS.items():
+        if name not in value:
+            value[name] = list(default) if isinstance(default, list) else default
+    if isinstance(value["legs"], list):
+        value["legs"] = {}
+    return value
+
+
+def is_open(incident: dict[str, Any]) -> bool:
+    """Neither acknowledged nor resolved."""
+    return not incident["acked"] and incident.get("resolved_ts") is None
 
 
 def problem(value: object, stem: str) -> str | None:
@@ -140,6 +217,13 @@ def problem(value: object, stem: str) -> str | None:
         v = value[name]
         if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
             return f"field {name!r} has the wrong type ({type(v).__name__})"
+    for name, types in _OPTIONAL.items():
+        if name in value and (
+            not isinstance(value[name], types) or isinstance(value[name], bool)
+        ):
+            return f"field {name!r} has the wrong type ({type(value[name]).__name__})"
+    if value.get("severity", "warning") not in SEVERITIES:
+        return f"severity {value['severity']!r} is not one of {', '.join(SEVERITIES)}"
     if not _ID_RE.fullmatch(value["id"]):
         return f"id {value['id']!r} is not <yyyymmddThhmmssZ>-<8 hex>"
     if value["id"] != stem:
@@ -197,7 +281,7 @@ def scan(
             why = f"not JSON: {str(e)[:100]}"
         if why is None:
             assert isinstance(value, dict)
-            found.append(value)
+            found.append(normalize(value))
             continue
         aside = None
         if move_aside:
@@ -209,12 +293,12 @@ def scan(
 
 
 def list_incidents(where: Paths | str, *, include_acked: bool = False) -> list[dict[str, Any]]:
-    """Incidents sorted by ``opened_ts``: the open ones, or all with ``include_acked``.
-
-    Unreadable files are left out here; ``scan`` reports them.
+    """Incidents sorted by ``opened_ts``: the open ones (neither acked nor resolved),
+    or all with ``include_acked``. Unreadable files are left out here; ``scan``
+    reports them.
     """
     found, _ = scan(where)
-    return [i for i in found if include_acked or not i["acked"]]
+    return [i for i in found if include_acked or is_open(i)]
 
 
 class IncidentsLock:
@@ -319,6 +403,7 @@ def ack(where: Paths | str, incident_id: str, *, now_s: float | None = None) -> 
         if why is not None:
             raise CorruptMarker(f"incident file {path} is corrupt: {why}")
         assert isinstance(value, dict)
+        normalize(value)
         if not value["acked"]:
             value["acked"] = True
             value["acked_ts"] = rfc3339(time.time() if now_s is None else now_s)

@@ -9,16 +9,17 @@ dialog (every ``dialog_poll_s``), and on demand (``why``). Each observation:
 2. classifies the agent (``netskyd.activity``) and journals ``activity.changed``
    when the class changes;
 3. hang: a hung verdict writes ``state/hang/<agent>.json`` and pages once
-   (``escalate`` key ``hang:<agent>``); the marker records ``paged: true`` only
-   after ``escalate`` returned (a failed page is retried at the next
-   observation). When the pane moves (or the session is replaced, or the agent
-   dies) the marker is archived and ``hang.cleared`` journalled;
+   (``escalate`` key ``hang:<agent>``); the marker records the incident at once
+   and ``paged: true`` only once a leg delivered the page (the spool retries the
+   legs; an escalate that failed is tried again at the next observation). When
+   the pane moves (or the session is replaced, or the agent dies) the marker is
+   archived, ``hang.cleared`` journalled and the incident resolved (all-clear);
 4. usage limit: a limit notice parks the agent (``state/limit/<agent>.json``,
    ``state: parked``): never hung, never restarted, deliveries held; the owner is
    paged once (key ``limit:<agent>``). At the reset time (plus
    ``limit_grace_s``; ``limit_default_wait_s`` when the screen gives none) it gets
-   a nudge envelope from ``netsky`` and the marker says ``released``; the notice
-   it was parked for never parks it again;
+   a nudge envelope from ``netsky``, the marker says ``released`` and the
+   incident is resolved; the notice it was parked for never parks it again;
 5. dialog: ``netskyd.dialogs.DialogHandler`` decides; the action comes from the
    ``dialogs`` config (catalogue defaults: start-up screens approved, permission
    prompts left to the owner). Answers run as background tasks: arrow keys, a
@@ -29,7 +30,8 @@ dialog (every ``dialog_poll_s``), and on demand (``why``). Each observation:
 Marker shapes::
 
     state/hang/<agent>.json  {"agent", "session_id", "since", "detected_ts", "fingerprint",
-                              "reason", "evidence", "paged", "incident", "paged_ts"}
+                              "reason", "evidence", "paged", "incident", "paged_ts",
+                              "paged_on": [legs that delivered]}
     state/limit/<agent>.json {"agent", "session_id", "state": "parked"|"released",
                               "since", "notice", "reset_at", "reset_source":
                               "screen"|"default", "nudge_at", "paged", "incident",
@@ -40,6 +42,7 @@ Times in markers are RFC 3339 UTC; ``*_at`` fields are epoch seconds.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -63,7 +66,7 @@ from netskyd.catalogue import Kind
 from netskyd.context import Context
 from netskyd.dialogs import Dialog, DialogHandler, NoPlan, Plan, Step, detect, plan
 from netskyd.errors import CorruptMarker, NetskyError, TmuxError
-from netskyd.escalate import escalate
+from netskyd.escalate import escalate, resolve
 from netskyd.maildir import new_envelope, now_rfc3339, send
 from netskyd.resettime import parse_reset
 from netskyd.screen import fingerprint, raw_hash, screen_lines
@@ -284,7 +287,10 @@ class Monitor:
                 file=str(path),
             )
         if not marker.get("paged"):
-            await self._page_hang(agent, path, marker, verdict, w)
+            if marker.get("incident"):
+                await self._confirm("hang", agent, path, marker)
+            else:
+                await self._page_hang(agent, path, marker, verdict, w)
 
     async def _page_hang(
         self, agent: str, path: Any, marker: dict[str, Any], verdict: Verdict, w: Watch
@@ -302,8 +308,9 @@ class Monitor:
     async def _page(
         self, kind: str, agent: str, path: Any, marker: dict[str, Any], subject: str, body: str
     ) -> None:
-        """Page once for ``marker`` (key ``<kind>:<agent>``): ``paged: true`` is written only
-        after ``escalate`` returned; a failure is journalled and retried next time."""
+        """Escalate for ``marker`` (key ``<kind>:<agent>``) and record the incident at once;
+        ``paged: true`` follows only once a leg delivered it (``_confirm``). A failed
+        escalate is journalled and tried again at the next observation."""
         try:
             incident = await escalate(self.ctx, subject, body, key=f"{kind}:{agent}")
         except (OSError, NetskyError, ValueError) as e:
@@ -311,14 +318,38 @@ class Monitor:
                 f"{kind}.page_failed", level="error", agent=agent, error=str(e)
             )
             return
-        marker.update(paged=True, incident=incident.id, paged_ts=now_rfc3339())
+        marker.update(incident=incident.id)
+        write_marker(path, marker)
+        await self._confirm(kind, agent, path, marker)
+
+    async def _confirm(self, kind: str, agent: str, path: Any, marker: dict[str, Any]) -> None:
+        """Mark ``marker`` paged once its incident shows a leg that delivered (or the owner
+        acknowledged it); journal ``<kind>.paged`` with the legs. An incident file that
+        has gone, or closed undelivered, is paged afresh at the next observation."""
+        incident_path = self.ctx.paths.escalations / f"{marker['incident']}.json"
+        try:
+            incident = json.loads(incident_path.read_text(encoding="utf-8"))
+            legs = incident.get("legs") or {}
+            delivered = [n for n, st in dict(legs).items() if st.get("status") == "delivered"]
+        except (OSError, ValueError, AttributeError):
+            incident, delivered = None, []
+        if incident is not None and not delivered and not incident.get("acked"):
+            if incident.get("resolved_ts") is None:
+                return  # the spool is still trying the legs
+            incident = None  # closed undelivered while the condition lasts
+        if incident is None:
+            marker.update(incident=None)
+            write_marker(path, marker)
+            return
+        marker.update(paged=True, paged_ts=now_rfc3339(), paged_on=delivered)
         write_marker(path, marker)
         await self.ctx.recorder.event(
             f"{kind}.paged",
             level="warning",
             agent=agent,
-            incident=incident.id,
-            new_incident=incident.paged,
+            incident=marker["incident"],
+            legs=delivered,
+            acked=bool(incident.get("acked")),
         )
 
     async def _clear_hang(
@@ -344,6 +375,19 @@ class Monitor:
             activity=verdict.activity.value,
             archive=str(archive),
         )
+        await self._resolve(
+            f"hang:{agent}",
+            f"{agent} is no longer hung ({by}) after hanging since {marker.get('since')}.",
+        )
+
+    async def _resolve(self, key: str, resolution: str) -> None:
+        """Close the incident for ``key`` with an all-clear (journalled when it fails)."""
+        try:
+            await resolve(self.ctx, key, resolution)
+        except (OSError, NetskyError) as e:
+            await self.ctx.recorder.event(
+                "escalation.resolve_failed", level="error", key=key, error=str(e)
+            )
 
     # ----- usage limits ---------------------------------------------------------------------
 
@@ -366,7 +410,12 @@ class Monitor:
         if parked and marker is not None and now >= float(marker.get("nudge_at") or 0):
             await self._release(agent, path, marker, now)
             return None
-        if parked:
+        if parked and marker is not None:
+            if not marker.get("paged"):
+                if marker.get("incident"):
+                    await self._confirm("limit", agent, path, marker)
+                else:
+                    await self._page_limit(agent, path, marker)
             return marker
         notice = facts.limit_notice if facts else None
         if notice is None or text is None:
@@ -409,14 +458,18 @@ class Monitor:
             nudge_at=iso(nudge),
             file=str(path),
         )
+        await self._page_limit(agent, path, marker)
+        return marker
+
+    async def _page_limit(self, agent: str, path: Any, marker: dict[str, Any]) -> None:
+        reset = marker.get("reset_at")
         when = f"It resets at {iso(reset)}" if reset else "The screen gives no reset time"
         body = (
-            f"{agent} is parked on a usage limit: {notice.strip()}\n{when}; netsky will nudge "
-            f"it at {iso(nudge)}. It is not restarted meanwhile, and envelopes for it wait in "
-            f"its inbox.\nEvidence: netskyctl why {agent}"
+            f"{agent} is parked on a usage limit: {marker['notice'].strip()}\n{when}; netsky "
+            f"will nudge it at {iso(marker['nudge_at'])}. It is not restarted meanwhile, and "
+            f"envelopes for it wait in its inbox.\nEvidence: netskyctl why {agent}"
         )
         await self._page("limit", agent, path, marker, f"{agent} hit a usage limit", body)
-        return marker
 
     async def _release(self, agent: str, path: Any, marker: dict[str, Any], now: float) -> None:
         reset = marker.get("reset_at")
@@ -443,6 +496,10 @@ class Monitor:
             envelope=envelope["id"],
         )
         self.ctx.the_bus().kick(agent)
+        await self._resolve(
+            f"limit:{agent}",
+            f"{agent}'s usage limit should have reset; netsky nudged it to carry on.",
+        )
 
     # ----- dialogs --------------------------------------------------------------------------
 

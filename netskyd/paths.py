@@ -69,6 +69,16 @@ class Paths:
         return self.state / "escalations"
 
     @property
+    def owner_pages(self) -> Path:
+        """``state/owner-pages.jsonl``: one row per page attempt and leg (netskyd.pager)."""
+        return self.state / "owner-pages.jsonl"
+
+    @property
+    def leg_health(self) -> Path:
+        """``state/legs.json``: each escalation leg's recent record (netskyd.pager)."""
+        return self.state / "legs.json"
+
+    @property
     def logs(self) -> Path:
         return self.home / "logs"
 

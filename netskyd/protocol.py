@@ -40,6 +40,9 @@ RESTARTS: Final = "restarts"
 SESSION_EVENT: Final = "session.event"
 #: {agent} -> WhyResult (the activity class, its reason and evidence; docs/activity.md)
 WHY: Final = "why"
+#: {subject, body, key, severity?} -> EscalateResult (netskyd.escalate; docs/escalation.md):
+#: {action, incident, results: [{leg, status, reason, duration_ms}], delivered, via}
+ESCALATE: Final = "escalate"
 METHODS: Final = frozenset(
     {
         HELLO,
@@ -54,6 +57,7 @@ METHODS: Final = frozenset(
         RESTARTS,
         SESSION_EVENT,
         WHY,
+        ESCALATE,
     }
 )
 

@@ -369,11 +369,12 @@ class Wake:
 
 @dataclass(frozen=True)
 class Page:
-    """Page the owner through ``escalate(subject, body, key)``."""
+    """Page the owner through ``escalate(subject, body, key, severity)``."""
 
     subject: str
     body: str
     key: str
+    severity: str = "critical"
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from anyio.abc import TaskStatus
 
 from netskyd.context import Context
 from netskyd.errors import NetskyError, TmuxTimeout
-from netskyd.escalate import escalate
+from netskyd.escalate import escalate, resolve
 
 
 def next_deadline(start: float, interval: float, now: float) -> float:
@@ -52,6 +52,7 @@ async def tick_once(ctx: Context) -> dict[str, Any]:
                 snap = await ctx.tmux.snapshot(live, ctx.settings.pane_capture_lines)
                 summary["liveness"] = await sup.check(reason="tick", panes=snap.panes)
                 summary["activity"] = await ctx.the_monitor().observe_all(snap.captures)
+                await _tmux_answers(ctx)
             except TmuxTimeout as e:
                 summary["error"] = str(e)
                 summary["incident"] = await _tmux_incident(ctx, str(e))
@@ -74,6 +75,9 @@ async def tick_once(ctx: Context) -> dict[str, Any]:
         return summary
 
 
+TMUX_KEY = "tmux:unresponsive"
+
+
 async def _tmux_incident(ctx: Context, error: str) -> str:
     """tmux did not answer: page (one incident while it lasts); nothing is concluded
     about the agents from its silence."""
@@ -83,9 +87,16 @@ async def _tmux_incident(ctx: Context, error: str) -> str:
         f"The watchdog tick could not reach the tmux server ({error}). Agents' liveness "
         "is unknown until it answers; netsky keeps ticking. Is the tmux server stopped "
         "(SIGSTOP) or overloaded?",
-        key="tmux:unresponsive",
+        key=TMUX_KEY,
     )
     return incident.id
+
+
+async def _tmux_answers(ctx: Context) -> None:
+    """tmux answered this tick: close a ``tmux:unresponsive`` incident the spool knows open."""
+    if ctx.spool is not None and TMUX_KEY in ctx.spool.open_keys:
+        ctx.spool.open_keys.discard(TMUX_KEY)
+        await resolve(ctx, TMUX_KEY, "The tmux server answers again; the tick saw every pane.")
 
 
 def _ts(dt: datetime) -> str:

@@ -276,6 +276,17 @@ class Watchdog(RestartSteps):
                 outcome=action.outcome,
                 failure=action.failure,
             )
+            if action.outcome == "failed" and m.state == restart.State.FAILED:
+                retry = f"{m.retry_at - self.ctx.clock():.0f}s" if m.retry_at else "a while"
+                await self._escalate(
+                    f"{m.agent}: restart attempt {action.attempt} failed ({action.failure})",
+                    f"Restarting {m.agent} failed: {m.reason}. netsky tries again in {retry} "
+                    f"(attempt {action.attempt} of {self.budget.max_attempts}); it pages "
+                    "again, louder, if it gives up.\nEvidence: netskyctl restarts "
+                    f"--agent {m.agent}",
+                    f"{m.agent}:restart-failed",
+                    "info",
+                )
         elif isinstance(action, restart.WriteMarker):
             write_entry(self.ctx.paths, action.name, m.agent, action.entry)
             await rec.event("marker.written", level="warning", agent=m.agent, marker=action.name)
@@ -283,10 +294,36 @@ class Watchdog(RestartSteps):
             for kind in MARKERS:
                 if archive_entry(self.ctx.paths, kind, m.agent, why="verified"):
                     await rec.event("marker.archived", agent=m.agent, marker=kind)
+            await self._all_clear(m.agent)
         elif isinstance(action, restart.Page):
-            from netskyd.escalate import escalate
+            await self._escalate(action.subject, action.body, action.key, action.severity)
 
-            await escalate(self.ctx, action.subject, action.body, action.key)
+    async def _escalate(self, subject: str, body: str, key: str, severity: str) -> None:
+        from netskyd.escalate import escalate
+
+        try:
+            await escalate(self.ctx, subject, body, key, severity)
+        except (OSError, NetskyError, ValueError) as e:
+            await self.ctx.recorder.event(
+                "restart.page_failed", level="error", key=key, error=str(e)
+            )
+
+    async def _all_clear(self, agent: str) -> None:
+        """The agent is back (restart verified) or the owner cancelled the restart: close
+        its restart incidents with an all-clear."""
+        from netskyd.escalate import resolve
+
+        for what in ("gave-up", "crash-loop", "restart-failed"):
+            try:
+                await resolve(
+                    self.ctx,
+                    f"{agent}:{what}",
+                    f"{agent} is back: its restart was verified (or the owner cancelled it).",
+                )
+            except (OSError, NetskyError) as e:
+                await self.ctx.recorder.event(
+                    "escalation.resolve_failed", level="error", key=f"{agent}:{what}", error=str(e)
+                )
 
     # ----- events from outside --------------------------------------------------------------------
 

@@ -114,7 +114,68 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX crashes_agent ON crashes(agent, ts);
         """,
     ),
+    (
+        4,
+        """
+        -- state/owner-pages.jsonl imported row by row (netskyd.pager; the file is written
+        -- first, also by netskyctl escalate --direct): file_offset is the row's byte
+        -- offset in the file, so an import that runs twice adds nothing twice.
+        CREATE TABLE owner_pages (
+            id INTEGER PRIMARY KEY,
+            file_offset INTEGER NOT NULL UNIQUE,
+            ts TEXT NOT NULL,
+            incident TEXT,
+            key TEXT,
+            severity TEXT,
+            kind TEXT NOT NULL,
+            round INTEGER,
+            try INTEGER,
+            leg TEXT,
+            status TEXT NOT NULL,
+            reason TEXT,
+            duration_ms REAL,
+            via TEXT
+        );
+        CREATE INDEX owner_pages_incident ON owner_pages(incident, ts);
+        -- The incidents of state/escalations/, as last seen by the daemon.
+        CREATE TABLE incidents (
+            id TEXT PRIMARY KEY,
+            key TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            body TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            opened_ts TEXT NOT NULL,
+            last_ts TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            rounds INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            acked_ts TEXT,
+            resolved_ts TEXT,
+            resolution TEXT,
+            legs TEXT NOT NULL
+        );
+        CREATE INDEX incidents_key ON incidents(key, opened_ts);
+        -- Named positions, e.g. how far owner-pages.jsonl has been imported.
+        CREATE TABLE cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        """,
+    ),
 ]
+#: Columns of an ``owner_pages`` row besides ``id`` (netskyd.pager has the JSON rows).
+OWNER_PAGE_COLUMNS = (
+    "file_offset",
+    "ts",
+    "incident",
+    "key",
+    "severity",
+    "kind",
+    "round",
+    "try",
+    "leg",
+    "status",
+    "reason",
+    "duration_ms",
+    "via",
+)
 #: Columns of a ``restarts`` row as returned by Store.restarts (and ``netskyctl restarts``).
 RESTART_COLUMNS = (
     "restart_id",
@@ -311,6 +372,54 @@ class Store:
                 for envelope_id, n, via in await cur.fetchall():
                     out[str(envelope_id)] = (int(n), str(via))
         return out
+
+    async def cursor(self, name: str) -> int:
+        """The position stored under ``name`` (0 when none)."""
+        async with self.conn.execute("SELECT value FROM cursors WHERE name = ?", (name,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def add_owner_pages(
+        self, rows: list[dict[str, Any]], cursor: tuple[str, int] | None = None
+    ) -> None:
+        """Insert owner-page rows (dicts with OWNER_PAGE_COLUMNS; a row whose
+        ``file_offset`` is already there is skipped) and move ``cursor`` in the same
+        transaction."""
+        await self._exec_many(
+            f"INSERT OR IGNORE INTO owner_pages ({', '.join(OWNER_PAGE_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(OWNER_PAGE_COLUMNS))})",
+            [tuple(r.get(c) for c in OWNER_PAGE_COLUMNS) for r in rows],
+        )
+        if cursor is not None:
+            await self._exec(
+                "INSERT INTO cursors (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                cursor,
+            )
+        await self.conn.commit()
+
+    async def upsert_incidents(self, found: list[dict[str, Any]]) -> None:
+        """Record incidents (netskyd.incidents shape) as they are now; ``state`` is
+        ``open``, ``acked`` or ``resolved``."""
+        await self._exec_many(
+            "INSERT INTO incidents (id, key, subject, body, severity, opened_ts, last_ts, "
+            "count, rounds, state, acked_ts, resolved_ts, resolution, legs) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+            "body = excluded.body, severity = excluded.severity, last_ts = excluded.last_ts, "
+            "count = excluded.count, rounds = excluded.rounds, state = excluded.state, "
+            "acked_ts = excluded.acked_ts, resolved_ts = excluded.resolved_ts, "
+            "resolution = excluded.resolution, legs = excluded.legs",
+            [
+                (
+                    i["id"], i["key"], i["subject"], i["body"], i["severity"],
+                    i["opened_ts"], i["last_ts"], i["count"], i["rounds"],
+                    "acked" if i["acked"] else "resolved" if i["resolved_ts"] else "open",
+                    i["acked_ts"], i["resolved_ts"], i["resolution"], json.dumps(i["legs"]),
+                )
+                for i in found
+            ],
+        )
+        await self.conn.commit()
 
     async def recorded_files(self, recipient: str, status: str) -> set[str]:
         """File names recorded for ``recipient`` with ``status`` (startup reconciliation)."""

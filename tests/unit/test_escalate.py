@@ -46,7 +46,14 @@ class Clock:
 
 @pytest.fixture
 async def ctx(tmp_path: Path) -> AsyncIterator[Context]:
-    s = Settings(home=tmp_path / "home")
+    # Only the desktop leg (a file in home): the tmux leg is covered in test_legs.py.
+    s = Settings.model_validate(
+        {
+            "home": tmp_path / "home",
+            "tmux_socket": "netsky-test-unused",
+            "legs": {"tmux": {"enabled": False}},
+        }
+    )
     for d in (s.paths.state, s.paths.logs):
         d.mkdir(parents=True, exist_ok=True)
     store = await Store.open(s.paths.db)
@@ -94,26 +101,37 @@ async def test_escalate_writes_an_incident_and_records_the_page(ctx: Context) ->
     assert inc.path == ctx.paths.escalations / f"{inc.id}.json"
     assert files(ctx) == [f"{inc.id}.json"]  # no tmp file left behind
     on_disk = json.loads(inc.path.read_text())
-    assert on_disk == inc.to_json()
+    desktop = on_disk["legs"].pop("desktop")
+    assert desktop["status"] == "delivered" and desktop["tries"] == 1
     assert on_disk == {
         "id": inc.id,
         "key": "agent0.crash-loop",
         "subject": "agent0 crash loop",
         "body": "3 restarts in 600 s",
+        "severity": "warning",
         "opened_ts": incidents.rfc3339(T0),
         "last_ts": incidents.rfc3339(T0),
         "count": 1,
         "acked": False,
         "acked_ts": None,
-        "legs": [],
+        "resolved_ts": None,
+        "resolution": None,
+        "rounds": 1,
+        "paged_ts": incidents.rfc3339(T0),
+        "legs": {},
+        "next_retry_ts": None,
+        "round_ts": None,
+        "exclude_legs": [],
     }
+    assert inc.delivered == ["desktop"]
     stamp = datetime.fromtimestamp(T0, tz=UTC).strftime("%Y%m%dT%H%M%SZ")
     assert inc.id.startswith(stamp + "-") and len(inc.id) == len(stamp) + 9
-    [row] = journal(ctx)
-    assert row["event"] == "escalation.opened"
+    row, sent = journal(ctx)
+    assert row["event"] == "escalation.opened" and sent["event"] == "escalation.sent"
+    assert sent["delivered"] == ["desktop"] and sent["incident"] == inc.id
     assert (row["incident"], row["key"], row["subject"]) == (inc.id, inc.key, inc.subject)
     assert row["body"] == "3 restarts in 600 s" and row["file"] == str(inc.path)
-    assert [e for e, _ in db_events(ctx)] == ["escalation.opened"]
+    assert [e for e, _ in db_events(ctx)] == ["escalation.opened", "escalation.sent"]
 
 
 async def test_same_key_while_open_bumps_instead_of_paging(ctx: Context) -> None:
@@ -127,9 +145,9 @@ async def test_same_key_while_open_bumps_instead_of_paging(ctx: Context) -> None
     assert json.loads(first.path.read_text())["count"] == 2
     other = await escalate(ctx, "agent3 hung", "pane still", "agent3.hang")
     assert other.paged and other.id != first.id
-    events = [(r["event"], r.get("count")) for r in journal(ctx)]
+    events = [(r["event"], r.get("count")) for r in journal(ctx) if r["event"] != "escalation.sent"]
     assert events == [("escalation.opened", 1), ("escalation.repeat", 2), ("escalation.opened", 1)]
-    assert [e for e, _ in db_events(ctx)] == [e for e, _ in events]
+    assert [e for e, _ in db_events(ctx) if e != "escalation.sent"] == [e for e, _ in events]
 
 
 async def test_after_ack_the_same_key_opens_a_new_incident(ctx: Context) -> None:
@@ -142,7 +160,8 @@ async def test_after_ack_the_same_key_opens_a_new_incident(ctx: Context) -> None
     assert [i["id"] for i in incidents.list_incidents(ctx.paths)] == [second.id]
     every = incidents.list_incidents(ctx.paths, include_acked=True)
     assert [i["id"] for i in every] == [first.id, second.id]  # by opened_ts
-    assert [r["event"] for r in journal(ctx)] == ["escalation.opened", "escalation.opened"]
+    opened = [r["event"] for r in journal(ctx) if r["event"] != "escalation.sent"]
+    assert opened == ["escalation.opened", "escalation.opened"]
 
 
 async def test_concurrent_escalations_of_one_key_page_once(ctx: Context) -> None:

@@ -1,0 +1,120 @@
+"""``netskyctl escalate --direct``: page the owner with no daemon (the shim, a dying daemon).
+
+The same floor as the daemon's (netskyd.pager: incidents, quiet period, audit rows,
+leg health) with each leg in a process of its own (``python -m netskyd.legsend``),
+so nothing here needs netskyd, its socket or meta.db. Rows written here reach
+meta.db when a daemon next runs its spool; failed legs are retried by that spool.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import anyio
+
+from netskyd import incidents, pager
+from netskyd.config import Settings
+from netskyd.legs import LegContext, LegResult
+
+
+def _legctx(settings: Settings, environ: Mapping[str, str]) -> LegContext:
+    return LegContext(
+        dict(environ), settings.escalation_leg_timeout_s, settings.home, settings.tmux_socket
+    )
+
+
+async def _round(
+    settings: Settings,
+    environ: Mapping[str, str],
+    incident: dict[str, Any],
+    kind: Literal["page", "retry", "all-clear"],
+) -> tuple[list[LegResult], pager.Outcome]:
+    paths = settings.paths
+    now = time.time()
+    chosen = pager.targets(settings.legs, incident, kind, now)
+    found, _ = incidents.scan(paths)
+    open_now = pager.open_summary(found, settings.home)
+    page = pager.make_page(kind, incident, settings.home, now, open_now)
+    results = await pager.send_all(
+        chosen, page, _legctx(settings, environ), pager.send_in_process_of_its_own
+    )
+    outcome = pager.finish_round(
+        paths,
+        incident["id"],
+        kind,
+        results,
+        time.time(),
+        retry_base_s=settings.escalation_retry_base_s,
+        retry_cap_s=settings.escalation_retry_cap_s,
+        failing_after=settings.escalation_leg_failing_after,
+        via="direct",
+        fallback=incident,
+    )
+    for f in outcome.failing:
+        subject, body = pager.leg_failing_text(f)
+        await escalate_direct(
+            settings, environ, subject, body, f"leg:{f['leg']}", "warning", [f["leg"]]
+        )
+    for leg in outcome.recovered:
+        closed = pager.resolve(
+            paths, f"leg:{leg}", f"The {leg} leg delivered a page again.", time.time()
+        )
+        if closed is not None:
+            await _round(settings, environ, closed, "all-clear")
+    return results, outcome
+
+
+async def escalate_direct(
+    settings: Settings,
+    environ: Mapping[str, str],
+    subject: str,
+    body: str,
+    key: str,
+    severity: str = "warning",
+    exclude_legs: list[str] | None = None,
+) -> dict[str, Any]:
+    """Open, re-page or join the incident for ``key`` and send its round on every leg,
+    each in its own process. Returns the EscalateResult (docs/protocol.md) with
+    ``via: "direct"``. Raises ValueError (empty key or subject, unknown severity),
+    IncidentsBusy, OSError.
+    """
+    decision = pager.open_or_join(
+        settings.paths,
+        key,
+        subject,
+        body,
+        severity,
+        time.time(),
+        settings.escalation_quiet_s,
+        exclude_legs or (),
+    )
+    incident = decision.incident
+    results: list[LegResult] = []
+    if decision.action != "joined":
+        results, outcome = await _round(settings, environ, incident, "page")
+        incident = outcome.incident or incident
+    return {
+        "action": decision.action,
+        "incident": incident,
+        "results": [
+            {"leg": r.leg, "status": r.status, "reason": r.reason, "duration_ms": r.duration_ms}
+            for r in results
+        ],
+        "delivered": [r.leg for r in results if r.status == "delivered"],
+        "ack_command": pager.ack_command(settings.home, incident["id"]),
+        "via": "direct",
+    }
+
+
+def run(
+    settings: Settings,
+    environ: Mapping[str, str],
+    subject: str,
+    body: str,
+    key: str,
+    severity: str = "warning",
+) -> dict[str, Any]:
+    """``escalate_direct`` from synchronous code (netskyctl)."""
+    return anyio.run(escalate_direct, settings, environ, subject, body, key, severity)
