@@ -14,7 +14,10 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -312,6 +315,107 @@ def test_a_daemon_revived_by_the_shim_pages_the_owner(
     [post] = hook.wait_for_requests(1, timeout_s=30)
     sent = json.loads(post.body)
     assert sent["key"] == "daemon:revived" and "revived by shim" in sent["subject"]
+
+
+def _posts(hook: HttpServer) -> list[dict[str, Any]]:
+    return [json.loads(r.body) for r in hook.requests]
+
+
+def test_a_crash_loop_pages_critical_and_closes_with_an_all_clear_when_the_agent_is_back(
+    netsky: Netsky, hook: HttpServer, tmp_path: Path
+) -> None:
+    flag = tmp_path / "keep-crashing"
+    flag.touch()
+    crasher = (
+        f"test -e {shlex.quote(str(flag))} && exit 3; "
+        f"exec {shlex.quote(sys.executable)} -m netskyd.demo_agent"
+    )
+    cfg = {"webhook": {"url": f"{hook.url}/page"}, "tmux": {"enabled": False}}
+    netsky.configure(
+        **{**FAST, "clones": 1},
+        legs=cfg,
+        agent_runtimes={"agent1": "custom"},
+        custom_command=crasher,
+        restart_backoff_base_s=0.2,
+        restart_max_attempts=50,
+        crashloop_restarts=3,
+        crashloop_window_s=6.0,
+        crashloop_cooldown_s=3.0,
+        crashloop_cooldown_cap_s=3.0,
+        restart_verify_s=1.0,
+    )
+    netsky.start()
+    wait_for(lambda: any(p["key"] == "agent1:crash-loop" for p in _posts(hook)), 60, "loop page")
+    loop = next(p for p in _posts(hook) if p["key"] == "agent1:crash-loop")
+    assert loop["severity"] == "critical" and loop["kind"] == "page"
+    # The failed attempts before it paged at info: the desktop leg, not the webhook.
+    assert not any(p["key"] == "agent1:restart-failed" for p in _posts(hook))
+    failed = [r for r in audit(netsky.home) if r["key"] == "agent1:restart-failed"]
+    assert failed and {r["leg"] for r in failed} == {"desktop"}
+    sentinel = (netsky.home / "OWNER-PAGE.txt").read_text()
+    assert "agent1 is crash-looping" in sentinel and "netskyctl ack" in sentinel
+    flag.unlink()  # the agent starts cleanly after the cooldown: the restart verifies
+    wait_for(
+        lambda: any(
+            p["key"] == "agent1:crash-loop" and p["kind"] == "all-clear" for p in _posts(hook)
+        ),
+        60,
+        "the all-clear",
+    )
+    every = json.loads(netsky.ctl("incidents", "--all", "--json").stdout)["incidents"]
+    closed = {i["key"]: i for i in every}
+    assert closed["agent1:crash-loop"]["resolved_ts"] is not None
+    assert "agent1 is back" in closed["agent1:crash-loop"]["resolution"]
+    assert closed["agent1:restart-failed"]["resolved_ts"] is not None
+    wait_for(lambda: not (netsky.home / "OWNER-PAGE.txt").exists(), 10, "sentinel removed")
+
+
+def test_a_hang_pages_once_and_clearing_it_sends_the_all_clear(
+    netsky: Netsky, hook: HttpServer
+) -> None:
+    cfg = {"webhook": {"url": f"{hook.url}/page"}}
+    netsky.configure(**{**FAST, "clones": 1}, legs=cfg, tick_interval_s=0.5, hang_after_s=3)
+    netsky.start()
+    netsky.wait_all_ready(["agent0", "agent1", "agentinfinity"], 30)
+    for text in ("hang", "ping"):
+        assert netsky.ctl("channel", "send", "agent1", text, "--from", "agent0").returncode == 0
+    wait_for(lambda: any(p["key"] == "hang:agent1" for p in _posts(hook)), 30, "the hang page")
+    marker = json.loads((netsky.home / "state" / "hang" / "agent1.json").read_text())
+    wait_for(
+        lambda: json.loads((netsky.home / "state/hang/agent1.json").read_text())["paged"],
+        10,
+        "the marker to record the delivered page",
+    )
+    marker = json.loads((netsky.home / "state" / "hang" / "agent1.json").read_text())
+    assert "webhook" in marker["paged_on"]
+    # The tmux leg marked netsky's status line while the incident is open.
+    right = subprocess.run(
+        ["tmux", "-L", netsky.socket_name, "show-options", "-gv", "status-right"],
+        capture_output=True, text=True, timeout=10, check=True,
+    ).stdout  # fmt: skip
+    assert "#{@netsky-page}" in right
+    tty = subprocess.run(
+        ["tmux", "-L", netsky.socket_name, "display-message", "-p", "-t", "=agent1:",
+         "#{pane_tty}"],
+        capture_output=True, text=True, timeout=10, check=True,
+    ).stdout.strip()  # fmt: skip
+    with open(tty, "w") as f:
+        f.write("\r\nthe agent printed something\r\n")
+    wait_for(
+        lambda: any(p["key"] == "hang:agent1" and p["kind"] == "all-clear" for p in _posts(hook)),
+        20,
+        "the all-clear",
+    )
+    assert [p["kind"] for p in _posts(hook) if p["key"] == "hang:agent1"] == ["page", "all-clear"]
+    wait_for(
+        lambda: "#{@netsky-page}"
+        not in subprocess.run(
+            ["tmux", "-L", netsky.socket_name, "show-options", "-gv", "status-right"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout,  # fmt: skip
+        10,
+        "the status-line marker to go",
+    )
 
 
 def test_client_escalate_rejects_an_empty_subject(netsky: Netsky) -> None:

@@ -177,15 +177,23 @@ def test_crash_looping_agent_is_throttled_and_paged_once(netsky: Netsky) -> None
     m = _machine(netsky, "agent1")
     assert m is not None and m["retry_at"] > time.time() + 3000
 
-    incidents = [
-        json.loads(p.read_text()) for p in (netsky.home / "state/escalations").glob("*.json")
-    ]
-    assert len(incidents) == 1, incidents
-    assert incidents[0]["key"] == "agent1:crash-loop" and "exit-3" in incidents[0]["subject"]
+    incidents = {
+        i["key"]: i
+        for i in (
+            json.loads(p.read_text()) for p in (netsky.home / "state/escalations").glob("*.json")
+        )
+    }
+    # One crash-loop page (critical), and the failed attempts before it as one quieter
+    # incident (info: the desktop and tmux legs only, by default).
+    assert set(incidents) == {"agent1:crash-loop", "agent1:restart-failed"}, incidents
+    loop = incidents["agent1:crash-loop"]
+    assert "exit-3" in loop["subject"] and loop["severity"] == "critical"
+    assert loop["count"] == 1
+    assert incidents["agent1:restart-failed"]["severity"] == "info"
     marker = json.loads((netsky.home / "state" / "crashloop.json").read_text())
     assert marker["agents"]["agent1"]["failure"] == "exit-3"
     shown = netsky.ctl("status")
-    assert "agent1: crash_loop" in shown.stdout and "incidents: 1 open" in shown.stdout
+    assert "agent1: crash_loop" in shown.stdout and "incidents: 2 open" in shown.stdout
     assert netsky.all_ready(["agent0", "agentinfinity"])  # the rest is untouched
 
 

@@ -308,10 +308,20 @@ def test_incidents_lists_open_ones_and_all_with_all(
     assert res["incidents"] == [old, new]
     assert run(tmp_path, "incidents", "--all") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["ID", "STATE", "COUNT", "OPENED", "LAST", "KEY", "SUBJECT"]
-    assert lines[1].split()[:3] == [old["id"], "acked", "1"]
-    assert lines[2].split()[:3] == [new["id"], "open", "4"]
+    header = ["ID", "STATE", "SEVERITY", "COUNT", "OPENED", "LAST", "LEGS", "KEY", "SUBJECT"]
+    assert lines[0].split() == header
+    assert lines[1].split()[:4] == [old["id"], "acked", "warning", "1"]
+    assert lines[2].split()[:4] == [new["id"], "open", "warning", "4"]
     assert lines[2].endswith("agent0.crash-loop  agent0 crash loop")
+    # A resolved incident is closed too; LEGS shows each leg's last outcome.
+    done = write(tmp_path, "hang:agent3", "agent3 hung", T0 + 90, resolved_ts="y",
+                 legs={"email": {"status": "delivered", "tries": 1},
+                       "hook": {"status": "failed", "tries": 3}})  # fmt: skip
+    assert run_json(tmp_path, capsys, "incidents")["incidents"] == [new]
+    assert run(tmp_path, "incidents", "--all") == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.split()[:2] == [done["id"], "resolved"]
+    assert "email:ok hook:failed×3" in last
 
 
 def test_incidents_shows_unreadable_files(

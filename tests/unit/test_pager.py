@@ -245,3 +245,31 @@ def test_closed_incidents_are_archived_after_a_while(tmp_path: Path) -> None:
         [f"{a['id']}.json", f"{b['id']}.json"]
     )
     assert [i["key"] for i in incidents.scan(p)[0]] == ["c"]
+
+
+def test_the_documented_leg_examples_load(tmp_path: Path) -> None:
+    """docs/escalation.md's config block is valid settings (the docs stay true)."""
+    import re
+    import tomllib
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "escalation.md").read_text()
+    [block] = re.findall(r"```toml\n(.*?)```", doc, flags=re.S)
+    s = Settings.model_validate({"home": tmp_path, **tomllib.loads(block)})
+    assert {n: leg.type for n, leg in s.legs.items()} == {
+        "imessage": "imessage",
+        "email": "email",
+        "ntfy": "webhook",
+        "hook": "webhook",
+        "desktop": "desktop",
+        "tmux": "tmux",
+    }
+
+
+def test_secrets_are_references_never_values(tmp_path: Path) -> None:
+    from netskyd.config import load_settings
+    from netskyd.errors import ConfigError
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[legs.hook]\ntype = "webhook"\nurl = "http://x"\ntoken = "s3cret"\n')
+    with pytest.raises(ConfigError, match="by reference"):
+        load_settings(cfg, {})
