@@ -24,7 +24,7 @@ from netskyd.activity import Activity
 from netskyd.bus import Bus
 from netskyd.config import Settings
 from netskyd.context import Context
-from netskyd.incidents import list_incidents
+from netskyd.incidents import ack, list_incidents
 from netskyd.maildir import new_envelope, send
 from netskyd.monitor import Monitor
 from netskyd.recorder import Recorder
@@ -33,7 +33,7 @@ from netskyd.store.journal import Journal
 from netskyd.supervisor import Supervisor
 from netskyd.tmux import Tmux
 from tests.busctx import FakeClock
-from tests.harness import kill_tmux_server, private_socket
+from tests.harness import closed_port, kill_tmux_server, private_socket
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
@@ -106,7 +106,7 @@ async def _wait(predicate: Any, what: str, timeout_s: float = 20.0) -> None:
 
 
 @asynccontextmanager
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, **extra: Any) -> AsyncIterator[Rig]:
     socket = private_socket()
     settings = Settings.model_validate(
         {
@@ -114,6 +114,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
             "tmux_socket": socket,
             "runtime": "demo",
             "hang_after_s": HANG_AFTER_S,
+            **extra,
         }
     )
     for d in (settings.paths.state, settings.paths.logs, settings.paths.channels):
@@ -190,6 +191,40 @@ async def test_hang_with_work_pending_is_hung_and_pages_once_then_moving_output_
         assert [(c["agent"], c["by"]) for c in cleared] == [(AGENT, "pane moved")]
         archived = list((r.ctx.paths.state / "archive").glob(f"hang-{AGENT}-*.json"))
         assert len(archived) == 1 and json.loads(archived[0].read_text())["paged"] is True
+        # ...and its incident is closed with an all-clear.
+        assert list_incidents(r.ctx.paths) == []
+        [closed] = list_incidents(r.ctx.paths, include_acked=True)
+        assert closed["resolved_ts"] and "no longer hung (pane moved)" in closed["resolution"]
+        rows = r.ctx.paths.owner_pages.read_text().splitlines()
+        assert "all-clear" in [json.loads(row)["kind"] for row in rows]
+
+
+async def test_a_hang_counts_as_paged_only_once_a_leg_delivered_it(tmp_path: Path) -> None:
+    """Every leg fails: the marker names the incident but is not paged (the spool keeps
+    trying); once the owner acknowledges the incident it is."""
+    legs = {
+        "hook": {"type": "webhook", "url": f"http://127.0.0.1:{closed_port()}/x"},
+        "desktop": {"enabled": False},
+        "tmux": {"enabled": False},
+    }
+    async with rig(tmp_path, legs=legs, escalation_leg_timeout_s=2.0) as r:
+        await r.deliver("hang")
+        await _wait(lambda: "hanging (ignoring input)" in r.pane(), "the agent to hang")
+        await r.deliver("ping")
+        for _ in range(int(HANG_AFTER_S // TICK_S) + 3):
+            await r.tick()
+        marker_path = r.ctx.paths.state / "hang" / f"{AGENT}.json"
+        marker = json.loads(marker_path.read_text())
+        assert marker["paged"] is False and marker["incident"]
+        assert r.events("hang.paged") == []
+        [incident] = list_incidents(r.ctx.paths)
+        assert incident["legs"]["hook"]["status"] == "failed" and incident["count"] == 1
+        ack(r.ctx.paths, incident["id"])
+        await r.tick()
+        marker = json.loads(marker_path.read_text())
+        assert marker["paged"] is True and marker["paged_on"] == []
+        [paged] = r.events("hang.paged")
+        assert paged["acked"] is True
 
 
 async def test_a_spinner_that_only_animates_is_not_movement(tmp_path: Path) -> None:
