@@ -53,7 +53,7 @@ def test_status_why_and_a_hang_paged_once(netsky: Netsky) -> None:
     why = _why(netsky, "agent1")
     assert "no answer to a delivery" in why["reason"]
     assert why["evidence"]["pending"]["unanswered_since"]
-    assert why["hang_marker"]["paged"] is True
+    wait_for(lambda: _why(netsky, "agent1")["hang_marker"]["paged"], 10, "the page delivered")
     assert "agent1: hanging (ignoring input)" in "\n".join(why["evidence"]["screen"])
     status = netsky.ctl("status").stdout
     assert "attention" in status and "agent1: hung" in status

@@ -152,7 +152,9 @@ def test_usage_limit_parks_pages_once_and_nudges_at_reset(rig: CodexRig) -> None
     marker = w["limit_marker"]
     assert marker["state"] == "parked" and marker["reset_source"] == "screen"
     assert marker["reset_at"] <= time.time() + 120, marker  # the minute Codex showed
-    assert marker["paged"] is True
+    # Paged once a leg (here the desktop sentinel) delivered it.
+    wait(ns, lambda: why(ns)["limit_marker"]["paged"], 30, "the limit page delivered")
+    assert "desktop" in why(ns)["limit_marker"]["paged_on"]
     # Parked, not hung, however still the pane is (hang_after_s is 2 s here).
     time.sleep(4)
     assert why(ns)["activity"] == "limited"
@@ -167,3 +169,8 @@ def test_usage_limit_parks_pages_once_and_nudges_at_reset(rig: CodexRig) -> None
     wait(ns, lambda: "usage limit has reset" in ns.pane_text("agent0"), 30, "the nudge shown")
     wait(ns, lambda: why(ns)["activity"] != "limited", 30, "agent0 out of limited")
     assert len(events(ns, "limit.parked")) == 1
+    # The limit's incident is closed with an all-clear.
+    # (hang_after_s is 2 s here, so the work after the nudge may briefly count as a hang.)
+    every = json.loads(ns.ctl("incidents", "--all", "--json").stdout)["incidents"]
+    limits = [(i["key"], bool(i["resolved_ts"])) for i in every if i["key"].startswith("limit")]
+    assert limits == [("limit:agent0", True)]
