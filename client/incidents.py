@@ -13,7 +13,7 @@ import time
 
 from client.channel import preview
 from client.common import home_of, out, table
-from netskyd.incidents import ack, parse_rfc3339, rfc3339, scan
+from netskyd.incidents import ack, is_open, parse_rfc3339, rfc3339, scan
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -79,8 +79,26 @@ def summary_line(where: Paths | str, now_s: float | None = None) -> str | None:
     an open page).
     """
     found, unreadable = scan(where)
-    open_ = [i for i in found if not i["acked"]]
+    open_ = [i for i in found if is_open(i)]
     return summarize(open_, time.time() if now_s is None else now_s, len(unreadable))
+
+
+def state_of(incident: dict[str, Any]) -> str:
+    """``open``, ``acked`` or ``resolved``."""
+    if incident["acked"]:
+        return "acked"
+    return "resolved" if incident.get("resolved_ts") else "open"
+
+
+def legs_of(incident: dict[str, Any]) -> str:
+    """Each leg's outcome in the last round: ``email:ok webhook:failed×3 imessage:n/a``."""
+    marks = {"delivered": "ok", "failed": "failed", "unavailable": "n/a"}
+    parts = []
+    for name, st in sorted(dict(incident.get("legs") or {}).items()):
+        mark = marks.get(st.get("status"), "?")
+        tries = st.get("tries", 1)
+        parts.append(f"{name}:{mark}" + (f"×{tries}" if mark == "failed" and tries > 1 else ""))
+    return " ".join(parts) or "-"
 
 
 def _unreadable_text(unreadable: list[dict[str, Any]]) -> str:
@@ -91,7 +109,8 @@ def _unreadable_text(unreadable: list[dict[str, Any]]) -> str:
 
 
 def cmd_incidents(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    """``netskyctl incidents [--all]``: open incidents (all with --all), oldest first.
+    """``netskyctl incidents [--all]``: open incidents (all with --all), oldest first;
+    each with its state, severity, how often it was escalated and each leg's outcome.
 
     ``--json``: ``{"home", "incidents": [incident, ...], "unreadable": [{"file",
     "error"}, ...]}``. Exit 0, also when some files are unreadable (they are listed).
@@ -99,26 +118,29 @@ def cmd_incidents(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     home = home_of(environ)
     now_s = time.time()
     found, unreadable = scan(home)
-    shown = [i for i in found if args.include_acked or not i["acked"]]
+    shown = [i for i in found if args.include_acked or is_open(i)]
     rows = [
         (
             i["id"],
-            "acked" if i["acked"] else "open",
+            state_of(i),
+            i["severity"],
             str(i["count"]),
             ago(i["opened_ts"], now_s) + " ago",
             ago(i["last_ts"], now_s) + " ago",
+            legs_of(i),
             preview(i["key"], 30),
             preview(i["subject"], SUBJECT_CHARS),
         )
         for i in shown
     ]
     if rows:
-        text = table(("ID", "STATE", "COUNT", "OPENED", "LAST", "KEY", "SUBJECT"), rows)
+        header = ("ID", "STATE", "SEVERITY", "COUNT", "OPENED", "LAST", "LEGS", "KEY", "SUBJECT")
+        text = table(header, rows)
     else:
-        acked = sum(1 for i in found if i["acked"])
+        closed = sum(1 for i in found if not is_open(i))
         text = "no incidents" if args.include_acked else "no open incidents"
-        if acked and not args.include_acked:
-            text += f" ({acked} acknowledged; --all shows them)"
+        if closed and not args.include_acked:
+            text += f" ({closed} acknowledged or resolved; --all shows them)"
     if unreadable:
         if args.json:
             sys.stderr.write(_unreadable_text(unreadable) + "\n")
@@ -157,7 +179,7 @@ def add_parsers(
         "incidents", parents=[common], help="open incidents paged to the owner (no daemon needed)"
     )
     inc.add_argument(
-        "--all", dest="include_acked", action="store_true", help="acknowledged ones too"
+        "--all", dest="include_acked", action="store_true", help="acknowledged and resolved too"
     )
     ak = sub.add_parser("ack", parents=[common], help="acknowledge an incident (no daemon needed)")
     ak.add_argument("id", help="incident id, a unique prefix of it, or its 8-hex suffix")

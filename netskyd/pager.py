@@ -344,25 +344,18 @@ async def send_in_process_of_its_own(name: str, leg: Any, page: Page, ctx: LegCo
     }
     t0 = anyio.current_time()
     argv = [sys.executable, "-m", "netskyd.legsend"]
-    out = b""
-    err = b""
-    code: int | None = None
     try:
         with anyio.fail_after(ctx.timeout_s + 5):
-            async with await anyio.open_process(argv, env=ctx.environ) as proc:
-                assert proc.stdin and proc.stdout and proc.stderr
-                await proc.stdin.send(json.dumps(request).encode())
-                await proc.stdin.aclose()
-                async for chunk in proc.stdout:
-                    out += chunk
-                async for chunk in proc.stderr:
-                    err += chunk
-                code = await proc.wait()
+            # run_process reads both pipes at once and kills the child when cancelled.
+            proc = await anyio.run_process(
+                argv, input=json.dumps(request).encode(), env=ctx.environ, check=False
+            )
     except TimeoutError:
         ms = round((anyio.current_time() - t0) * 1000, 1)
         return LegResult(
             name, "failed", f"leg process gave no answer in {ctx.timeout_s + 5:g}s", ms
         )
+    out, err, code = proc.stdout, proc.stderr, proc.returncode
     try:
         d = json.loads(out.decode().strip().splitlines()[-1])
         return LegResult(d["leg"], d["status"], d["reason"], d["duration_ms"])

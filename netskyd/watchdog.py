@@ -299,6 +299,17 @@ class Watchdog(RestartSteps):
             await self._escalate(action.subject, action.body, action.key, action.severity)
 
     async def _escalate(self, subject: str, body: str, key: str, severity: str) -> None:
+        """Page in the spool's task group when it runs: the incident files' lock and
+        fsyncs never delay a restart step."""
+        from netskyd.escalate import the_spool
+
+        spool = the_spool(self.ctx)
+        if spool is not None and spool.tg is not None:
+            spool.tg.start_soon(self._escalate_now, subject, body, key, severity)
+        else:
+            await self._escalate_now(subject, body, key, severity)
+
+    async def _escalate_now(self, subject: str, body: str, key: str, severity: str) -> None:
         from netskyd.escalate import escalate
 
         try:
@@ -310,7 +321,16 @@ class Watchdog(RestartSteps):
 
     async def _all_clear(self, agent: str) -> None:
         """The agent is back (restart verified) or the owner cancelled the restart: close
-        its restart incidents with an all-clear."""
+        its restart incidents with an all-clear (in the spool's task group when it runs)."""
+        from netskyd.escalate import the_spool
+
+        spool = the_spool(self.ctx)
+        if spool is not None and spool.tg is not None:
+            spool.tg.start_soon(self._all_clear_now, agent)
+        else:
+            await self._all_clear_now(agent)
+
+    async def _all_clear_now(self, agent: str) -> None:
         from netskyd.escalate import resolve
 
         for what in ("gave-up", "crash-loop", "restart-failed"):
