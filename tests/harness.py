@@ -68,6 +68,8 @@ class Netsky:
         self.config = home / "config.toml"
         self.configure()
         self.proc: subprocess.Popen[bytes] | None = None
+        #: The Netsky this one is a view of (EnvNetsky); it gets the process too.
+        self.owner: Netsky | None = None
         self.log_path = home / "netskyd.stderr"
         self.tmux = libtmux.Server(socket_name=self.socket_name)
 
@@ -98,6 +100,8 @@ class Netsky:
             cwd=self.home,
         )
         log.close()
+        if self.owner is not None:
+            self.owner.proc = self.proc  # the fixture's cleanup ends what a view started
         if wait:
             wait_for(
                 lambda: self.ctl("ping").returncode == 0 or self._died(),
@@ -222,6 +226,7 @@ class EnvNetsky(Netsky):
         self, base: Netsky, extra_env: dict[str, str], strip_prefixes: tuple[str, ...] = ()
     ) -> None:
         self.__dict__.update(base.__dict__)
+        self.owner = base
         self.extra_env = extra_env
         self.strip_prefixes = strip_prefixes
 
