@@ -14,15 +14,9 @@ from typing import Any, Literal
 
 import anyio
 
-from netskyd import incidents, pager
+from netskyd import pager
 from netskyd.config import Settings
-from netskyd.legs import LegContext, LegResult
-
-
-def _legctx(settings: Settings, environ: Mapping[str, str]) -> LegContext:
-    return LegContext(
-        dict(environ), settings.escalation_leg_timeout_s, settings.home, settings.tmux_socket
-    )
+from netskyd.legs import LegResult
 
 
 async def _round(
@@ -31,26 +25,8 @@ async def _round(
     incident: dict[str, Any],
     kind: Literal["page", "retry", "all-clear"],
 ) -> tuple[list[LegResult], pager.Outcome]:
-    paths = settings.paths
-    now = time.time()
-    chosen = pager.targets(settings.legs, incident, kind, now)
-    found, _ = incidents.scan(paths)
-    open_now = pager.open_summary(found, settings.home)
-    page = pager.make_page(kind, incident, settings.home, now, open_now)
-    results = await pager.send_all(
-        chosen, page, _legctx(settings, environ), pager.send_in_process_of_its_own
-    )
-    outcome = pager.finish_round(
-        paths,
-        incident["id"],
-        kind,
-        results,
-        time.time(),
-        retry_base_s=settings.escalation_retry_base_s,
-        retry_cap_s=settings.escalation_retry_cap_s,
-        failing_after=settings.escalation_leg_failing_after,
-        via="direct",
-        fallback=incident,
+    results, outcome = await pager.run_round(
+        settings, environ, incident, kind, pager.send_in_process_of_its_own, "direct", time.time
     )
     for f in outcome.failing:
         subject, body = pager.leg_failing_text(f)
@@ -59,7 +35,7 @@ async def _round(
         )
     for leg in outcome.recovered:
         closed = pager.resolve(
-            paths, f"leg:{leg}", f"The {leg} leg delivered a page again.", time.time()
+            settings.paths, f"leg:{leg}", f"The {leg} leg delivered a page again.", time.time()
         )
         if closed is not None:
             await _round(settings, environ, closed, "all-clear")

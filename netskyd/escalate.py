@@ -48,7 +48,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from netskyd import incidents, legsend, pager
 from netskyd.context import Context
 from netskyd.errors import NetskyError
-from netskyd.legs import LegContext, LegResult
+from netskyd.legs import LegResult
 
 #: The meta.db cursor of the ``owner-pages.jsonl`` import.
 AUDIT_CURSOR = "owner-pages.jsonl"
@@ -199,35 +199,13 @@ def the_spool(ctx: Context) -> Spool | None:
     return spool if spool is not None and spool.tg is not None else None
 
 
-def _legctx(ctx: Context) -> LegContext:
-    s = ctx.settings
-    return LegContext(dict(ctx.environ), s.escalation_leg_timeout_s, s.home, s.tmux_socket)
-
-
 async def send_round(
     ctx: Context, incident: dict[str, Any], kind: Literal["page", "retry", "all-clear"]
 ) -> list[LegResult]:
     """Send one round of ``kind`` for ``incident`` on its legs, record it (pager step 4,
     the journal, meta.db) and act on leg health. Returns each leg's result."""
-    s = ctx.settings
-    now = ctx.clock()
-    chosen = pager.targets(s.legs, incident, kind, now)
-    found, _ = await anyio.to_thread.run_sync(incidents.scan, ctx.paths)
-    page = pager.make_page(kind, incident, s.home, now, pager.open_summary(found, s.home))
-    results = await pager.send_all(chosen, page, _legctx(ctx), legsend.send)
-    outcome = await anyio.to_thread.run_sync(
-        lambda: pager.finish_round(
-            ctx.paths,
-            incident["id"],
-            kind,
-            results,
-            ctx.clock(),
-            retry_base_s=s.escalation_retry_base_s,
-            retry_cap_s=s.escalation_retry_cap_s,
-            failing_after=s.escalation_leg_failing_after,
-            via="daemon",
-            fallback=incident,
-        )
+    results, outcome = await pager.run_round(
+        ctx.settings, ctx.environ, incident, kind, legsend.send, "daemon", ctx.clock
     )
     delivered = [r.leg for r in results if r.status == "delivered"]
     await ctx.recorder.event(
@@ -352,7 +330,7 @@ async def refresh_markers(ctx: Context, found: list[dict[str, Any]]) -> None:
     from netskyd.legs import configured
 
     open_now = pager.open_summary(found, ctx.settings.home)
-    legctx = _legctx(ctx)
+    legctx = pager.leg_context(ctx.settings, ctx.environ)
     for name, leg in configured(dict(ctx.settings.legs)).items():
         try:
             if leg.type == "desktop":

@@ -44,7 +44,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
@@ -59,6 +59,9 @@ from netskyd.legs import (
 )
 from netskyd.paths import Paths
 from netskyd.store.markers import write_marker
+
+if TYPE_CHECKING:
+    from netskyd.config import Settings
 
 Action = Literal["opened", "repaged", "joined"]
 Sender = Callable[[str, Any, Page, LegContext], Awaitable[LegResult]]
@@ -302,6 +305,48 @@ def make_page(
         home=str(home),
         open_incidents=open_incidents,
     )
+
+
+def leg_context(settings: Settings, environ: Mapping[str, str]) -> LegContext:
+    """What the legs get from these settings: the environment, the leg deadline, the
+    home and the tmux socket."""
+    return LegContext(
+        dict(environ), settings.escalation_leg_timeout_s, settings.home, settings.tmux_socket
+    )
+
+
+async def run_round(
+    settings: Settings,
+    environ: Mapping[str, str],
+    incident: dict[str, Any],
+    kind: Literal["page", "retry", "all-clear"],
+    sender: Sender,
+    via: str,
+    clock: Callable[[], float],
+) -> tuple[list[LegResult], Outcome]:
+    """One round of ``kind`` for ``incident``, steps 2 to 4 of the module docstring:
+    pick the legs, send on them all through ``sender``, record the outcome (``via``:
+    ``daemon`` or ``direct``). File work runs in worker threads."""
+    now = clock()
+    chosen = targets(settings.legs, incident, kind, now)
+    found, _ = await anyio.to_thread.run_sync(incidents.scan, settings.paths)
+    page = make_page(kind, incident, settings.home, now, open_summary(found, settings.home))
+    results = await send_all(chosen, page, leg_context(settings, environ), sender)
+    outcome = await anyio.to_thread.run_sync(
+        lambda: finish_round(
+            settings.paths,
+            incident["id"],
+            kind,
+            results,
+            clock(),
+            retry_base_s=settings.escalation_retry_base_s,
+            retry_cap_s=settings.escalation_retry_cap_s,
+            failing_after=settings.escalation_leg_failing_after,
+            via=via,
+            fallback=incident,
+        )
+    )
+    return results, outcome
 
 
 async def send_all(
