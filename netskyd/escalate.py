@@ -141,8 +141,8 @@ class Spool:
         self.archived_at = 0.0
 
     def start_round(self, incident: dict[str, Any], kind: str) -> None:
-        """Send a round of ``kind`` for ``incident`` in the background (inline when the
-        spool is not running, e.g. in unit tests)."""
+        """Send a round of ``kind`` for ``incident`` in the spool's task group (callers
+        without a running spool, ``the_spool`` None, send it inline instead)."""
         assert self.tg is not None
         self.tg.start_soon(self._round, incident, kind)
 

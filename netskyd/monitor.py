@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -187,7 +188,9 @@ class Monitor:
             w.screen = text
             facts = read_screen(st.runtime, text, custom_idle(ctx.settings))
             dialog = detect(st.runtime, text)
-        limit = await self._limit_state(agent, st.session_id, w, facts, text, now)
+        # Paging (files under a lock, fsyncs) stays off the delivery path's screen check.
+        pages = source != "delivery"
+        limit = await self._limit_state(agent, st.session_id, w, facts, text, now, pages)
         if facts is not None and facts.limit_notice is not None and limit is None:
             facts = replace(facts, limit_notice=None)  # the notice it was released from
         inbox, claimed = _counts(ctx, agent)
@@ -229,7 +232,7 @@ class Monitor:
                 reason=verdict.reason,
                 source=source,
             )
-        await self._hang(agent, st.session_id, st.alive, w, verdict, now)
+        await self._hang(agent, st.session_id, st.alive, w, verdict, now, pages)
         await self._dialog(agent, st.session_id, w, dialog, now, text)
         if held_before is not None and self.held(agent) is None:
             ctx.the_bus().kick(agent)  # what waited for the dialog or the limit goes in now
@@ -245,6 +248,7 @@ class Monitor:
         w: Watch,
         verdict: Verdict,
         now: float,
+        pages: bool,
     ) -> None:
         path = self._hang_path(agent)
         marker = w.hang
@@ -286,11 +290,31 @@ class Monitor:
                 since=marker["since"],
                 file=str(path),
             )
-        if not marker.get("paged"):
-            if marker.get("incident"):
-                await self._confirm("hang", agent, path, marker)
-            else:
-                await self._page_hang(agent, path, marker, verdict, w)
+        if pages:
+            await self._follow_page(
+                "hang",
+                agent,
+                path,
+                marker,
+                lambda: self._page_hang(agent, path, marker, verdict, w),
+            )
+
+    async def _follow_page(
+        self,
+        kind: str,
+        agent: str,
+        path: Any,
+        marker: dict[str, Any],
+        page: Callable[[], Awaitable[None]],
+    ) -> None:
+        """For a marker not yet paged: page (``page()``) when it has no incident yet,
+        else see whether a leg has delivered that incident's page (``_confirm``)."""
+        if marker.get("paged"):
+            return
+        if marker.get("incident"):
+            await self._confirm(kind, agent, path, marker)
+        else:
+            await page()
 
     async def _page_hang(
         self, agent: str, path: Any, marker: dict[str, Any], verdict: Verdict, w: Watch
@@ -399,8 +423,10 @@ class Monitor:
         facts: ScreenFacts | None,
         text: str | None,
         now: float,
+        pages: bool,
     ) -> dict[str, Any] | None:
-        """The parked limit marker in force for ``agent`` (parking or releasing as due)."""
+        """The parked limit marker in force for ``agent`` (parking or releasing as due;
+        paging only when ``pages``)."""
         path = self._limit_path(agent)
         marker = w.limit
         if marker is not None and marker.get("session_id") != session_id:
@@ -411,22 +437,28 @@ class Monitor:
             await self._release(agent, path, marker, now)
             return None
         if parked and marker is not None:
-            if not marker.get("paged"):
-                if marker.get("incident"):
-                    await self._confirm("limit", agent, path, marker)
-                else:
-                    await self._page_limit(agent, path, marker)
+            if pages:
+                await self._follow_page(
+                    "limit", agent, path, marker, lambda: self._page_limit(agent, path, marker)
+                )
             return marker
         notice = facts.limit_notice if facts else None
         if notice is None or text is None:
             return None
         if marker is not None and marker.get("notice") == notice:
             return None  # the notice it was already parked for (and released from)
-        w.limit = await self._park(agent, session_id, path, notice, text, now)
+        w.limit = await self._park(agent, session_id, path, notice, text, now, pages)
         return w.limit
 
     async def _park(
-        self, agent: str, session_id: str | None, path: Any, notice: str, text: str, now: float
+        self,
+        agent: str,
+        session_id: str | None,
+        path: Any,
+        notice: str,
+        text: str,
+        now: float,
+        pages: bool,
     ) -> dict[str, Any]:
         lines = screen_lines(text)
         at = max(i for i, ln in enumerate(lines) if ln == notice)
@@ -458,7 +490,8 @@ class Monitor:
             nudge_at=iso(nudge),
             file=str(path),
         )
-        await self._page_limit(agent, path, marker)
+        if pages:
+            await self._page_limit(agent, path, marker)
         return marker
 
     async def _page_limit(self, agent: str, path: Any, marker: dict[str, Any]) -> None:

@@ -304,7 +304,7 @@ class Watchdog(RestartSteps):
         from netskyd.escalate import the_spool
 
         spool = the_spool(self.ctx)
-        if spool is not None and spool.tg is not None:
+        if spool is not None and spool.tg is not None:  # the_spool says tg is set
             spool.tg.start_soon(self._escalate_now, subject, body, key, severity)
         else:
             await self._escalate_now(subject, body, key, severity)
