@@ -15,6 +15,7 @@ import os
 import sys
 import time
 
+from client import drill, health, selfrepair, service
 from client.channel import CHANNEL_COMMANDS, AmbiguousMatch
 from client.common import Usage, home_of, out
 from client.escalate import add_parser as add_escalate_parser
@@ -42,7 +43,7 @@ from netskyd.paths import socket_path
 # most of what a netskyctl call costs (bench/status_latency.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
 RUNTIMES = ("claude", "codex", "shell", "demo", "custom")
@@ -55,6 +56,11 @@ INBOX_FULL_HINT = (
     "'netskyctl channel peek AGENT' shows what waits"
 )
 TOO_LARGE_HINT = "hint: send a path to the text instead, or raise envelope_max_bytes"
+#: health, doctor, self-repair, service, drill: each module's COMMANDS take (args, environ).
+KEEPALIVE_MODULES = (health, selfrepair, service, drill)
+KEEPALIVE_COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
+    name: fn for m in KEEPALIVE_MODULES for name, fn in m.COMMANDS.items()
+}
 
 
 def _age(ts: str | None) -> str:
@@ -262,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_incident_parsers(sub, common)
     add_why_parser(sub, common)
     add_escalate_parser(sub, common)
+    for module in KEEPALIVE_MODULES:
+        module.add_parsers(sub, common)
     return p
 
 
@@ -299,6 +307,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return command(args, environ)
         if args.command in INCIDENT_COMMANDS:
             return INCIDENT_COMMANDS[args.command](args, environ)
+        if args.command in KEEPALIVE_COMMANDS:
+            return KEEPALIVE_COMMANDS[args.command](args, environ)
         if args.command == "escalate":
             return cmd_escalate(args, environ, lambda: Client(socket_path(home_of(environ))))
         if args.command == "agent":

@@ -216,6 +216,20 @@ async def escalate_(ctx: Context, params: dict[str, Any]) -> Any:
     return result_json(ctx.settings.home, incident, "daemon")
 
 
+async def health_(ctx: Context, params: dict[str, Any]) -> Any:
+    from netskyd.health import refresh
+
+    return await refresh(ctx)
+
+
+async def debug_block_loop(ctx: Context, params: dict[str, Any]) -> Any:
+    from netskyd.pulse import block_loop
+
+    if not ctx.settings.debug_rpc:
+        raise RpcError(protocol.METHOD_NOT_FOUND, "debug methods need the debug_rpc setting")
+    return block_loop(_float(params, "seconds", 1.0))
+
+
 HANDLERS: dict[str, Handler] = {
     protocol.HELLO: hello,
     protocol.PING: ping,
@@ -230,5 +244,7 @@ HANDLERS: dict[str, Handler] = {
     protocol.SESSION_EVENT: session_event,
     protocol.WHY: why,
     protocol.ESCALATE: escalate_,
+    protocol.HEALTH: health_,
+    protocol.DEBUG_BLOCK_LOOP: debug_block_loop,
 }
 assert set(HANDLERS) == protocol.METHODS, "every protocol method needs a handler"

@@ -144,6 +144,20 @@ class Settings(BaseModel):
     #: Incidents closed (acked or resolved) this long ago move to
     #: ``state/escalations/archive/`` (checked hourly; meta.db keeps them too).
     escalation_archive_after_s: float = Field(7 * 24 * 3600.0, gt=0)
+    # Keeping netskyd alive (docs/keepalive.md).
+    #: How often the event loop writes ``state/heartbeat.json`` and, under systemd with
+    #: ``WatchdogSec=``, sends ``WATCHDOG=1`` (at most half the watchdog interval).
+    heartbeat_s: float = Field(10.0, gt=0)
+    #: A tick older than this stops the heartbeat and the watchdog pings (a wedged tick
+    #: is a wedged daemon); None = 3 * tick_interval_s + the tick deadline.
+    tick_stall_s: float | None = Field(None, gt=0)
+    #: After this long healthy, the running install is recorded as last-known-good
+    #: (netskyd.lkg) when it differs from the recorded one; 0 turns it off.
+    lkg_after_s: float = Field(3600.0, ge=0)
+    #: Deadline for copying an install into ``lkg/``.
+    lkg_timeout_s: float = Field(600.0, gt=0)
+    #: Enables the ``debug.*`` RPC methods (tests and drills only).
+    debug_rpc: bool = False
     #: Lines of a dead agent's pane kept in the crash record and the synthetic handoff.
     crash_tail_lines: int = Field(20, ge=0, le=1000)
     session_width: int = Field(200, ge=40)

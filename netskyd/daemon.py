@@ -18,7 +18,18 @@ from pathlib import Path
 import anyio
 from anyio.abc import TaskGroup
 
-from netskyd import __version__, bus, control, escalate, monitor, supervisor, ticker, watchdog
+from netskyd import (
+    __version__,
+    bus,
+    control,
+    escalate,
+    lkg,
+    monitor,
+    pulse,
+    supervisor,
+    ticker,
+    watchdog,
+)
 from netskyd import log as logmod
 from netskyd.bus import Bus
 from netskyd.config import Settings, load_settings
@@ -108,6 +119,8 @@ class Daemon:
                 if ctx.sessions is not None:
                     await tg.start(ctx.sessions.run)
                 await tg.start(ticker.run, ctx)
+                await tg.start(pulse.run, ctx)
+                await tg.start(lkg.run, ctx)
                 await ctx.recorder.event(
                     "daemon.ready",
                     pid=os.getpid(),

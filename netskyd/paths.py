@@ -79,6 +79,58 @@ class Paths:
         return self.state / "legs.json"
 
     @property
+    def health(self) -> Path:
+        """``state/health.json``: the health report (netskyd.health), rewritten every tick."""
+        return self.state / "health.json"
+
+    @property
+    def heartbeat(self) -> Path:
+        """``state/heartbeat.json``: written every ``heartbeat_s`` from the event loop while
+        ticks are fresh (netskyd.pulse); the shim reads its ``epoch``."""
+        return self.state / "heartbeat.json"
+
+    @property
+    def install_selected(self) -> Path:
+        """``state/install-selected``: ``live`` or ``lkg``, which install ``netsky-shim
+        run-daemon`` starts (absent = live)."""
+        return self.state / "install-selected"
+
+    @property
+    def revived_by(self) -> Path:
+        """``state/revived-by``: written by the shim before it restarts the daemon through a
+        service manager; ``netsky-shim run-daemon`` consumes it as ``--revived-by``."""
+        return self.state / "revived-by"
+
+    @property
+    def lkg(self) -> Path:
+        """``lkg/``: last-known-good installs (netskyd.lkg); ``lkg/current`` is the link."""
+        return self.home / "lkg"
+
+    @property
+    def lkg_current(self) -> Path:
+        return self.lkg / "current"
+
+    @property
+    def bin(self) -> Path:
+        """``bin/``: the installed shim (``bin/netsky-shim``), copied by ``service install``."""
+        return self.home / "bin"
+
+    @property
+    def service_env(self) -> Path:
+        """``service.env``: the shim's settings (sh ``NAME=value`` lines; ``service install``)."""
+        return self.home / "service.env"
+
+    @property
+    def shim_log(self) -> Path:
+        """``logs/shim.jsonl``: one JSON line per shim run."""
+        return self.logs / "shim.jsonl"
+
+    @property
+    def drills(self) -> Path:
+        """``drills/``: one JSON report per ``netskyctl drill`` run."""
+        return self.home / "drills"
+
+    @property
     def logs(self) -> Path:
         return self.home / "logs"
 

@@ -13,23 +13,15 @@ from pathlib import Path
 import jinja2
 
 from netskyd import __version__
+from netskyd.bundled import bundled
 from netskyd.config import Settings
 from netskyd.errors import PromptRenderError
 from netskyd.ids import agent_n, role_of, sort_key
 
-_PKG = Path(__file__).resolve().parent
-_REPO = _PKG.parent
-
-
-def _bundled(rel: str) -> Path:
-    # A wheel carries the files under netskyd/_data/; a source checkout has them at the top.
-    packaged = _PKG / "_data" / rel
-    return packaged if packaged.exists() else _REPO / rel
-
 
 def prompts_dir(settings: Settings) -> Path:
     """The directory holding ``base.md`` and ``roles/<role>.md``."""
-    return settings.prompts_dir or _bundled("prompts")
+    return settings.prompts_dir or bundled("prompts")
 
 
 def owner_layer(settings: Settings) -> Path:
@@ -37,7 +29,7 @@ def owner_layer(settings: Settings) -> Path:
     if settings.owner_prompt is not None:
         return settings.owner_prompt
     home_copy = settings.home / "0.md"
-    return home_copy if home_copy.exists() else _bundled("0.md")
+    return home_copy if home_copy.exists() else bundled("0.md")
 
 
 def layers(settings: Settings, agent: str) -> list[Path]:

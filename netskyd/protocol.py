@@ -43,6 +43,10 @@ WHY: Final = "why"
 #: {subject, body, key, severity?} -> EscalateResult (netskyd.escalate; docs/escalation.md):
 #: {action, incident, results: [{leg, status, reason, duration_ms}], delivered, via}
 ESCALATE: Final = "escalate"
+#: {} -> HealthReport (netskyd.health; docs/keepalive.md); also written to state/health.json
+HEALTH: Final = "health"
+#: {seconds: float} -> {blocked_s} — blocks the event loop (only with ``debug_rpc``)
+DEBUG_BLOCK_LOOP: Final = "debug.block_loop"
 METHODS: Final = frozenset(
     {
         HELLO,
@@ -58,6 +62,8 @@ METHODS: Final = frozenset(
         SESSION_EVENT,
         WHY,
         ESCALATE,
+        HEALTH,
+        DEBUG_BLOCK_LOOP,
     }
 )
 
