@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -145,3 +146,77 @@ def channel_server(agent: str, home: Path | None, config: Path | None) -> None:
         )
     except KeyboardInterrupt:
         pass
+
+
+#: Modules a running daemon imports (directly or late): selftest imports each.
+SELFTEST_MODULES = (
+    "netskyd.daemon",
+    "netskyd.api",
+    "netskyd.control",
+    "netskyd.supervisor",
+    "netskyd.bus",
+    "netskyd.monitor",
+    "netskyd.escalate",
+    "netskyd.legsend",
+    "netskyd.direct",
+    "netskyd.health",
+    "netskyd.pulse",
+    "netskyd.lkg",
+    "client.netskyctl",
+    "client.hook",
+)
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def selftest(config: Path | None, as_json: bool) -> None:
+    """Check that this install can run a daemon: import every module it needs, find the
+    bundled prompts, load the settings. Exit 0 when it can, 1 with the reasons.
+
+    The shim asks this of an install before starting it (docs/keepalive.md). Output
+    (--json): {"ok": bool, "version", "executable", "checks": [{"name", "ok", "detail"}]}.
+    """
+    import importlib
+    import json
+
+    from netskyd.bundled import bundled
+
+    checks: list[dict[str, object]] = []
+
+    def check(name: str, fn: Callable[[], str]) -> None:
+        try:
+            checks.append({"name": name, "ok": True, "detail": fn()})
+        except Exception as e:  # noqa: BLE001 - any failure is the answer
+            checks.append({"name": name, "ok": False, "detail": f"{type(e).__name__}: {e}"})
+
+    def imports() -> str:
+        for name in SELFTEST_MODULES:
+            importlib.import_module(name)
+        return f"{len(SELFTEST_MODULES)} modules"
+
+    def prompts() -> str:
+        base = bundled("prompts") / "base.md"
+        if not base.is_file():
+            raise FileNotFoundError(f"{base} is missing")
+        return str(base.parent)
+
+    def settings() -> str:
+        loaded = load_settings(config, dict(os.environ))
+        return f"home {loaded.home}"
+
+    check("imports", imports)
+    check("prompts", prompts)
+    check("settings", settings)
+    ok = all(c["ok"] for c in checks)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"ok": ok, "version": __version__, "executable": sys.executable, "checks": checks}
+            )
+        )
+    else:
+        for c in checks:
+            click.echo(f"{'ok  ' if c['ok'] else 'FAIL'} {c['name']}: {c['detail']}")
+        click.echo(f"netskyd {__version__} ({sys.executable}): {'ok' if ok else 'cannot run'}")
+    sys.exit(0 if ok else 1)
