@@ -23,6 +23,23 @@ ensure_tmux() {
   fi
 }
 
+ensure_systemd_analyze() {
+  # The unit-file tests run `systemd-analyze verify` (Linux only; on macOS the plists
+  # are checked with plistlib instead). Debian/Ubuntu ship it in the systemd package.
+  if [ "$(uname -s)" != "Linux" ] || command -v systemd-analyze >/dev/null 2>&1; then
+    return 0
+  fi
+  if command -v apt-get >/dev/null 2>&1; then
+    say "systemd-analyze is missing; installing the systemd package (unit file checks)"
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends systemd
+  else
+    say "systemd-analyze is missing and apt-get is not here: the unit-file tests will fail"
+  fi
+}
+
 ensure_venv() {
   # $1: pip extras, e.g. "[dev]" (may be empty)
   local extras="${1:-}"
