@@ -18,6 +18,7 @@ import anyio
 from netskyd.config import Settings
 from netskyd.paths import Paths
 from netskyd.recorder import Recorder
+from netskyd.sdnotify import Notifier
 from netskyd.store.db import Store
 from netskyd.tmux import Tmux
 
@@ -57,6 +58,8 @@ class Context:
     spool: Spool | None = None
     #: One writer at a time for the runtimes' own settings files (netskyd/seed.py).
     seed_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    #: The service manager's sd_notify channel (netskyd.sdnotify; disabled = no-op).
+    notifier: Notifier = field(default_factory=Notifier)
 
     @property
     def paths(self) -> Paths:

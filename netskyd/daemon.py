@@ -39,6 +39,7 @@ from netskyd.ids import format_uptime
 from netskyd.lock import DaemonLock
 from netskyd.monitor import Monitor
 from netskyd.recorder import Recorder
+from netskyd.sdnotify import NOTIFY_VARS, Notifier
 from netskyd.sessions import SessionEvent, SessionWatcher, hook_command
 from netskyd.store.db import Store
 from netskyd.store.journal import Journal
@@ -66,11 +67,14 @@ class Daemon:
         self.shutdown_trigger = shutdown_trigger
         self.lock = DaemonLock(settings.paths.lock)
         self.ctx: Context | None = None
+        self.notifier = Notifier()
+        self._stopping_sent = False
 
     async def startup(self) -> Context:
         """Take the lock, open the stores, build the context. Raises DaemonAlreadyRunning."""
         paths = self.settings.paths
         self.lock.acquire()
+        self.notifier = self._take_notifier()
         for d in (paths.state, paths.prompts, paths.ready, paths.logs, paths.channels):
             d.mkdir(parents=True, exist_ok=True)
         store = await Store.open(paths.db)
@@ -82,6 +86,7 @@ class Daemon:
             recorder=recorder,
             config_path=self.config_path,
             environ=self.environ,
+            notifier=self.notifier,
         )
         ctx.supervisor = Supervisor(ctx)
         ctx.monitor = Monitor(ctx)
@@ -126,6 +131,12 @@ class Daemon:
                     pid=os.getpid(),
                     socket=str(ctx.paths.socket),
                     tick_interval_s=self.settings.tick_interval_s,
+                    **self.notifier.describe(),
+                )
+                # Every task said started(): now the manager may count us as up.
+                self.notifier.ready(
+                    f"ready: pid {os.getpid()}, {len(ctx.sup().agents)} agents known, "
+                    f"tick every {self.settings.tick_interval_s:g}s"
                 )
                 if self.environ.get("NETSKY_REVIVED_BY"):
                     await self._page_revived(ctx, self.environ["NETSKY_REVIVED_BY"])
@@ -135,6 +146,23 @@ class Daemon:
         finally:
             with anyio.CancelScope(shield=True):
                 await self.shutdown()
+
+    def _take_notifier(self) -> Notifier:
+        """The sd_notify channel from NOTIFY_SOCKET/WATCHDOG_*, which are then taken out of
+        this process's environment (sd_notify(3) ``unset_environment``): the tmux server
+        the daemon starts, hence every agent, and other children must not speak to the
+        service manager as if they were netskyd."""
+        notifier = Notifier.from_environ(self.environ)
+        for var in NOTIFY_VARS:
+            value = self.environ.pop(var, None)
+            if value is not None and os.environ.get(var) == value:
+                del os.environ[var]
+        return notifier
+
+    def _notify_stopping(self, why: str) -> None:
+        if not self._stopping_sent:
+            self._stopping_sent = True
+            self.notifier.stopping(f"stopping ({why})")
 
     async def _page_revived(self, ctx: Context, who: str) -> None:
         """The daemon died and ``who`` (the shim) started this one: page the owner, with the
@@ -172,6 +200,7 @@ class Daemon:
 
     async def _begin_stop(self, tg: TaskGroup, why: str) -> None:
         assert self.ctx is not None
+        self._notify_stopping(why)
         await self.ctx.recorder.event("daemon.stopping", reason=why)
         self.ctx.the_bus().stop.set()
         tg.cancel_scope.cancel()
@@ -188,20 +217,28 @@ class Daemon:
     async def reload(self) -> None:
         """SIGHUP: re-read config.toml; keep the old settings when the new ones are invalid."""
         assert self.ctx is not None
+        # sd_notify(3): RELOADING=1 now, READY=1 once the reload is over (either way).
+        self.notifier.reloading("reloading config")
+        try:
+            await self._reload(self.ctx)
+        finally:
+            self.notifier.ready(f"ready: pid {os.getpid()}, config reloaded")
+
+    async def _reload(self, ctx: Context) -> None:
         try:
             new = load_settings(self.config_path, self.environ)
         except ConfigError as e:
-            await self.ctx.recorder.event("config.reload_failed", level="error", error=str(e))
+            await ctx.recorder.event("config.reload_failed", level="error", error=str(e))
             return
         if new.home != self.settings.home or new.tmux_socket != self.settings.tmux_socket:
-            await self.ctx.recorder.event(
+            await ctx.recorder.event(
                 "config.reload_failed",
                 level="error",
                 error="home and tmux_socket cannot change while running; restart netskyd",
             )
             return
-        self.settings = self.ctx.settings = new
-        await self.ctx.recorder.event("config.reloaded")
+        self.settings = ctx.settings = new
+        await ctx.recorder.event("config.reloaded")
 
     async def shutdown(self) -> None:
         """Remove the socket, close the stores, log one summary line, release the lock."""
@@ -209,6 +246,7 @@ class Daemon:
         if ctx is None:
             self.lock.release()
             return
+        self._notify_stopping("shutdown")
         ctx.paths.socket.unlink(missing_ok=True)
         alive = sum(1 for st in ctx.sup().agents.values() if st.alive)
         in_flight = ctx.the_bus().in_flight()

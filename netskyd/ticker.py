@@ -10,7 +10,9 @@ reason to hang. Ticks are
 scheduled on a fixed grid from the monotonic clock, so they do not drift; a tick
 that overruns skips the missed slots instead of bunching up. Each tick has a
 deadline; one that hits it is recorded as ``timed_out`` and never wedges the next.
-A lock keeps one tick at a time even when another path asks for a tick.
+A lock keeps one tick at a time even when another path asks for a tick. After each
+tick the service manager gets a one-line ``STATUS=`` (netskyd.sdnotify) and the health
+report is rewritten (netskyd.health); neither can fail the tick.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
+from netskyd import health
 from netskyd.context import Context
 from netskyd.errors import NetskyError, TmuxTimeout
 from netskyd.escalate import escalate, resolve
@@ -30,6 +33,34 @@ def next_deadline(start: float, interval: float, now: float) -> float:
     """Next tick time on the grid ``start + k * interval`` strictly after ``now``."""
     k = int((now - start) // interval) + 1
     return start + k * interval
+
+
+def tick_status(
+    summary: dict[str, Any],
+    duration_ms: float,
+    *,
+    alive: int,
+    known: int,
+    ready: int,
+    open_incidents: int | None,
+) -> str:
+    """The one-line ``STATUS=`` after a tick, e.g. ``tick 42 ok in 12ms; agents 3/3 alive,
+    3 ready; 0 open incidents`` (``open_incidents`` None: the spool is not running)."""
+    if summary.get("timed_out"):
+        outcome = "timed out"
+    elif "error" in summary:
+        outcome = "failed"
+    else:
+        outcome = "ok"
+    line = (
+        f"tick {summary.get('n', '?')} {outcome} in {duration_ms:.0f}ms; "
+        f"agents {alive}/{known} alive, {ready} ready"
+    )
+    if open_incidents is not None:
+        line += f"; {open_incidents} open incident{'' if open_incidents == 1 else 's'}"
+    if outcome == "failed":
+        line += f"; {summary['error']}"
+    return line
 
 
 def tick_deadline_s(interval: float, tmux_timeout_s: float) -> float:
@@ -72,7 +103,37 @@ async def tick_once(ctx: Context) -> dict[str, Any]:
         level = "warning" if summary["timed_out"] or "error" in summary else "debug"
         await ctx.recorder.event("tick", level=level, duration_ms=round(duration_ms, 1), **summary)
         await ctx.store.add_tick(_ts(started), _ts(finished), duration_ms, summary)
-        return summary
+    _notify_status(ctx, summary, duration_ms)
+    await _refresh_health(ctx)
+    return summary
+
+
+def _notify_status(ctx: Context, summary: dict[str, Any], duration_ms: float) -> None:
+    if not ctx.notifier.enabled:
+        return
+    states = list(ctx.supervisor.agents.values()) if ctx.supervisor is not None else []
+    ctx.notifier.status(
+        tick_status(
+            summary,
+            duration_ms,
+            alive=sum(1 for st in states if st.alive),
+            known=len(states),
+            ready=sum(1 for st in states if st.ready),
+            open_incidents=None if ctx.spool is None else len(ctx.spool.open_keys),
+        )
+    )
+
+
+async def _refresh_health(ctx: Context) -> None:
+    """Rewrite ``state/health.json``; a failure is recorded, never raised (the tick and
+    the pulse must not depend on the report), and the refresh has the tick's deadline."""
+    deadline = tick_deadline_s(ctx.settings.tick_interval_s, ctx.settings.tmux_timeout_s)
+    try:
+        with anyio.fail_after(deadline):
+            await health.refresh(ctx)
+    except Exception as e:  # whatever breaks the report, the tick goes on
+        error = f"timed out after {deadline:g}s" if isinstance(e, TimeoutError) else repr(e)
+        await ctx.recorder.event("health.failed", level="warning", error=error)
 
 
 TMUX_KEY = "tmux:unresponsive"
