@@ -248,6 +248,7 @@ class Daemon:
             return
         self._notify_stopping("shutdown")
         ctx.paths.socket.unlink(missing_ok=True)
+        pulse.mark_stopped(ctx.paths.heartbeat, ctx.clock())
         alive = sum(1 for st in ctx.sup().agents.values() if st.alive)
         in_flight = ctx.the_bus().in_flight()
         uptime = format_uptime(ctx.clock() - ctx.started_at)

@@ -82,7 +82,7 @@ def heartbeat_record(
 ) -> dict[str, Any]:
     """The content of ``state/heartbeat.json`` (docs/keepalive.md, "Files"):
     ``{"pid", "epoch": int unix s, "ts", "last_tick_ts": str | None, "install",
-    "executable", "version"}``."""
+    "executable", "version"}`` (a clean shutdown adds ``stopped``; ``mark_stopped``)."""
     return {
         "pid": pid,
         "epoch": int(now),
@@ -104,6 +104,19 @@ def write_heartbeat(path: Path, record: dict[str, Any]) -> None:
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def mark_stopped(path: Path, now: float) -> None:
+    """A clean shutdown: add ``"stopped": true, "stopped_ts"`` to the heartbeat, so the
+    shim tells a daemon that was stopped (start it quietly) from one that died (start it
+    with ``--revived-by shim``, which pages). A missing or unreadable heartbeat is left
+    alone. Raises nothing."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(record, dict) and record.get("pid") == os.getpid():
+            write_heartbeat(path, {**record, "stopped": True, "stopped_ts": rfc3339(now)})
+    except (OSError, ValueError):
+        pass
 
 
 class Pulse:

@@ -182,3 +182,6 @@ def test_sd_notify_ready_status_watchdog_stopping(netsky: Netsky, manager: Manag
     stopping = wait_for(lambda: manager.with_line("STOPPING=1"), 5, "STOPPING=1")
     assert len(stopping) == 1
     assert len(manager.with_line("READY=1")) == 1
+    # A clean stop marks the heartbeat, so the shim does not page a "revived" daemon.
+    stopped = _heartbeat(ns.home)
+    assert stopped is not None and stopped["stopped"] is True and stopped["pid"] == first["pid"]
