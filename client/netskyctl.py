@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from client import drill, health, selfrepair, service
+from client import doctor, drill, health, selfrepair, service
 from client.channel import CHANNEL_COMMANDS, AmbiguousMatch
 from client.common import Usage, home_of, out
 from client.escalate import add_parser as add_escalate_parser
@@ -57,7 +57,7 @@ INBOX_FULL_HINT = (
 )
 TOO_LARGE_HINT = "hint: send a path to the text instead, or raise envelope_max_bytes"
 #: health, doctor, self-repair, service, drill: each module's COMMANDS take (args, environ).
-KEEPALIVE_MODULES = (health, selfrepair, service, drill)
+KEEPALIVE_MODULES = (health, doctor, selfrepair, service, drill)
 KEEPALIVE_COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
     name: fn for m in KEEPALIVE_MODULES for name, fn in m.COMMANDS.items()
 }

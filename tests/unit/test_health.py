@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from client import doctor as cd
 from client import health as ch
 from client.netskyctl import main
 from netskyd import __version__, healthfiles
@@ -348,29 +349,29 @@ def _fake_tmux(bin_dir: Path, output: str) -> None:
 )
 def test_tmux_check(tmp_path: Path, version: str, status: str) -> None:
     _fake_tmux(tmp_path, version)
-    got = ch.check_tmux({"PATH": str(tmp_path)})
+    got = cd.check_tmux({"PATH": str(tmp_path)})
     assert got["status"] == status and version in got["detail"]
 
 
 def test_tmux_missing_fails(tmp_path: Path) -> None:
-    got = ch.check_tmux({"PATH": str(tmp_path)})
+    got = cd.check_tmux({"PATH": str(tmp_path)})
     assert got["status"] == "fail" and got["hint"]
 
 
 def test_units_check(tmp_path: Path) -> None:
     env = {"NETSKY_UNIT_DIR": str(tmp_path)}
-    got = ch.check_units(env, "linux")
+    got = cd.check_units(env, "linux")
     assert got["status"] == "warn" and got["hint"] == "netskyctl service install"
-    for name in ch.LINUX_UNITS:
+    for name in cd.LINUX_UNITS:
         _write(tmp_path / name, "[Unit]\n")
-    assert ch.check_units(env, "linux")["status"] == "ok"
-    assert ch.check_units(env, "darwin")["status"] == "warn"  # plists, not units
-    for name in ch.MACOS_UNITS:
+    assert cd.check_units(env, "linux")["status"] == "ok"
+    assert cd.check_units(env, "darwin")["status"] == "warn"  # plists, not units
+    for name in cd.MACOS_UNITS:
         _write(tmp_path / name, "<plist/>")
-    assert ch.check_units(env, "darwin")["status"] == "ok"
-    assert ch.unit_dir({"HOME": "/h"}, "linux") == "/h/.config/systemd/user"
-    assert ch.unit_dir({"HOME": "/h", "XDG_CONFIG_HOME": "/x"}, "linux") == "/x/systemd/user"
-    assert ch.unit_dir({"HOME": "/h"}, "darwin") == "/h/Library/LaunchAgents"
+    assert cd.check_units(env, "darwin")["status"] == "ok"
+    assert cd.unit_dir({"HOME": "/h"}, "linux") == "/h/.config/systemd/user"
+    assert cd.unit_dir({"HOME": "/h", "XDG_CONFIG_HOME": "/x"}, "linux") == "/x/systemd/user"
+    assert cd.unit_dir({"HOME": "/h"}, "darwin") == "/h/Library/LaunchAgents"
 
 
 @pytest.mark.parametrize(
@@ -386,7 +387,7 @@ def test_units_check(tmp_path: Path) -> None:
 )
 def test_legs_check(tmp_path: Path, toml: str, status: str) -> None:
     _write(tmp_path / "config.toml", toml)
-    got = ch.check_legs({}, str(tmp_path))
+    got = cd.check_legs({}, str(tmp_path))
     assert got["status"] == status
     if status == "warn":
         assert "paged only at this machine" in got["detail"]
@@ -397,7 +398,7 @@ def test_schema_check(tmp_path: Path, db: int, status: str) -> None:
     conn = sqlite3.connect(tmp_path / "meta.db")
     conn.execute(f"PRAGMA user_version = {db}")
     conn.close()
-    got = ch.check_schema(str(tmp_path), code_version=4)
+    got = cd.check_schema(str(tmp_path), code_version=4)
     assert got["status"] == status
     if status == "warn":
         assert "migrates on next start" in got["detail"]
@@ -409,40 +410,40 @@ def test_schema_check_against_this_install(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "meta.db")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
-    assert ch.check_schema(str(tmp_path))["status"] == "fail"
+    assert cd.check_schema(str(tmp_path))["status"] == "fail"
 
 
 def test_shim_and_lkg_checks(tmp_path: Path) -> None:
     home = str(tmp_path)
-    assert ch.check_shim(home, units_installed=True)["status"] == "warn"
+    assert cd.check_shim(home, units_installed=True)["status"] == "warn"
     _write(tmp_path / "bin" / "netsky-shim", "#!/bin/sh\n").chmod(0o755)
-    assert ch.check_shim(home, units_installed=False)["status"] == "ok"
-    assert ch.check_shim(home, units_installed=True)["status"] == "warn"  # never ran
+    assert cd.check_shim(home, units_installed=False)["status"] == "ok"
+    assert cd.check_shim(home, units_installed=True)["status"] == "warn"  # never ran
     _write(tmp_path / "logs" / "shim.jsonl", json.dumps({"ts": rfc3339(NOW - 900)}) + "\n")
-    assert ch.check_shim(home, True, now_s=NOW)["status"] == "warn"
-    assert ch.check_shim(home, False, now_s=NOW)["status"] == "ok"
-    assert ch.check_shim(home, True, now_s=NOW - 600)["status"] == "ok"
+    assert cd.check_shim(home, True, now_s=NOW)["status"] == "warn"
+    assert cd.check_shim(home, False, now_s=NOW)["status"] == "ok"
+    assert cd.check_shim(home, True, now_s=NOW - 600)["status"] == "ok"
 
-    assert ch.check_lkg(home)["hint"] == "netskyctl self-repair promote"
+    assert cd.check_lkg(home)["hint"] == "netskyctl self-repair promote"
     manifest = {"id": "x1", "version": "0.0.1", "created_ts": rfc3339(time.time())}
     _write(tmp_path / "lkg" / "current" / "manifest.json", manifest)
-    got = ch.check_lkg(home)
+    got = cd.check_lkg(home)
     assert got["status"] == "warn" and "0.0.1" in got["detail"]
     _write(tmp_path / "lkg" / "current" / "manifest.json", {**manifest, "version": __version__})
-    assert ch.check_lkg(home)["status"] == "ok"
+    assert cd.check_lkg(home)["status"] == "ok"
 
 
 def test_socket_check_without_daemon(tmp_path: Path) -> None:
     home = str(tmp_path)
-    assert ch.check_socket(home, ch.probe(home))["status"] == "warn"
+    assert cd.check_socket(home, cd.probe(home))["status"] == "warn"
     srv = socket.socket(socket.AF_UNIX)
     srv.bind(str(tmp_path / "netskyd.sock"))
     try:
         os.chmod(tmp_path / "netskyd.sock", 0o666)
-        got = ch.check_socket(home, ch.probe(home))
+        got = cd.check_socket(home, cd.probe(home))
         assert got["status"] == "fail" and "0666" in got["detail"]
         os.chmod(tmp_path / "netskyd.sock", 0o600)
-        got = ch.check_socket(home, ch.probe(home))  # bound, nobody listens: stale
+        got = cd.check_socket(home, cd.probe(home))  # bound, nobody listens: stale
         assert got["status"] == "warn" and "not running" in got["detail"]
     finally:
         srv.close()
@@ -452,11 +453,11 @@ def test_version_check() -> None:
     from netskyd import protocol
 
     same = {"version": __version__, "api_version": protocol.API_VERSION}
-    assert ch.check_version({"state": "up", "hello": same})["status"] == "ok"
+    assert cd.check_version({"state": "up", "hello": same})["status"] == "ok"
     other = {**same, "version": "9.9.9"}
-    assert ch.check_version({"state": "up", "hello": other})["status"] == "fail"
-    assert ch.check_version({"state": "skew", "hello": None, "message": "x"})["status"] == "fail"
-    assert ch.check_version({"state": "down", "hello": None, "message": "x"})["status"] == "warn"
+    assert cd.check_version({"state": "up", "hello": other})["status"] == "fail"
+    assert cd.check_version({"state": "skew", "hello": None, "message": "x"})["status"] == "fail"
+    assert cd.check_version({"state": "down", "hello": None, "message": "x"})["status"] == "warn"
 
 
 def test_doctor_json_and_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
