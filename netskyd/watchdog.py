@@ -563,6 +563,9 @@ async def _watch_requests(wd: Watchdog) -> None:
         recursive=False,
         debounce=50,
         step=10,
+        # A cancelled awatch waits for its watcher thread to return: at most this long
+        # (watchfiles' default, 5 s, made every SIGTERM take 5 s).
+        rust_timeout=500,
         watch_filter=lambda _change, path: path.endswith("/" + REQUEST),
     ):
         if changes:
