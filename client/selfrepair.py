@@ -4,7 +4,7 @@
 records the live install in ``lkg/`` (``python -m netskyd.lkg promote``, which does the
 copying), ``rollback`` selects the last-known-good install in ``state/install-selected``
 and restarts the daemon so it runs. Contracts: docs/keepalive.md. Stdlib only; every
-child process has a deadline (its whole process group is killed at it).
+child process has a deadline (its whole process group is killed at it; client.selfrepair_io).
 """
 
 from __future__ import annotations
@@ -15,14 +15,26 @@ import os
 import sys
 
 from client.common import Usage, home_of, out, setting
+from client.selfrepair_io import (
+    SELFTEST_TIMEOUT_S,
+    daemon_info,
+    home_env,
+    is_under,
+    json_object,
+    read_manifest,
+    read_selected,
+    run,
+    selftest,
+    service_env,
+    this_python,
+    write_selected,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping
     from typing import Any
 
-SELFTEST_TIMEOUT_S = 120.0
-PROBE_TIMEOUT_S = 5.0
 RESTART_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 SHIM_TIMEOUT_S = 300.0
@@ -64,181 +76,6 @@ def cmd_self_repair(args: argparse.Namespace, environ: Mapping[str, str]) -> int
 COMMANDS = {"self-repair": cmd_self_repair}
 
 
-# --- processes and files -------------------------------------------------------------
-
-
-def run(
-    cmd: Sequence[str], timeout_s: float, env: Mapping[str, str] | None = None
-) -> tuple[int | None, str, str]:
-    """Run ``cmd`` in its own process group: (exit code, stdout, stderr). At the deadline
-    the group is killed and the code is None; a command that cannot start gives 127."""
-    import signal
-    import subprocess
-
-    try:
-        proc = subprocess.Popen(
-            list(cmd),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=None if env is None else dict(env),
-            start_new_session=True,
-        )
-    except OSError as e:
-        return 127, "", f"cannot run {cmd[0]}: {e}"
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            stdout, stderr = proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:  # something outside the group holds the pipes
-            stdout, stderr = "", ""
-        return None, stdout, stderr + f"\n(killed after {timeout_s:g}s)"
-    return proc.returncode, stdout, stderr
-
-
-def this_python(module: str) -> list[str]:
-    """``python -m module`` that imports this very install: isolated (``-I``) when this
-    process is, else ``-P`` (no working directory on sys.path, where a checkout would
-    shadow it) unless the working directory is where this process found netskyd."""
-    import netskyd
-
-    root = os.path.dirname(os.path.dirname(os.path.realpath(netskyd.__file__)))
-    if sys.flags.isolated:
-        flags = ["-I"]
-    else:
-        flags = [] if root == os.path.realpath(os.getcwd()) else ["-P"]
-    return [sys.executable, *flags, "-m", module]
-
-
-def _json(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def selftest(cmd: Sequence[str], env: Mapping[str, str]) -> dict[str, Any]:
-    """Run ``<netskyd> selftest --json``: ``{"ok", "version", "executable", "detail"}``."""
-    rc, stdout, stderr = run([*cmd, "selftest", "--json"], SELFTEST_TIMEOUT_S, env)
-    report = _json(stdout)
-    failed = [f"{c['name']}: {c['detail']}" for c in report.get("checks", []) if not c.get("ok")]
-    ok = rc == 0 and bool(report.get("ok"))
-    detail = (
-        "passes selftest" if ok else "; ".join(failed) or (stderr.strip()[-300:] or f"exit {rc}")
-    )
-    return {
-        "ok": ok,
-        "version": report.get("version"),
-        "executable": report.get("executable"),
-        "detail": detail,
-    }
-
-
-def read_selected(home: str) -> str:
-    """``state/install-selected``: ``live`` or ``lkg`` (absent or unreadable: ``live``)."""
-    try:
-        with open(os.path.join(home, "state", "install-selected"), encoding="utf-8") as f:
-            value = f.read().strip()
-    except OSError:
-        return "live"
-    return value if value in ("live", "lkg") else "live"
-
-
-def write_selected(home: str, which: str) -> None:
-    """Write ``state/install-selected`` atomically (tmp + rename)."""
-    state = os.path.join(home, "state")
-    os.makedirs(state, exist_ok=True)
-    tmp = os.path.join(state, f".install-selected.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(which + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(state, "install-selected"))
-
-
-def read_manifest(home: str) -> dict[str, Any] | None:
-    try:
-        with open(os.path.join(home, "lkg", "current", "manifest.json"), encoding="utf-8") as f:
-            return _json(f.read()) or None
-    except OSError:
-        return None
-
-
-def service_env(home: str, environ: Mapping[str, str]) -> dict[str, str]:
-    """The shim's settings: ``service.env`` (sh ``NAME='value'`` lines), then ``environ``."""
-    import shlex
-
-    values: dict[str, str] = {}
-    path = environ.get("NETSKY_SHIM_ENV") or os.path.join(home, "service.env")
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        name, eq, raw = line.strip().partition("=")
-        if eq and name.isidentifier() and not name.startswith("#"):
-            try:
-                values[name] = "".join(shlex.split(raw))
-            except ValueError:
-                continue
-    values.update({k: v for k, v in environ.items() if k.startswith("NETSKY_")})
-    return values
-
-
-def daemon_info(home: str) -> dict[str, Any]:
-    """Whether netskyd answers ``hello``: ``{"running", "pid", "version", "executable"}``."""
-    from client.rpc import Client
-    from netskyd.errors import NetskyError
-    from netskyd.paths import socket_path
-
-    try:
-        with Client(socket_path(home), timeout_s=PROBE_TIMEOUT_S) as c:
-            hello = c.hello
-    except (NetskyError, OSError, ValueError):
-        return {"running": False, "pid": None, "version": None, "executable": None}
-    pid = hello.get("pid")
-    return {
-        "running": True,
-        "pid": pid,
-        "version": hello.get("version"),
-        "executable": _executable_of(home, pid) if isinstance(pid, int) else None,
-    }
-
-
-def _executable_of(home: str, pid: int) -> str | None:
-    try:
-        with open(os.path.join(home, "state", "heartbeat.json"), encoding="utf-8") as f:
-            beat = _json(f.read())
-        if beat.get("pid") == pid and beat.get("executable"):
-            return str(beat["executable"])
-    except OSError:
-        pass
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().split(b"\0")[0].decode(errors="replace") or None
-    except OSError:
-        return None
-
-
-def _under(path: str | None, root: str) -> bool:
-    if not path:
-        return False
-    path, root = os.path.abspath(path), os.path.abspath(root)
-    return path == root or path.startswith(root + os.sep)
-
-
-def _env(home: str, environ: Mapping[str, str]) -> dict[str, str]:
-    return {**environ, "NETSKY_HOME": home}
-
-
 # --- check -------------------------------------------------------------------------------
 
 
@@ -246,7 +83,7 @@ def _live_cmd(home: str, environ: Mapping[str, str], manifest: dict[str, Any] | 
     """How to run the live install's netskyd: this netskyctl's interpreter, unless this
     netskyctl is the last-known-good one (then the live bin dir of service.env or of the
     manifest)."""
-    if not _under(sys.executable, os.path.join(home, "lkg")):
+    if not is_under(sys.executable, os.path.join(home, "lkg")):
         return this_python("netskyd")
     live_bin = service_env(home, environ).get("NETSKY_LIVE_BIN") or (manifest or {}).get("source")
     return [os.path.join(str(live_bin or ""), "netskyd")]
@@ -257,7 +94,7 @@ def check(home: str, environ: Mapping[str, str]) -> dict[str, Any]:
     "lkg", "same", "daemon", "findings": [{"name", "ok", "detail", "hint"}]}``; ``ok``
     when the selected install passes selftest and a last-known-good one exists and
     passes too."""
-    env = _env(home, environ)
+    env = home_env(home, environ)
     selected = read_selected(home)
     manifest = read_manifest(home)
     live = selftest(_live_cmd(home, environ, manifest), env)
@@ -271,7 +108,7 @@ def check(home: str, environ: Mapping[str, str]) -> dict[str, Any]:
         SELFTEST_TIMEOUT_S,
         env,
     )
-    running = _json(stdout).get("running") or {}
+    running = json_object(stdout).get("running") or {}
     live["fingerprint"] = running.get("fingerprint")
     same = bool(manifest and live["fingerprint"] and manifest["fingerprint"] == live["fingerprint"])
     daemon = daemon_info(home)
@@ -345,7 +182,7 @@ def _findings(
         )
     )
     if daemon["running"]:
-        runs = "lkg" if _under(daemon["executable"], os.path.join(home, "lkg")) else "live"
+        runs = "lkg" if is_under(daemon["executable"], os.path.join(home, "lkg")) else "live"
         rows.append(
             f(
                 "daemon",
@@ -383,7 +220,7 @@ def _fail(args: argparse.Namespace, message: str, hint: str = "", **extra: Any) 
 
 
 def _promote(args: argparse.Namespace, home: str, environ: Mapping[str, str]) -> int:
-    if _under(sys.executable, os.path.join(home, "lkg")):
+    if is_under(sys.executable, os.path.join(home, "lkg")):
         return _fail(
             args,
             "this netskyctl runs from the last-known-good install; promote records the live one",
@@ -391,8 +228,10 @@ def _promote(args: argparse.Namespace, home: str, environ: Mapping[str, str]) ->
         )
     timeout_s = setting(environ, "lkg_timeout_s", 600)
     cmd = [*this_python("netskyd.lkg"), "promote", "--home", home]
-    rc, stdout, stderr = run([*cmd, "--reason", "manual", "--json"], timeout_s, _env(home, environ))
-    manifest = _json(stdout)
+    rc, stdout, stderr = run(
+        [*cmd, "--reason", "manual", "--json"], timeout_s, home_env(home, environ)
+    )
+    manifest = json_object(stdout)
     if rc != 0 or "id" not in manifest:
         why = manifest.get("error") or stderr.strip()[-500:] or f"exit {rc}"
         return _fail(args, f"recording the live install failed: {why}")
@@ -412,7 +251,7 @@ def _rollback(args: argparse.Namespace, home: str, environ: Mapping[str, str]) -
     if manifest is None:
         return _fail(args, "there is no last-known-good install to roll back to", PROMOTE_HINT)
     lkg_netskyd = os.path.join(home, "lkg", "current", "bin", "netskyd")
-    test = selftest([lkg_netskyd], _env(home, environ))
+    test = selftest([lkg_netskyd], home_env(home, environ))
     if not test["ok"]:
         return _fail(
             args,
@@ -444,7 +283,7 @@ def restart_daemon(home: str, environ: Mapping[str, str]) -> dict[str, Any]:
     Returns ``{"ok", "how", "detail", "hint", "daemon"}``."""
     manager = service_env(home, environ).get("NETSKY_SERVICE_MANAGER", "none")
     shim = os.path.join(home, "bin", "netsky-shim")
-    env = _env(home, environ)
+    env = home_env(home, environ)
     if manager == "systemd":
         how, cmd = "systemd", ["systemctl", "--user", "restart", "netskyd.service"]
     elif manager == "launchd":
@@ -487,7 +326,7 @@ def restart_daemon(home: str, environ: Mapping[str, str]) -> dict[str, Any]:
             "daemon": daemon_info(home),
         }
     daemon = _wait_for_daemon(home, RESTART_TIMEOUT_S)
-    runs_lkg = _under(daemon["executable"], os.path.join(home, "lkg"))
+    runs_lkg = is_under(daemon["executable"], os.path.join(home, "lkg"))
     ok = daemon["running"] and runs_lkg
     detail = (
         f"restarted through {how}: netskyd pid {daemon['pid']} runs {daemon['executable']}"

@@ -162,6 +162,8 @@ SELFTEST_MODULES = (
     "netskyd.health",
     "netskyd.pulse",
     "netskyd.lkg",
+    "netskyd.lkgreqs",
+    "netskyd.lkgtask",
     "client.netskyctl",
     "client.hook",
 )

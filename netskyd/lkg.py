@@ -6,160 +6,59 @@ copies of ``netskyd/``, ``client/``, the shipped files (``netskyd/_data/``) and 
 runtime dependency, found by walking the ``netsky`` distribution's requirements. It is
 built in ``lkg/.tmp-<id>``, renamed into place, asked ``netskyd selftest``, and only then
 linked as ``lkg/current`` (the old one becomes ``lkg/previous``; at most ``KEEP`` are
-kept). The daemon task ``run`` records the running install this way after a healthy
-stretch, in a child process (``python -m netskyd.lkg promote``) with a deadline.
+kept). The daemon task (netskyd.lkgtask) records the running install this way after a
+healthy stretch, in a child process (``python -m netskyd.lkg promote``) with a deadline.
+What an install is made of (its requirements, distributions, fingerprint) is
+netskyd.lkgreqs.
 
 The build needs only the stdlib (``packaging``, when importable, evaluates markers), so
-``python -m netskyd.lkg`` loads none of the daemon's heavier modules but anyio.
+``python -m netskyd.lkg`` loads none of the daemon's heavier modules.
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import importlib.metadata as metadata
 import json
 import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
 import time
 import venv
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import anyio
-from anyio.abc import TaskStatus
+from typing import Any
 
 from netskyd import __version__
 from netskyd.bundled import BUNDLED, bundled
 from netskyd.errors import NetskyError
+from netskyd.lkgreqs import (
+    dist_ids,
+    fingerprint,
+    fingerprint_of_running,
+    netsky_requirements,
+    package_dirs,
+    runtime_dists,
+)
 from netskyd.paths import Paths
-
-if TYPE_CHECKING:
-    from netskyd.context import Context
 
 #: ``lkg/<id>`` directories kept (``current`` and ``previous`` are never removed).
 KEEP = 3
 #: Deadline of the copy's ``netskyd selftest`` (its imports are most of it).
 SELFTEST_TIMEOUT_S = 120.0
-#: After a record attempt (or finding the recorded one current), look again this much later.
-RECHECK_S = 3600.0
-#: Restart-budget markers that mean "not healthy" while they hold an agent.
-UNHEALTHY_MARKERS = ("gave-up.json", "crashloop.json")
 ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}(-\d+)?$")
-_REQ_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?\s*([^;]*)(?:;(.*))?$")
 
 
 class LkgError(NetskyError):
     """Raised when a last-known-good install cannot be built, verified or linked."""
 
 
-# --- requirements (pure) -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Req:
-    """One ``Requires-Dist`` line: a normalised name, the extras asked for, the marker."""
-
-    name: str
-    extras: tuple[str, ...] = ()
-    marker: str | None = None
-
-
-def normalize(name: str) -> str:
-    """PEP 503 name normalisation: ``Typing_Extensions`` -> ``typing-extensions``."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def parse_requirement(text: str) -> Req:
-    """Parse ``name[extra,...] (specifier) ; marker`` (PEP 508, without checking the
-    specifier: the installed version is what gets copied). Raises ValueError."""
-    m = _REQ_RE.match(text)
-    if m is None:
-        raise ValueError(f"not a requirement: {text!r}")
-    extras = tuple(normalize(e) for e in (m.group(2) or "").split(",") if e.strip())
-    marker = (m.group(4) or "").strip() or None
-    return Req(normalize(m.group(1)), extras, marker)
-
-
-MarkerEval = Callable[[str, str], bool]
-
-
-def packaging_evaluator() -> MarkerEval | None:
-    """``(marker, extra) -> bool`` through ``packaging.markers``; None when not importable."""
-    try:
-        from packaging.markers import Marker
-    except ImportError:
-        return None
-
-    def evaluate(marker: str, extra: str) -> bool:
-        return bool(Marker(marker).evaluate({"extra": extra}))
-
-    return evaluate
-
-
-def marker_allows(
-    marker: str | None, extras: Collection[str], installed: bool, evaluate: MarkerEval | None
-) -> bool:
-    """Whether a requirement with ``marker`` applies when its parent was asked for
-    ``extras``. With ``evaluate`` (packaging) the marker decides, once per extra (and once
-    with none). Without it, an ``extra`` marker applies when it names one of ``extras``;
-    any other marker applies when the distribution is ``installed``."""
-    if marker is None:
-        return True
-    if evaluate is not None:
-        return any(evaluate(marker, e) for e in ("", *extras))
-    if re.search(r"\bextra\b", marker):
-        named = {normalize(x) for x in re.findall(r"extra\s*==\s*['\"]([^'\"]+)['\"]", marker)}
-        return bool(named & set(extras))
-    return installed
-
-
-def walk_requirements(
-    roots: Iterable[str],
-    requires_of: Callable[[str], list[str] | None],
-    evaluate: MarkerEval | None,
-    skip: Collection[str] = ("netsky",),
-) -> tuple[list[str], list[str]]:
-    """Every distribution ``roots`` (requirement strings) need, transitively.
-
-    ``requires_of(name)`` gives an installed distribution's ``Requires-Dist`` lines, or
-    None when it is not installed. Requirements whose marker does not apply are skipped
-    (so the root's ``extra == 'dev'`` ones are); a distribution asked for with extras
-    brings those extras' requirements. Returns (sorted installed names, sorted missing
-    names), normalised.
-    """
-    queue: list[tuple[str, tuple[str, ...]]] = [("", ())]
-    root_lines = list(roots)
-    asked: dict[str, set[str]] = {}
-    missing: set[str] = set()
-    while queue:
-        parent, parent_extras = queue.pop(0)
-        lines = root_lines if parent == "" else (requires_of(parent) or [])
-        for line in lines:
-            req = parse_requirement(line)
-            if req.name in skip:
-                continue
-            installed = requires_of(req.name) is not None
-            if not marker_allows(req.marker, parent_extras, installed, evaluate):
-                continue
-            if not installed:
-                missing.add(req.name)
-                continue
-            before = asked.get(req.name)
-            now = (before or set()) | set(req.extras)
-            if before is None or now != before:
-                asked[req.name] = now
-                queue.append((req.name, tuple(sorted(now))))
-    return sorted(asked), sorted(missing)
+# --- lkg/ on disk ------------------------------------------------------------------------
 
 
 def to_prune(ids: Iterable[str], keep: Collection[str], max_keep: int = KEEP) -> list[str]:
@@ -175,89 +74,6 @@ def to_prune(ids: Iterable[str], keep: Collection[str], max_keep: int = KEEP) ->
             out.append(i)
             excess -= 1
     return out
-
-
-# --- the install that runs now -------------------------------------------------------
-
-
-def package_dirs() -> list[Path]:
-    """The ``netskyd`` and ``client`` package directories this process imported."""
-    import client
-
-    return [Path(__file__).resolve().parent, Path(client.__file__).resolve().parent]
-
-
-def netsky_requirements() -> list[str]:
-    """netsky's runtime requirements: its distribution's ``Requires-Dist``, plus
-    ``[project] dependencies`` of ``pyproject.toml`` when this is a source checkout (an
-    editable install's metadata is as old as the last ``pip install -e``)."""
-    lines: list[str] = []
-    try:
-        lines += metadata.distribution("netsky").requires or []
-    except metadata.PackageNotFoundError:
-        pass
-    pyproject = package_dirs()[0].parent / "pyproject.toml"
-    if pyproject.is_file():
-        import tomllib
-
-        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
-        if project.get("name") == "netsky":
-            lines += [d for d in project.get("dependencies", []) if d not in lines]
-    return lines
-
-
-def _requires_of(name: str) -> list[str] | None:
-    try:
-        return metadata.distribution(name).requires or []
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def runtime_dists() -> tuple[list[metadata.Distribution], list[str]]:
-    """The installed distributions netsky needs at run time, and the missing names."""
-    names, missing = walk_requirements(netsky_requirements(), _requires_of, packaging_evaluator())
-    return [metadata.distribution(n) for n in names], missing
-
-
-def dist_ids(dists: Iterable[metadata.Distribution]) -> list[tuple[str, str]]:
-    return sorted((normalize(d.metadata["Name"]), d.version) for d in dists)
-
-
-def fingerprint(version: str, packages: Sequence[Path], dists: Iterable[tuple[str, str]]) -> str:
-    """sha256 (hex) over ``version``, each ``.py`` file's path (relative to its package's
-    parent, e.g. ``netskyd/cli.py``) and content under ``packages``, and each
-    ``(name, version)`` of ``dists``: equal for an install and its copy."""
-    files: list[tuple[str, Path]] = []
-    for pkg in packages:
-        for path in pkg.rglob("*.py"):
-            rel = path.relative_to(pkg.parent)
-            if "__pycache__" in rel.parts or "_data" in rel.parts:
-                continue
-            files.append((rel.as_posix(), path))
-    h = hashlib.sha256(f"netsky {version}\n".encode())
-    for name, path in sorted(files):
-        h.update(f"file {name} ".encode() + hashlib.sha256(path.read_bytes()).digest() + b"\n")
-    for name, ver in sorted(dists):
-        h.update(f"dist {name} {ver}\n".encode())
-    return h.hexdigest()
-
-
-def fingerprint_of_running() -> str:
-    """The fingerprint of the install this process runs (its files as they are on disk)."""
-    dists, _ = runtime_dists()
-    return fingerprint(__version__, package_dirs(), dist_ids(dists))
-
-
-def this_python(module: str) -> list[str]:
-    """``python -m module`` that imports this very install: isolated (``-I``) when this
-    process is, else ``-P`` (no working directory on sys.path, where a checkout would
-    shadow it) unless the working directory is where this process found netskyd."""
-    root = Path(__file__).resolve().parent.parent
-    if sys.flags.isolated:
-        flags = ["-I"]
-    else:
-        flags = [] if root == Path.cwd().resolve() else ["-P"]
-    return [sys.executable, *flags, "-m", module]
 
 
 def running_from_lkg(lkg: Path, executable: str | None = None) -> bool:
@@ -587,205 +403,6 @@ def check(home: Path) -> dict[str, Any]:
         "lkg": manifest,
         "same": bool(manifest and manifest.get("fingerprint") == running),
     }
-
-
-# --- the daemon task -------------------------------------------------------------------
-
-
-def open_markers(paths: Paths) -> list[str]:
-    """The restart-budget markers (``state/gave-up.json``, ``state/crashloop.json``) that
-    hold an agent, or do not parse. Read only: a corrupt marker is the restart runner's
-    to move aside."""
-    out = []
-    for name in UNHEALTHY_MARKERS:
-        try:
-            value = json.loads(paths.marker(name).read_bytes())
-        except FileNotFoundError:
-            continue
-        except (OSError, ValueError):
-            out.append(name)
-            continue
-        if not isinstance(value, dict) or value.get("agents"):
-            out.append(name)
-    return out
-
-
-def unhealthy_reason(
-    now: float, last_tick_at: float | None, tick_interval_s: float, markers: Sequence[str]
-) -> str | None:
-    """Why the daemon is not healthy right now (None when it is): no tick yet, a tick
-    older than three intervals, or an open gave-up / crash-loop marker."""
-    if last_tick_at is None:
-        return "no tick yet"
-    if now - last_tick_at > 3 * tick_interval_s:
-        return f"last tick {now - last_tick_at:.0f}s ago"
-    if markers:
-        return f"open markers: {', '.join(markers)}"
-    return None
-
-
-async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """Long-running task: after ``lkg_after_s`` of healthy running (fresh ticks, no open
-    gave-up or crash-loop marker), record the running install as last-known-good when
-    ``lkg/current`` holds another one; then look again every ``RECHECK_S``. Never raises
-    (but cancellation). Records nothing when ``lkg_after_s`` is 0, while
-    ``state/install-selected`` says ``lkg`` (the live install is distrusted), or when this
-    daemon runs from ``lkg/``."""
-    task_status.started()
-    if running_from_lkg(ctx.paths.lkg):
-        await ctx.recorder.event("lkg.skipped", reason=f"netskyd runs from {sys.executable}")
-        await anyio.sleep_forever()
-    try:
-        started_fp = await anyio.to_thread.run_sync(fingerprint_of_running)
-    except Exception as e:  # noqa: BLE001 - the task must never take the daemon down
-        await ctx.recorder.event("lkg.record_failed", level="warning", error=f"fingerprint: {e}")
-        await anyio.sleep_forever()
-    watch = _Watch()
-    while True:
-        await anyio.sleep(min(max(ctx.settings.tick_interval_s, 0.5), 30.0))
-        try:
-            if await watch.due(ctx):
-                await _record_if_changed(ctx, started_fp)
-        except Exception as e:  # noqa: BLE001 - the task must never take the daemon down
-            await ctx.recorder.event("lkg.record_failed", level="warning", error=str(e))
-
-
-class _Watch:
-    """The healthy stretch so far, and when the next record attempt may be."""
-
-    def __init__(self) -> None:
-        self.healthy_since: float | None = None
-        self.next_check_at = 0.0
-        self.distrusted = False
-
-    async def due(self, ctx: Context) -> bool:
-        """Whether to attempt a record now (then the next one is ``RECHECK_S`` away)."""
-        settings = ctx.settings  # SIGHUP may change it
-        now = ctx.clock()
-        if settings.lkg_after_s <= 0:
-            return False
-        if _selected(ctx.paths) == "lkg":
-            if not self.distrusted:
-                await ctx.recorder.event(
-                    "lkg.skipped",
-                    reason="state/install-selected is lkg: the live install is "
-                    "not recorded until 'netskyctl self-repair promote' selects it again",
-                )
-            self.distrusted, self.healthy_since = True, None
-            return False
-        self.distrusted = False
-        why = unhealthy_reason(
-            now, ctx.last_tick_at, settings.tick_interval_s, open_markers(ctx.paths)
-        )
-        if why is not None:
-            self.healthy_since = None
-            return False
-        self.healthy_since = now if self.healthy_since is None else self.healthy_since
-        if now - self.healthy_since < settings.lkg_after_s or now < self.next_check_at:
-            return False
-        self.next_check_at = now + RECHECK_S
-        return True
-
-
-def _selected(paths: Paths) -> str:
-    try:
-        return paths.install_selected.read_text(encoding="utf-8").strip() or "live"
-    except OSError:
-        return "live"
-
-
-async def _record_if_changed(ctx: Context, started_fp: str) -> None:
-    """Record the running install unless ``lkg/current`` already is it."""
-    manifest = read_manifest(ctx.paths.lkg_current)
-    if manifest is not None and manifest.get("fingerprint") == started_fp:
-        await ctx.recorder.event("lkg.unchanged", id=manifest.get("id"), fingerprint=started_fp)
-        return
-    on_disk = await anyio.to_thread.run_sync(fingerprint_of_running)
-    if on_disk != started_fp:
-        # An upgrade landed under a running daemon: it is recorded after its own
-        # healthy stretch, once a daemon runs it.
-        await ctx.recorder.event(
-            "lkg.skipped", reason="the install on disk changed since netskyd started"
-        )
-        return
-    cmd = [
-        *this_python("netskyd.lkg"),
-        "promote",
-        "--home",
-        str(ctx.paths.home),
-        "--reason",
-        "healthy-stretch",
-        "--expect-fingerprint",
-        started_fp,
-        "--json",
-    ]
-    t0 = ctx.monotonic()
-    rc, out, err = await run_child(cmd, ctx.settings.lkg_timeout_s, ctx.environ or None)
-    duration_ms = int((ctx.monotonic() - t0) * 1000)
-    try:
-        result = json.loads(out)
-    except ValueError:
-        result = {}
-    if rc != 0 or not isinstance(result, dict) or "id" not in result:
-        error = (result.get("error") if isinstance(result, dict) else None) or err.strip()[-500:]
-        await ctx.recorder.event(
-            "lkg.record_failed",
-            level="warning",
-            error=error or f"exit {rc}",
-            duration_ms=duration_ms,
-        )
-        return
-    await ctx.recorder.event(
-        "lkg.recorded",
-        id=result["id"],
-        fingerprint=result["fingerprint"],
-        duration_ms=duration_ms,
-        files=result.get("files"),
-        bytes=result.get("bytes"),
-    )
-
-
-async def run_child(
-    cmd: Sequence[str], timeout_s: float, env: Mapping[str, str] | None
-) -> tuple[int, str, str]:
-    """Run ``cmd`` in its own process group; return (exit code, stdout, stderr).
-
-    At the deadline the whole group (the promote and its selftest) is killed and
-    LkgError raised."""
-    chunks: dict[int, list[bytes]] = {1: [], 2: []}
-    async with await anyio.open_process(
-        list(cmd),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-    ) as proc:
-
-        async def drain(stream: Any, key: int) -> None:
-            async for chunk in stream:
-                chunks[key].append(chunk)
-
-        try:
-            with anyio.fail_after(timeout_s):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(drain, proc.stdout, 1)
-                    tg.start_soon(drain, proc.stderr, 2)
-                await proc.wait()
-        except BaseException as e:  # the deadline, or the daemon stopping: the group goes
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            if isinstance(e, TimeoutError):
-                raise LkgError(f"recording took longer than {timeout_s:g}s") from e
-            raise
-    rc = proc.returncode if proc.returncode is not None else -1
-    return (
-        rc,
-        b"".join(chunks[1]).decode(errors="replace"),
-        b"".join(chunks[2]).decode(errors="replace"),
-    )
 
 
 # --- python -m netskyd.lkg -------------------------------------------------------------

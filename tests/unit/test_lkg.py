@@ -1,6 +1,6 @@
-"""netskyd.lkg: requirement walking and markers (pure), the fingerprint, a real promote
-into a temporary NETSKY_HOME (a self-contained copy that passes selftest), pruning and
-the current/previous links, and the child-process deadline."""
+"""netskyd.lkg, lkgreqs and lkgtask: requirement walking and markers (pure), the
+fingerprint, a real promote into a temporary NETSKY_HOME (a self-contained copy that passes
+selftest), pruning and the current/previous links, and the child-process deadline."""
 
 from __future__ import annotations
 
@@ -14,18 +14,17 @@ from pathlib import Path
 import anyio
 import pytest
 
-from netskyd import __version__, lkg
-from netskyd.lkg import (
-    LkgError,
+from netskyd import __version__, lkg, lkgreqs, lkgtask
+from netskyd.lkg import LkgError, to_prune
+from netskyd.lkgreqs import (
     Req,
     fingerprint,
     marker_allows,
     packaging_evaluator,
     parse_requirement,
-    to_prune,
-    unhealthy_reason,
     walk_requirements,
 )
+from netskyd.lkgtask import unhealthy_reason
 from netskyd.paths import Paths
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +66,7 @@ def test_parse_requirement_rejects_garbage() -> None:
     ],
 )
 def test_marker_allows(
-    evaluate: lkg.MarkerEval | None,
+    evaluate: lkgreqs.MarkerEval | None,
     marker: str | None,
     extras: tuple[str, ...],
     installed: bool,
@@ -107,7 +106,7 @@ def fake_requires(name: str) -> list[str] | None:
 
 
 @pytest.mark.parametrize("evaluate", [EVAL, None], ids=["packaging", "fallback"])
-def test_walk_requirements(evaluate: lkg.MarkerEval | None) -> None:
+def test_walk_requirements(evaluate: lkgreqs.MarkerEval | None) -> None:
     roots = [
         "anyio>=4",
         "httpx[http2]>=0.27",
@@ -165,12 +164,12 @@ def test_unhealthy_reason(last_tick_at: float | None, markers: list[str], health
 def test_open_markers(tmp_path: Path) -> None:
     paths = Paths(tmp_path)
     paths.state.mkdir()
-    assert lkg.open_markers(paths) == []
+    assert lkgtask.open_markers(paths) == []
     (paths.state / "gave-up.json").write_text('{"agents": {}}')
     (paths.state / "crashloop.json").write_text('{"agents": {"agent1": {}}}')
-    assert lkg.open_markers(paths) == ["crashloop.json"]
+    assert lkgtask.open_markers(paths) == ["crashloop.json"]
     (paths.state / "gave-up.json").write_text("{not json")
-    assert lkg.open_markers(paths) == ["gave-up.json", "crashloop.json"]
+    assert lkgtask.open_markers(paths) == ["gave-up.json", "crashloop.json"]
     assert (paths.state / "gave-up.json").exists()  # read only: not moved aside
 
 
@@ -349,7 +348,7 @@ def test_run_child_kills_the_whole_group_at_the_deadline(tmp_path: Path) -> None
 
     async def main() -> None:
         with pytest.raises(LkgError, match="longer than"):
-            await lkg.run_child(["sh", "-c", script], 1.0, None)
+            await lkgtask.run_child(["sh", "-c", script], 1.0, None)
 
     anyio.run(main)
     grandchild = int(pidfile.read_text())
@@ -365,16 +364,16 @@ def test_run_child_kills_the_whole_group_at_the_deadline(tmp_path: Path) -> None
 
 def test_run_child_returns_output() -> None:
     async def main() -> tuple[int, str, str]:
-        return await lkg.run_child(["sh", "-c", "echo out; echo err >&2; exit 3"], 10, None)
+        return await lkgtask.run_child(["sh", "-c", "echo out; echo err >&2; exit 3"], 10, None)
 
     assert anyio.run(main) == (3, "out\n", "err\n")
 
 
-# --- client/selfrepair.py helpers ------------------------------------------------------
+# --- client/selfrepair_io.py helpers ---------------------------------------------------
 
 
 def test_service_env_is_read_like_sh(tmp_path: Path) -> None:
-    from client import selfrepair
+    from client import selfrepair_io
 
     (tmp_path / "service.env").write_text(
         "# written by netskyctl service install\n"
@@ -383,33 +382,33 @@ def test_service_env_is_read_like_sh(tmp_path: Path) -> None:
         "NETSKY_QUOTED='it'\\''s'\n"
         "not a line\n"
     )
-    values = selfrepair.service_env(str(tmp_path), {})
+    values = selfrepair_io.service_env(str(tmp_path), {})
     assert values["NETSKY_SERVICE_MANAGER"] == "systemd"
     assert values["NETSKY_LIVE_BIN"] == "/opt/my netsky/bin"
     assert values["NETSKY_QUOTED"] == "it's"
     env = {"NETSKY_SERVICE_MANAGER": "none"}  # the environment wins, as in the shim
-    assert selfrepair.service_env(str(tmp_path), env)["NETSKY_SERVICE_MANAGER"] == "none"
+    assert selfrepair_io.service_env(str(tmp_path), env)["NETSKY_SERVICE_MANAGER"] == "none"
 
 
 def test_install_selected_round_trip(tmp_path: Path) -> None:
-    from client import selfrepair
+    from client import selfrepair_io
 
     home = str(tmp_path)
-    assert selfrepair.read_selected(home) == "live"  # absent = live
-    selfrepair.write_selected(home, "lkg")
+    assert selfrepair_io.read_selected(home) == "live"  # absent = live
+    selfrepair_io.write_selected(home, "lkg")
     assert (tmp_path / "state" / "install-selected").read_text() == "lkg\n"
-    assert selfrepair.read_selected(home) == "lkg"
+    assert selfrepair_io.read_selected(home) == "lkg"
     (tmp_path / "state" / "install-selected").write_text("garbage")
-    assert selfrepair.read_selected(home) == "live"
+    assert selfrepair_io.read_selected(home) == "live"
     assert os.listdir(tmp_path / "state") == ["install-selected"]
 
 
 @pytest.mark.timeout(30)
 def test_client_run_kills_the_group_at_the_deadline(tmp_path: Path) -> None:
-    from client import selfrepair
+    from client import selfrepair_io
 
     pidfile = tmp_path / "grandchild.pid"
-    rc, _out, err = selfrepair.run(["sh", "-c", f"sleep 60 & echo $! > {pidfile}; wait"], 1.0)
+    rc, _out, err = selfrepair_io.run(["sh", "-c", f"sleep 60 & echo $! > {pidfile}; wait"], 1.0)
     assert rc is None and "killed after 1s" in err
     grandchild = int(pidfile.read_text())
     deadline = time.monotonic() + 5
@@ -423,7 +422,7 @@ def test_client_run_kills_the_group_at_the_deadline(tmp_path: Path) -> None:
 
 
 def test_client_run_reports_a_missing_command() -> None:
-    from client import selfrepair
+    from client import selfrepair_io
 
-    rc, _out, err = selfrepair.run(["/nonexistent/netskyd", "selftest"], 5)
+    rc, _out, err = selfrepair_io.run(["/nonexistent/netskyd", "selftest"], 5)
     assert rc == 127 and "cannot run" in err
