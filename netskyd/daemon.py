@@ -16,14 +16,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from netskyd import (
     __version__,
     bus,
     control,
     escalate,
-    lkg,
+    lkgtask,
     monitor,
     pulse,
     supervisor,
@@ -115,6 +115,9 @@ class Daemon:
         ctx = await self.startup()
         try:
             async with anyio.create_task_group() as tg:
+                # Signals first: a SIGTERM that comes as soon as the socket answers must
+                # stop the daemon cleanly (heartbeat marked stopped, socket removed).
+                await tg.start(self._signals, tg)
                 await tg.start(escalate.run, ctx)
                 await tg.start(control.run, ctx)
                 await tg.start(supervisor.run, ctx)
@@ -125,7 +128,7 @@ class Daemon:
                     await tg.start(ctx.sessions.run)
                 await tg.start(ticker.run, ctx)
                 await tg.start(pulse.run, ctx)
-                await tg.start(lkg.run, ctx)
+                await tg.start(lkgtask.run, ctx)
                 await ctx.recorder.event(
                     "daemon.ready",
                     pid=os.getpid(),
@@ -142,7 +145,6 @@ class Daemon:
                     await self._page_revived(ctx, self.environ["NETSKY_REVIVED_BY"])
                 if self.shutdown_trigger is not None:
                     tg.start_soon(self._stop_when, self.shutdown_trigger, tg)
-                tg.start_soon(self._signals, tg)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.shutdown()
@@ -205,8 +207,11 @@ class Daemon:
         self.ctx.the_bus().stop.set()
         tg.cancel_scope.cancel()
 
-    async def _signals(self, tg: TaskGroup) -> None:
+    async def _signals(
+        self, tg: TaskGroup, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     await self.reload()

@@ -185,3 +185,21 @@ def test_sd_notify_ready_status_watchdog_stopping(netsky: Netsky, manager: Manag
     # A clean stop marks the heartbeat, so the shim does not page a "revived" daemon.
     stopped = _heartbeat(ns.home)
     assert stopped is not None and stopped["stopped"] is True and stopped["pid"] == first["pid"]
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_as_soon_as_the_socket_exists_stops_cleanly(netsky: Netsky) -> None:
+    """The signal receiver is installed before the control socket: a SIGTERM sent the
+    moment the socket appears is a clean stop (exit 0, socket removed), not a kill."""
+    netsky.configure(runtime="shell", clones=0)
+    sock = netsky.home / "netskyd.sock"
+
+    def up_or_died() -> bool:
+        return sock.exists() or netsky._died()
+
+    for _ in range(3):
+        proc = netsky.start(wait=False)
+        wait_for(up_or_died, 30, "the socket", step_s=0.002)
+        assert proc.poll() is None, netsky.stderr()
+        assert netsky.stop() == 0, netsky.stderr()
+        assert not sock.exists()
