@@ -23,7 +23,7 @@ from netskyd import __version__, healthfiles, protocol
 from netskyd.errors import DaemonNotRunning, NetskyError, VersionSkew
 from netskyd.ids import format_uptime
 from netskyd.incidents import parse_rfc3339
-from netskyd.paths import socket_path
+from netskyd.paths import LAUNCHD_LABELS, SYSTEMD_UNITS, socket_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,8 +37,8 @@ TMUX_MIN = (3, 0)
 SHIM_STALE_S = 600.0
 START_HINT = "start it: netskyctl service install (or 'netskyd run' in the foreground)"
 INSTALL_HINT = "netskyctl service install"
-LINUX_UNITS = ("netskyd.service", "netsky-shim.service", "netsky-shim.timer")
-MACOS_UNITS = ("com.netsky.netskyd.plist", "com.netsky.shim.plist")
+LINUX_UNITS = SYSTEMD_UNITS
+MACOS_UNITS = tuple(f"{label}.plist" for label in LAUNCHD_LABELS)
 REMOTE_LEGS = ("email", "webhook", "imessage")
 
 
@@ -179,14 +179,12 @@ def check_schema(home: str, code_version: int | None = None) -> dict[str, Any]:
 
 def unit_dir(environ: Mapping[str, str], platform: str) -> str:
     """Where the service units live: ``NETSKY_UNIT_DIR``, else the user's systemd or
-    LaunchAgents directory."""
-    if environ.get("NETSKY_UNIT_DIR"):
-        return os.path.expanduser(environ["NETSKY_UNIT_DIR"])
-    home = environ.get("HOME") or os.path.expanduser("~")
-    if platform == "darwin":
-        return os.path.join(home, "Library", "LaunchAgents")
-    config = environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
-    return os.path.join(config, "systemd", "user")
+    LaunchAgents directory (the rule ``service install`` writes by:
+    ``netskyd.service_files.default_unit_dir``; imported here only when doctor runs)."""
+    from netskyd.service_files import default_unit_dir
+
+    manager = "launchd" if platform == "darwin" else "systemd"
+    return str(default_unit_dir(manager, environ))
 
 
 def units_missing(environ: Mapping[str, str], platform: str) -> tuple[str, list[str]]:

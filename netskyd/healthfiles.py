@@ -175,7 +175,8 @@ def read_lkg(home: str, now_s: float) -> dict[str, Any]:
 
 
 def read_shim_last(home: str) -> dict[str, Any] | None:
-    """The last line of ``logs/shim.jsonl`` as an object, or None (missing, empty, bad)."""
+    """The last line of ``logs/shim.jsonl`` that is a JSON object, or None (missing, empty,
+    none parses). Reads only the file's tail. Used by health, doctor and ``service status``."""
     path = os.path.join(home, "logs", "shim.jsonl")
     try:
         with open(path, "rb") as f:
@@ -185,14 +186,14 @@ def read_shim_last(home: str) -> dict[str, Any] | None:
             tail = f.read()
     except OSError:
         return None
-    lines = [line for line in tail.splitlines() if line.strip()]
-    if not lines:
-        return None
-    try:
-        value = json.loads(lines[-1])
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
+    for line in reversed(tail.splitlines()):
+        try:
+            value = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
 
 
 def read_wanted(home: str) -> list[str]:

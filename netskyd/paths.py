@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 CHANNEL_DIRS = ("tmp", "inbox", "claimed", "delivered", "poison", "outbox")
 SOCKET_NAME = "netskyd.sock"
+#: The systemd user units ``service install`` writes (systemd/), and the launchd labels
+#: of its plists (``<label>.plist`` in ~/Library/LaunchAgents; launchd/).
+SYSTEMD_UNITS = ("netskyd.service", "netsky-shim.service", "netsky-shim.timer")
+LAUNCHD_LABELS = ("com.netsky.netskyd", "com.netsky.shim")
 
 
 def socket_path(home: str) -> str:

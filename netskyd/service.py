@@ -17,7 +17,6 @@ output is kept in the step that reports it.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -27,9 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from netskyd import healthfiles
 from netskyd.bundled import bundled
+from netskyd.paths import LAUNCHD_LABELS
 from netskyd.service_files import (
-    LAUNCHD_LABELS,
     SYSTEMD_ENABLE,
     Service,
     ServiceError,
@@ -324,7 +324,7 @@ def status(svc: Service) -> dict[str, Any]:
         "files": files,
         "units": units,
         "selected": selected,
-        "shim_last": last_shim_line(paths.shim_log),
+        "shim_last": healthfiles.read_shim_last(str(paths.home)),
     }
 
 
@@ -340,21 +340,3 @@ def _launchd_state(svc: Service, label: str) -> dict[str, Any]:
         "state": state.group(1) if state else None,
         "pid": int(pid.group(1)) if pid else None,
     }
-
-
-def last_shim_line(path: Path) -> dict[str, Any] | None:
-    """The last line of logs/shim.jsonl, parsed (None when there is none)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
-            tail = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(tail):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None

@@ -25,13 +25,11 @@ from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
 from netskyd.bundled import bundled
-from netskyd.paths import Paths
+from netskyd.paths import LAUNCHD_LABELS, SYSTEMD_UNITS, Paths
 
 MANAGERS = ("systemd", "launchd", "none")
-SYSTEMD_UNITS = ("netskyd.service", "netsky-shim.service", "netsky-shim.timer")
 #: What ``enable --now`` starts: the daemon, and the timer that runs the shim.
 SYSTEMD_ENABLE = ("netskyd.service", "netsky-shim.timer")
-LAUNCHD_LABELS = ("com.netsky.netskyd", "com.netsky.shim")
 #: The home the shipped unit files are written for.
 DEFAULT_HOME_SPEC = "%h/.netsky"
 PLIST_TOKENS = ("__NETSKY_HOME__", "__PATH__")
