@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -63,17 +62,11 @@ def run(
 
 
 def this_python(module: str) -> list[str]:
-    """``python -m module`` that imports this very install: isolated (``-I``) when this
-    process is, else ``-P`` (no working directory on sys.path, where a checkout would
-    shadow it) unless the working directory is where this process found netskyd."""
-    import netskyd
+    """``python -m module`` that imports this very install (``netskyd.lkgreqs.this_python``;
+    imported only when called, so netskyctl's start-up does not pay for it)."""
+    from netskyd.lkgreqs import this_python as of_this_install
 
-    root = os.path.dirname(os.path.dirname(os.path.realpath(netskyd.__file__)))
-    if sys.flags.isolated:
-        flags = ["-I"]
-    else:
-        flags = [] if root == os.path.realpath(os.getcwd()) else ["-P"]
-    return [sys.executable, *flags, "-m", module]
+    return of_this_install(module)
 
 
 def json_object(text: str) -> dict[str, Any]:
