@@ -13,7 +13,9 @@
    ``hang_after_s`` while work is pending (envelopes in its inbox or claimed, or
    delivered since it was last seen at its prompt) or a blocking dialog is up.
    An agent at its prompt with nothing pending is idle however long it sits.
-5. ``waiting``: a known dialog, or a question for the owner, is on screen.
+5. ``waiting``: a known dialog, or a question for the owner, is on screen; or
+   a menu of dialog shape that no catalogue entry names (``dialog: unknown``;
+   never ``hung``: it is paged once as ``dialog:<agent>``, and never answered).
 6. ``busy``: a turn is running (the runtime's busy mark), or it is not at its
    prompt, or envelopes wait for it.
 7. ``idle``: at its prompt, nothing pending.
@@ -37,7 +39,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from netskyd.catalogue import REGION, screens_for
+from netskyd.catalogue import REGION, Kind, screens_for
 from netskyd.config import Runtime, Settings
 from netskyd.dialogs import Dialog
 from netskyd.screen import screen_lines
@@ -211,6 +213,14 @@ def classify(obs: Observation) -> Verdict:
     pending = obs.inbox + obs.claimed
     fp_age = None if obs.fp_changed_at is None else obs.now - obs.fp_changed_at
     blocking = obs.dialog is not None and obs.dialog.spec.blocking
+    if obs.dialog is not None and obs.dialog.spec.kind is Kind.UNKNOWN:
+        # Never hung, never busy: it waits on a dialog netsky cannot read, and the
+        # owner is paged for that once (key dialog:<agent>), not again as a hang.
+        return verdict(
+            Activity.WAITING,
+            f"a dialog netsky does not know is on screen: {obs.dialog.spec.describe}",
+            *obs.dialog.lines,
+        )
     if fp_age is not None and fp_age >= obs.hang_after_s and (pending or unanswered or blocking):
         why = (
             f"dialog {obs.dialog.name} up"

@@ -17,7 +17,14 @@ warning and API-key question both highlight the refusing answer).
 Kinds: ``setup`` (first-run and start-up screens), ``permission`` (a tool call
 waiting for approval; default ``off``: the owner opts in), ``limit`` (the
 usage-limit menu), ``question`` (a question the agent asks its user: never
-answered by netsky, whatever the config says).
+answered by netsky, whatever the config says), ``unknown`` (a menu with a
+dialog's shape that no entry names, e.g. one a new release added: the agent is
+``waiting``, the owner is paged once, and no key is ever sent to it).
+
+Menus are read by shape (``netskyd.screen.parse_menu``), numbered or not, and
+labels are matched without their numbers: Claude Code 2.1.332 draws the same
+dialogs as 2.1.197 without the ``1.``/``2.`` and with another option preselected
+(tests/screens/claude-code-2.1.332/README.md).
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ class Kind(StrEnum):
     PERMISSION = "permission"
     LIMIT = "limit"
     QUESTION = "question"
+    #: A menu of dialog shape that no catalogue entry names: waited on, paged, never answered.
+    UNKNOWN = "unknown"
 
 
 class Action(StrEnum):
@@ -300,6 +309,27 @@ CATALOGUE: dict[Runtime, Screens] = {
 
 #: Every dialog by name.
 DIALOGS: dict[str, DialogSpec] = {d.name: d for s in CATALOGUE.values() for d in s.dialogs}
+
+#: The name of every menu of dialog shape that no catalogue entry names.
+UNKNOWN = "unknown"
+_NEVER = re.compile(r"(?!)")
+_UNKNOWN_SPECS = {
+    runtime: DialogSpec(
+        UNKNOWN,
+        runtime,
+        Kind.UNKNOWN,
+        _NEVER,
+        {},
+        OFF,
+        "a menu netsky does not know (not in its catalogue): left for the owner",
+    )
+    for runtime in Runtime
+}
+
+
+def unknown_dialog(runtime: Runtime) -> DialogSpec:
+    """The spec standing for a dialog of ``runtime`` that no catalogue entry names."""
+    return _UNKNOWN_SPECS[runtime]
 
 
 def screens_for(runtime: Runtime) -> Screens:

@@ -116,6 +116,9 @@ class Settings(BaseModel):
     dialog_gone_s: float = Field(3.0, gt=0)
     #: How often the screens of agents showing a dialog are re-read between ticks.
     dialog_poll_s: float = Field(1.0, gt=0)
+    #: A dialog netsky does not know (``unknown``) pages the owner once it has been up
+    #: this long (key ``dialog:<agent>``); it is never answered.
+    dialog_unknown_page_after_s: float = Field(5.0, ge=0)
     #: A usage limit with no reset time on screen: nudge the agent after this long.
     limit_default_wait_s: float = Field(3600.0, gt=0)
     #: The nudge goes this long after the reset time the screen gave (screens show the

@@ -28,12 +28,13 @@ hundred times.)
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from netskyd.catalogue import REGION, DialogSpec, Kind, screens_for
+from netskyd.catalogue import REGION, DialogSpec, Kind, screens_for, unknown_dialog
 from netskyd.config import Runtime
-from netskyd.screen import MARKERS, Option, normalise_line, parse_options, screen_lines, strip_box
+from netskyd.screen import MARKERS, Option, normalise_line, parse_menu, screen_lines, strip_box
 
 _UNMARK = str.maketrans(dict.fromkeys(MARKERS, " "))
 
@@ -75,23 +76,54 @@ class Dialog:
 
 
 def detect(runtime: Runtime, text: str) -> Dialog | None:
-    """The first catalogue dialog of ``runtime`` shown on ``text`` (a pane capture)."""
+    """The dialog of ``runtime`` shown on ``text`` (a pane capture), or None.
+
+    A catalogue entry whose title (and ``also`` lines) are in the screen's last
+    REGION lines, with its menu under the title read by shape
+    (``netskyd.screen.parse_menu``: numbered or not), names the dialog. When none
+    does, a menu that has the whole shape of a dialog — a highlighted option,
+    siblings, a confirm footer, and no idle prompt under it — is the ``unknown``
+    dialog (``catalogue.unknown_dialog``): netsky waits, pages, never answers it.
+    """
+    screens = screens_for(runtime)
     lines = screen_lines(text)
     top = max(0, len(lines) - REGION)
     region = [strip_box(line) for line in lines[top:]]
-    for spec in screens_for(runtime).dialogs:
+    for spec in screens.dialogs:
         title = next((i for i, line in enumerate(region) if spec.title.search(line)), None)
         if title is None:
             continue
         if not all(any(p.search(line) for line in region) for p in spec.also):
             continue
-        options = parse_options(region[title:]) if spec.menu else ()
-        if spec.menu and not options:
+        menu = parse_menu(lines[top + title :]) if spec.menu else None
+        if spec.menu and menu is None:
             continue  # a title alone may be transcript text, or a menu not yet drawn
-        end = title + options[-1].row + 1 if options else len(region)
+        end = title + menu.last_row + 1 if menu else len(region)
         shown = tuple(lines[top + title : top + end])
+        options = menu.options if menu else ()
         return Dialog(spec, shown, options, _content_key(lines[top:]))
-    return None
+    if not screens.dialogs:
+        return None  # no catalogue: a shell's own menus are its business
+    return _unknown(runtime, lines[top:], screens.idle)
+
+
+#: Lines above an unknown menu kept as its evidence (its title and question).
+_UNKNOWN_CONTEXT = 10
+
+
+def _unknown(runtime: Runtime, region: list[str], idle: re.Pattern[str] | None) -> Dialog | None:
+    """The ``unknown`` dialog when ``region`` ends in a full dialog shape (``detect``)."""
+    menu = parse_menu(region)
+    if menu is None or menu.highlighted is None or menu.footer_row is None:
+        return None
+    below = region[menu.last_row + 1 :]
+    if idle is not None and any(idle.search(line) for line in below):
+        return None  # the composer is under it: a list in the transcript, not a dialog
+    start = max(0, menu.first_row - _UNKNOWN_CONTEXT)
+    while start < menu.first_row and not region[start].strip():
+        start += 1
+    shown = tuple(region[start : menu.footer_row + 1])
+    return Dialog(unknown_dialog(runtime), shown, menu.options, _content_key(region))
 
 
 def _content_key(region: list[str]) -> str:
@@ -135,6 +167,8 @@ def plan(dialog: Dialog, action: str) -> Plan:
     spec = dialog.spec
     if spec.kind is Kind.QUESTION:
         raise NoPlan(f"{spec.name} is a question for the owner; netsky never answers it")
+    if spec.kind is Kind.UNKNOWN:
+        raise NoPlan("a dialog netsky does not know; netsky never answers it")
     if not dialog.options:
         key = spec.keys.get(action)
         if key is None:
@@ -234,6 +268,12 @@ class DialogHandler:
         _, instances = self._agents.get(agent, (None, {}))
         inst = instances.get(name)
         return f"{name}#{inst.number}" if inst else None
+
+    def age(self, agent: str, name: str, now: float) -> float | None:
+        """Seconds the current instance of ``name`` on ``agent`` has been up, or None."""
+        _, instances = self._agents.get(agent, (None, {}))
+        inst = instances.get(name)
+        return None if inst is None else now - inst.first_seen
 
     def forget(self, agent: str) -> None:
         self._agents.pop(agent, None)

@@ -103,6 +103,8 @@ class Watch:
     markers_loaded: bool = False
     #: Instance ids of dialogs journalled as left for the owner (once each).
     left: set[str] | None = None
+    #: The unknown dialog's instance id the owner was paged for (key ``dialog:<agent>``).
+    unknown_paged: str | None = None
 
 
 class Monitor:
@@ -115,6 +117,8 @@ class Monitor:
         self.watches: dict[str, Watch] = {}
         self._tg: TaskGroup | None = None
         self._answering: set[str] = set()
+        #: Agents whose unknown dialog was paged (key ``dialog:<agent>``): instance id.
+        self._unknown_paged: dict[str, str] = {}
         self._lock = anyio.Lock()
 
     # ----- markers --------------------------------------------------------------------------
@@ -218,6 +222,8 @@ class Monitor:
         verdict = classify(obs)
         if facts is not None and facts.at_prompt and dialog is None:
             w.last_idle_at = now
+            if agent in self._unknown_paged:
+                await self._unknown_gone(agent)
         was = w.verdict
         held_before = self.held(agent)
         w.verdict, w.observed_at, w.dialog = verdict, now, dialog
@@ -233,7 +239,7 @@ class Monitor:
                 source=source,
             )
         await self._hang(agent, st.session_id, st.alive, w, verdict, now, pages)
-        await self._dialog(agent, st.session_id, w, dialog, now, text)
+        await self._dialog(agent, st.session_id, w, dialog, now, text, pages)
         if held_before is not None and self.held(agent) is None:
             ctx.the_bus().kick(agent)  # what waited for the dialog or the limit goes in now
         return verdict
@@ -544,6 +550,7 @@ class Monitor:
         dialog: Dialog | None,
         now: float,
         text: str | None,
+        pages: bool = True,
     ) -> None:
         if text is None:
             return  # no screen: nothing seen, absent or present
@@ -566,6 +573,9 @@ class Monitor:
                 screen=screen_lines(text),
             )
         if step is not Step.ANSWER:
+            return
+        if dialog.spec.kind is Kind.UNKNOWN:
+            await self._unknown(agent, w, dialog, instance, text, now, pages)
             return
         action = self._policy(dialog)
         if action == "off":
@@ -605,9 +615,68 @@ class Monitor:
         self._answering.add(agent)
         self._tg.start_soon(self._answer, agent, dialog, answer, instance, text)
 
+    async def _unknown(
+        self,
+        agent: str,
+        w: Watch,
+        dialog: Dialog,
+        instance: str,
+        text: str,
+        now: float,
+        pages: bool,
+    ) -> None:
+        """An unknown dialog that has settled: journal it once as left for the owner,
+        and page once (key ``dialog:<agent>``) when it has been up for
+        ``dialog_unknown_page_after_s``. No key is ever sent to it."""
+        left = w.left = w.left or set()
+        if instance not in left:
+            left.add(instance)
+            await self.ctx.recorder.event(
+                "dialog.left",
+                level="warning",
+                agent=agent,
+                dialog=dialog.name,
+                instance=instance,
+                why="a dialog netsky does not know",
+                screen=screen_lines(text),
+            )
+        up_s = self.handler.age(agent, dialog.name, now)
+        if not pages or w.unknown_paged == instance:
+            return
+        if up_s is None or up_s < self.ctx.settings.dialog_unknown_page_after_s:
+            return
+        shown = "\n".join(dialog.lines)
+        body = (
+            f"{agent} shows a dialog netsky does not know, so it waits for you and netsky "
+            f"sends it no keys.\nAnswer it: tmux attach -t {agent}   Evidence: netskyctl "
+            f"why {agent}\n\nThe dialog:\n{shown}"
+        )
+        try:
+            await escalate(
+                self.ctx, f"{agent} waits on an unknown dialog", body, key=f"dialog:{agent}"
+            )
+        except (OSError, NetskyError, ValueError) as e:
+            await self.ctx.recorder.event(
+                "dialog.page_failed", level="error", agent=agent, error=str(e)
+            )
+            return  # tried again at the next observation
+        w.unknown_paged = self._unknown_paged[agent] = instance
+        await self.ctx.recorder.event(
+            "dialog.paged", level="warning", agent=agent, dialog=dialog.name, instance=instance
+        )
+
+    async def _unknown_gone(self, agent: str) -> None:
+        """``agent`` is at its prompt again after an unknown dialog was paged: close the
+        incident (all-clear). A respawn showing the dialog again joins the open incident
+        rather than paging anew."""
+        instance = self._unknown_paged.pop(agent)
+        await self.ctx.recorder.event("dialog.gone", agent=agent, instance=instance)
+        await self._resolve(f"dialog:{agent}", f"{agent}'s unknown dialog has gone.")
+
     def _policy(self, dialog: Dialog) -> str:
-        """The configured action for ``dialog`` (``off`` for a question, always)."""
-        if dialog.spec.kind is Kind.QUESTION:
+        """The configured action for ``dialog`` (``off`` for a question or an unknown
+        dialog, always)."""
+        if dialog.spec.kind in (Kind.QUESTION, Kind.UNKNOWN):
             return "off"
         return self.ctx.settings.dialog_action(dialog.name)
 

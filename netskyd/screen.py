@@ -9,10 +9,13 @@ The rules come from the recorded screens in ``tests/screens/`` (Claude Code 2.1,
 Codex CLI 0.16x) and are deliberately narrow: real output that happens to match
 (a duration in a log line) only makes the fingerprint a little less sensitive.
 
-Menus: the dialogs of both CLIs are numbered option lists with one highlighted
-option (``❯`` in Claude Code, ``›`` in Codex, ``>`` elsewhere). ``parse_options``
-reads them bottom-up from the screen: the run of ``1.``, ``2.``, ... closest to the
-bottom, each with its label and whether it carries the marker.
+Menus are read by their *shape*, not by one release's wording (issue 14): a
+highlighted row (a marker ``❯`` in Claude Code, ``›`` in Codex, ``>`` elsewhere,
+in front of the label), its sibling option rows (numbered ``1.``, ``2.``, ... or
+not: Claude Code 2.1.332 dropped the numbers), and often a confirm footer such as
+``Enter to confirm · Esc to cancel``. ``parse_menu`` finds the menu closest to the
+bottom of the screen; ``parse_options`` is its numbered half (the run of ``1.``,
+``2.``, ... closest to the bottom). Labels never include their numbers.
 """
 
 from __future__ import annotations
@@ -93,14 +96,15 @@ def raw_hash(text: str) -> str:
 
 @dataclass(frozen=True)
 class Option:
-    """One numbered option of an on-screen menu.
+    """One option of an on-screen menu.
 
-    ``number`` is the digit shown (1-based), ``index`` its position in the menu
-    (0-based), ``label`` the text after ``N.``, ``highlighted`` whether the marker
-    is on it, ``row`` its line number on the screen (0 = top).
+    ``number`` is the digit shown (1-based; None in an unnumbered menu), ``index``
+    its position in the menu (0-based), ``label`` the text after the marker and the
+    ``N.`` (never the number), ``highlighted`` whether the marker is on it, ``row``
+    its line number on the screen (0 = top).
     """
 
-    number: int
+    number: int | None
     index: int
     label: str
     highlighted: bool
@@ -131,3 +135,135 @@ def parse_options(lines: list[str]) -> tuple[Option, ...]:
         Option(number=n, index=i, label=label, highlighted=hi, row=row)
         for i, (row, n, label, hi) in enumerate(found)
     )
+
+
+#: A confirm footer under a menu: "Enter to confirm · Esc to cancel", "enter continue ·
+#: esc back", "Press enter to confirm or esc to cancel", "Enter to select · ↑/↓ to navigate".
+FOOTER = re.compile(
+    r"\benter\b.{0,12}\b(confirm|select|continue|submit|choose|proceed)\b"
+    r"|\besc\b.{0,6}\b(cancel|back|exit)\b|↑/↓|\bto navigate\b",
+    re.IGNORECASE,
+)
+_MARKED = re.compile(rf"^(?P<lead>\s*)[{re.escape(MARKERS)}](?P<gap>\s+)(?P<label>\S.*?)\s*$")
+#: A row whose first glyph is one of these is a rule, a tree branch or a transcript bullet,
+#: never an option label.
+_NOT_LABEL = "─━═┄┈╌⎿●○◦•■□☐☒✓✔✗✘▎▌│┃╭╮╰╯└┌┐┘├┤"
+_NUMBERED = re.compile(r"^(?P<num>\d{1,2})[.)]\s+(?P<label>\S.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class Menu:
+    """A menu read off a screen by its shape.
+
+    ``options``: in screen order (``Option.row`` indexes the lines given to
+    ``parse_menu``). ``numbered``: the labels were shown as ``1.``, ``2.``, ...
+    ``footer``: the confirm footer line under it, if one was found, and its row.
+    """
+
+    options: tuple[Option, ...]
+    numbered: bool
+    footer: str | None = None
+    footer_row: int | None = None
+
+    @property
+    def highlighted(self) -> Option | None:
+        marked = [o for o in self.options if o.highlighted]
+        return marked[0] if len(marked) == 1 else None
+
+    @property
+    def first_row(self) -> int:
+        return self.options[0].row
+
+    @property
+    def last_row(self) -> int:
+        return self.options[-1].row
+
+
+def _unbox(line: str) -> str:
+    """``line`` without a box's side borders, keeping the indentation inside the box."""
+    s = line.rstrip()
+    stripped = s.lstrip()
+    if stripped[:1] in _BOX:
+        s = stripped[1:]
+    if s[-1:] in _BOX:
+        s = s[:-1].rstrip()
+    return s
+
+
+def _marked_menu(lines: list[str]) -> tuple[Option, ...]:
+    """The unnumbered menu around the marked row closest to the bottom (module docstring).
+
+    Siblings are the rows whose label starts in the marked row's label column with
+    only blanks before it; rows indented deeper are descriptions and are skipped;
+    a blank row, a footer, a row starting further left or a rule ends the menu.
+    Fewer than two options is no menu.
+    """
+    rows = [_unbox(line) for line in lines]
+    for at in range(len(rows) - 1, -1, -1):
+        m = _MARKED.match(rows[at])
+        if m is None or m.group("label")[0] in _NOT_LABEL:
+            continue
+        col = len(m.group("lead")) + 1 + len(m.group("gap"))
+        found = {at: (m.group("label"), True)}
+        for step in (-1, 1):
+            r = at + step
+            while 0 <= r < len(rows):
+                row = rows[r]
+                head, rest = row[:col], row[col:]
+                if not row.strip() or FOOTER.search(row) or head.strip():
+                    break
+                if rest[:1].isspace():  # indented deeper: a description
+                    r += step
+                    continue
+                if rest[:1] in _NOT_LABEL:
+                    break
+                found[r] = (rest.strip(), False)
+                r += step
+        if len(found) < 2:
+            continue
+        return tuple(
+            Option(number=None, index=i, label=label, highlighted=hi, row=row)
+            for i, (row, (label, hi)) in enumerate(sorted(found.items()))
+        )
+    return ()
+
+
+def _numbered(options: tuple[Option, ...]) -> tuple[Option, ...] | None:
+    """``options`` with their ``N.`` labels split into numbers when every one has one."""
+    split = [_NUMBERED.match(o.label) for o in options]
+    if not all(split):
+        return None
+    return tuple(
+        Option(int(m.group("num")), o.index, m.group("label"), o.highlighted, o.row)
+        for o, m in zip(options, split, strict=True)
+        if m is not None
+    )
+
+
+def parse_menu(lines: list[str]) -> Menu | None:
+    """The menu closest to the bottom of ``lines``, numbered or not, or None.
+
+    A numbered run (``parse_options``) and a marked unnumbered one (siblings by
+    column) are both looked for; the one that ends lower on the screen wins. The
+    footer is the first line within three non-blank lines under the last option
+    that reads like a confirm footer (``FOOTER``).
+    """
+    numbered = parse_options(lines)
+    marked = _marked_menu(lines)
+    if marked and (not numbered or marked[-1].row > numbered[-1].row):
+        split = _numbered(marked)
+        menu = Menu(split or marked, numbered=split is not None)
+    elif numbered:
+        menu = Menu(numbered, numbered=True)
+    else:
+        return None
+    seen = 0
+    for row in range(menu.last_row + 1, len(lines)):
+        if not lines[row].strip():
+            continue
+        if FOOTER.search(lines[row]):
+            return Menu(menu.options, menu.numbered, lines[row].strip(), row)
+        seen += 1
+        if seen >= 3:
+            break
+    return menu
