@@ -10,7 +10,6 @@ trusted, and the API base URL (``-c openai_base_url``) is a closed local port.
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,28 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.harness import EnvNetsky, Netsky, closed_port, wait_for
-from tests.npm_clis import find_or_install
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-CODEX_SPEC = "@openai/codex"
 FAKE_KEY = "sk-netsky-test-" + "y" * 32
-
-
-@pytest.fixture(scope="session")
-def codex_bin() -> Path:
-    path = find_or_install(CODEX_SPEC, "codex", "NETSKY_TEST_CODEX")
-    res = subprocess.run(
-        [str(path), "--version"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    if res.returncode != 0 or "codex" not in res.stdout.lower():
-        pytest.fail(f"{path} --version failed:\n{res.stdout}\n{res.stderr}", pytrace=False)
-    return path
 
 
 @pytest.fixture

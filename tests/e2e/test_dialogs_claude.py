@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_claude import FAKE_API_KEY, claude_bin, offline_claude  # noqa: F401
+from tests.e2e.test_claude import FAKE_API_KEY, offline_claude
 from tests.harness import EnvNetsky, Netsky, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.claude, pytest.mark.timeout(600)]
@@ -40,7 +40,7 @@ def events(ns: Netsky, name: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def first_run(netsky: Netsky, claude_bin: Path, tmp_path: Path) -> Iterator[EnvNetsky]:  # noqa: F811
+def first_run(netsky: Netsky, claude_bin: Path, tmp_path: Path) -> Iterator[EnvNetsky]:
     home = tmp_path / "user-home"
     home.mkdir()
     workdir = (tmp_path / "work").absolute()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_codex import FAKE_KEY, codex_bin  # noqa: F401 - a fixture
+from tests.e2e.test_codex import FAKE_KEY
 from tests.fake_openai import FakeOpenAI, Reply, UsageLimit
 from tests.harness import EnvNetsky, Netsky, wait_for
 
@@ -89,7 +89,7 @@ class CodexRig:
 
 
 @pytest.fixture
-def rig(netsky: Netsky, codex_bin: Path, tmp_path: Path) -> Iterator[CodexRig]:  # noqa: F811
+def rig(netsky: Netsky, codex_bin: Path, tmp_path: Path) -> Iterator[CodexRig]:
     r = CodexRig(netsky, codex_bin, tmp_path, [])
     with r.api:
         try:
