@@ -77,6 +77,11 @@ ACTIVE = frozenset(
 )
 #: States that wait for ``retry_at``.
 PARKED = frozenset({State.FAILED, State.GAVE_UP, State.CRASH_LOOP})
+#: Active states in which the agent's fresh session exists (or is being created): its
+#: death (``Gone``) fails the attempt at once, whichever step is running. So whoever
+#: learns of a death must feed it in these states too, not leave it to the step: a
+#: Verify only looks at the end of ``verify_s``, a handoff waits for its deadline.
+DEATH_FAILS = frozenset({State.SPAWNING, State.AWAITING_READY, State.HANDING_OFF, State.VERIFYING})
 
 
 @dataclass(frozen=True)
@@ -500,7 +505,7 @@ def step(
             m = replace(m, restart_id=event.restart_id, cause="crash", reason=event.reason)
             m = replace(m, handoff=None, clones=None, attempts=0, failure=event.failure)
             return _start(m, now, b, force=False)
-        if s in (State.CLAIMED, State.TEARING_DOWN) or s in PARKED:
+        if s not in DEATH_FAILS:
             # CLAIMED/TEARING_DOWN/FAILED/GAVE_UP/CRASH_LOOP -> same: the restart owns it already
             return m, []
         # SPAWNING/AWAITING_READY/HANDING_OFF/VERIFYING -> FAILED: the new session died

@@ -94,15 +94,23 @@ async def create_session(
 
 
 async def seed_runtime(ctx: Context, agent: str, runtime: Runtime, workdir: Path) -> None:
-    """Seed the runtime's own settings (netskyd/seed.py) and record what changed.
+    """Seed the runtime's own settings (netskyd/seed.py) for an agent that runs in
+    ``workdir`` and record what changed (``state/seeded.jsonl``, ``runtime.seeded``;
+    an answer left alone, e.g. an API key the owner rejected: ``runtime.seed_left``).
+
+    What is seeded follows the dialog policy (``Settings.dialog_action``) and the
+    daemon's environment (``ctx.environ``: the agent's HOME and ANTHROPIC_API_KEY).
 
     Never fails the spawn: a settings file that cannot be parsed or written is
     reported (``runtime.seed_failed``) and left alone; the dialog it would have
     prevented is then the monitor's to answer.
     """
+    policy = ctx.settings.dialog_action
     async with ctx.seed_lock:
         try:
-            changes = await anyio.to_thread.run_sync(seed.seed, runtime, ctx.environ, workdir)
+            changes = await anyio.to_thread.run_sync(
+                seed.seed, runtime, ctx.environ, workdir, policy
+            )
             await anyio.to_thread.run_sync(seed.record, ctx.paths.state, agent, runtime, changes)
         except (seed.SeedError, OSError) as e:
             await ctx.recorder.event(
@@ -113,16 +121,28 @@ async def seed_runtime(ctx: Context, agent: str, runtime: Runtime, workdir: Path
                 error=str(e),
             )
             return
-    if changes:
+    done = [c for c in changes if c.action == "set"]
+    if done:
         await ctx.recorder.event(
             "runtime.seeded",
             agent=agent,
             runtime=runtime.value,
             changes=[
                 {"file": c.file, "key": c.key, "value": c.value, "previous": c.previous}
-                for c in changes
+                for c in done
             ],
         )
+    for c in changes:
+        if c.action != "set":  # e.g. an API key the owner rejected: theirs to change
+            await ctx.recorder.event(
+                "runtime.seed_left",
+                agent=agent,
+                runtime=runtime.value,
+                file=c.file,
+                key=c.key,
+                value=c.value,
+                note=c.note,
+            )
 
 
 async def is_ready(ctx: Context, agent: str, runtime: Runtime, session_id: str | None) -> bool:

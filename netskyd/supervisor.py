@@ -6,7 +6,9 @@ liveness pass, run by every tick and at once when a tmux hook reports a death
 (netskyd/sessions.py): it compares tmux's sessions with the desired set, spawns
 agents that were never up, and hands every death of an agent that was up to the
 watchdog (netskyd/watchdog.py), whose restart state machine decides what happens
-next. While a restart covers an agent, its liveness is the watchdog's.
+next. While a restart covers an agent, its liveness is the watchdog's, except that
+the death of a session the restart itself spawned is handed on too (it fails the
+attempt at once, e.g. while verifying).
 """
 
 from __future__ import annotations
@@ -258,6 +260,8 @@ class Supervisor:
         for agent in wanted:
             st = self.state_of(agent)
             if st.spawning or wd.owns(agent) or wd.busy(agent):
+                if st.known and not st.alive and wd.fails_on_death(agent):
+                    gone.append(agent)  # its restart's fresh session died: fail it now
                 continue  # a spawn or a restart (maybe waiting for its retry) has it
             if not st.alive:
                 if st.known:
@@ -272,7 +276,7 @@ class Supervisor:
                     await self.ctx.recorder.event("agent.ready", agent=agent, late=True)
                     self.ctx.the_bus().kick(agent)
         for agent in gone:
-            if wd.owns(agent):
+            if wd.owns(agent) and not wd.fails_on_death(agent):
                 continue  # e.g. a clone, once agent0's restart (which covers it) began
             st = self.state_of(agent)
             pane = panes.get(agent)
@@ -420,8 +424,22 @@ class Supervisor:
         await self.ctx.store.finish_spawn(spawned.session_id, "failed", None)
         err = ReadinessTimeout(
             f"{agent} was not ready within {timeout_s:g}s (runtime {spawned.runtime.value})"
+            + self._waiting_on(agent)
         )
         return "ready-timeout", str(err)
+
+    def _waiting_on(self, agent: str) -> str:
+        """``": waiting on dialog <name> (...)"`` when the monitor last saw a dialog on
+        ``agent``'s screen (the reason its readiness never came), else ``""``."""
+        monitor = self.ctx.monitor
+        verdict = monitor.verdict(agent) if monitor is not None else None
+        dialog = verdict.evidence.get("dialog") if verdict is not None else None
+        if not isinstance(dialog, dict):
+            return ""
+        lines = [str(line).strip() for line in dialog.get("lines") or [] if str(line).strip()]
+        options = " / ".join(str(o) for o in dialog.get("options") or [])
+        shown = f"; screen: {' | '.join(lines[:6])}" if lines else ""
+        return f": waiting on dialog {dialog.get('name')} (options: {options}){shown}"
 
     # ----- the restart runner's primitives (netskyd/watchdog.py) ---------------------------
 

@@ -109,6 +109,12 @@ class Watchdog(RestartSteps):
             return True
         return bool(TEARDOWN_RE.match(agent)) and self.machine(ROOT).state in restart.ACTIVE
 
+    def fails_on_death(self, agent: str) -> bool:
+        """True while ``agent``'s own restart has (or is creating) its fresh session, so
+        its death must be handed to ``notice_gone`` at once (``restart.DEATH_FAILS``):
+        a restart being verified fails now, not at the end of ``restart_verify_s``."""
+        return self.machine(agent).state in restart.DEATH_FAILS
+
     def busy(self, agent: str) -> bool:
         """True when ``agent``'s machine is not IDLE (in flight or waiting to retry)."""
         return self.machine(agent).state != State.IDLE
@@ -357,10 +363,24 @@ class Watchdog(RestartSteps):
         session_id: str | None = None,
         exit_status: int | None = None,
     ) -> None:
-        """An agent's session died or vanished: record it, then restart it.
+        """An agent's session died or vanished: record it (``agent.crashed``, a
+        ``crashes`` row with the pane's last lines), then feed ``Gone`` to its machine.
 
-        For agent0, a pending ``state/restart-request`` makes this a planned restart.
+        Idle, that starts a crash restart (for agent0, a pending ``state/restart-request``
+        makes it a planned one); while its own restart has spawned it
+        (``fails_on_death``), that attempt fails at once. ``failure``: ``exit-N`` or
+        ``session-gone``; ``noticed_by``: e.g. ``hook:pane-died``, ``tick``.
         """
+        if self.fails_on_death(agent) and await self.ctx.sup().still_up(agent):
+            # The check's pane list may predate the fresh session (a tick's snapshot, a
+            # check queued behind another): only a death tmux confirms now fails it.
+            await self.ctx.recorder.event(
+                "restart.death_unconfirmed",
+                agent=agent,
+                state=self.machine(agent).state.value,
+                noticed_by=noticed_by,
+            )
+            return
         tail = await self.ctx.sup().pane_tail(agent, self.ctx.settings.crash_tail_lines)
         self._tails.pop(agent, None)
         if tail is not None:
@@ -380,12 +400,8 @@ class Watchdog(RestartSteps):
         )
         if agent == ROOT and await self.claim_request():
             return
-        if (
-            self.machine(agent).state in restart.ACTIVE
-            or self.machine(agent).state in restart.PARKED
-        ):
-            await self.feed(agent, restart.Gone(uuid.uuid4().hex, reason, failure))
-            return
+        # IDLE: a crash restart starts. SPAWNING..VERIFYING: the attempt fails now. Else
+        # (claimed, tearing down, parked) the machine notes it and does nothing.
         await self.feed(agent, restart.Gone(uuid.uuid4().hex, reason, failure))
 
     async def cancel(self, agent: str, reason: str) -> None:

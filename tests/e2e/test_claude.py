@@ -1,9 +1,10 @@
 """End to end with the real Claude Code CLI: netskyd spawns agent0 on the ``claude``
 runtime in a private tmux server, and delivers an envelope into its pane.
 
-Claude Code comes from the npm registry (``@anthropic-ai/claude-code@^2.1``),
-installed once into ``<repo>/.cache/npm``; ``NETSKY_TEST_CLAUDE`` may name an
-existing executable instead. It runs offline and logged out: a temporary HOME holds a
+Claude Code comes from the npm registry in two tiers (``tests/npm_clis.py``: the
+pinned release, and ``@latest`` installed fresh with ``--latest-clis``; the
+``claude_bin`` fixture is in tests/conftest.py); ``NETSKY_TEST_CLAUDE`` may name an
+existing executable for the pinned tier. It runs offline and logged out: a temporary HOME holds a
 ``.claude.json`` that skips onboarding, the trust dialog and the API-key prompt,
 and the API base URL points at a closed local port, so the submitted envelope
 never leaves the machine (Claude Code just reports a connection error).
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,43 +22,13 @@ from typing import Any
 import pytest
 
 from tests.harness import EnvNetsky, Netsky, closed_port, wait_for
-from tests.npm_clis import find_or_install
 
 pytestmark = [pytest.mark.e2e, pytest.mark.claude, pytest.mark.timeout(900)]
 
-CLAUDE_SPEC = "@anthropic-ai/claude-code@^2.1"
 #: Fake, never sent anywhere: the base URL below is a closed local port.
 FAKE_API_KEY = "sk-ant-netsky-test-" + "x" * 24 + "0123456789abcdefghij"
 #: Variables of the test runner's environment that must not reach Claude Code.
 CLAUDE_ENV_PREFIXES = ("ANTHROPIC_", "CLAUDE_", "CLAUDECODE")
-
-
-@pytest.fixture(scope="session")
-def claude_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Claude Code CLI, checked with ``--version``."""
-    path = find_or_install(CLAUDE_SPEC, "claude", "NETSKY_TEST_CLAUDE")
-    home = tmp_path_factory.mktemp("claude-version-home")
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "DISABLE_AUTOUPDATER": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    }
-    res = subprocess.run(
-        [str(path), "--version"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    if res.returncode != 0 or "Claude Code" not in res.stdout:
-        pytest.fail(
-            f"{path} --version failed (exit {res.returncode}):\n{res.stdout}\n{res.stderr}",
-            pytrace=False,
-        )
-    return path
 
 
 def seed_home(home: Path, workdir: Path, api_key: str) -> None:
@@ -205,3 +175,4 @@ def test_envelope_reaches_real_claude_code(claude_netsky: EnvNetsky) -> None:
         20,
         f"the agents' pane processes {panes} to exit",
     )
+

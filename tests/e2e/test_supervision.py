@@ -307,3 +307,95 @@ def test_stale_and_corrupt_markers_are_reconciled_and_foreign_sessions_reported(
     assert "agent7" in st["unknown_sessions"]
     assert "agent7" not in {a["agent"] for a in st["agents"]}  # reported, not adopted
     assert "agent7" in netsky.sessions()  # and left alone
+
+
+#: A custom runtime for one agent: an ordinary demo agent until ``<home>/fresh-dies``
+#: exists; from then on each fresh session writes its readiness record, waits until its
+#: own restart is VERIFYING (``state/restart-inflight.json``), and exits 3 at once.
+DIES_WHILE_VERIFYING = """\
+import json, os, sys, time
+from pathlib import Path
+
+home = Path(os.environ["NETSKY_HOME"])
+agent = "agent" + os.environ["AGENT_N"]
+if not (home / "fresh-dies").exists():
+    os.execv(sys.executable, [sys.executable, "-m", "netskyd.demo_agent"])
+from netskyd.readiness import write_ready_record
+
+session = os.environ["NETSKY_SESSION_ID"]
+ready = home / "state" / "ready" / f"{agent}.json"
+write_ready_record(ready, agent, session, "custom", os.getpid())
+print(f"{agent}: ready; dying as soon as my restart is verifying", flush=True)
+inflight = home / "state" / "restart-inflight.json"
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    try:
+        state = json.loads(inflight.read_text())["machines"][agent]["state"]
+    except (OSError, ValueError, KeyError, TypeError):
+        state = None
+    if state == "verifying":
+        print(f"{agent}: dying while verifying (exit 3)", flush=True)
+        sys.exit(3)
+    time.sleep(0.02)
+sys.exit(4)  # never saw VERIFYING: the failure class says so
+"""
+
+
+@pytest.mark.timeout(120)  # far below restart_verify_s: waiting the window out fails
+@pytest.mark.parametrize("agent", ["agent0", "agent1"])
+def test_a_death_while_verifying_fails_the_attempt_at_once(
+    netsky: Netsky, tmp_path: Path, agent: str
+) -> None:
+    script = tmp_path / "dies_while_verifying.py"
+    script.write_text(DIES_WHILE_VERIFYING)
+    netsky.configure(
+        clones=1,
+        agent_runtimes={agent: "custom"},
+        custom_command=f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}",
+        tick_interval_s=3600.0,  # only the session watcher can notice in time
+        restart_verify_s=300.0,
+        restart_step_deadline_s=600.0,  # no stuck-verifying backstop either
+        restart_backoff_base_s=0.2,
+        restart_max_attempts=2,
+    )
+    netsky.start()
+    wait_for(lambda: netsky.all_ready(THREE), 60, "agents ready")
+    (netsky.home / "fresh-dies").touch()
+    assert netsky.ctl("channel", "send", agent, "crash", "--from", "owner").returncode == 0
+
+    # Both attempts' fresh sessions die while verifying: each fails when it dies, and
+    # the second gives up, all well inside one 300 s verification window.
+    wait_for(
+        lambda: (_machine(netsky, agent) or {}).get("state") == "gave_up",
+        60,
+        f"{agent}'s restart to give up after two deaths while verifying",
+    )
+    rows = _query(
+        netsky,
+        "SELECT attempt, cause, outcome, failure FROM restarts WHERE agent = ? ORDER BY attempt",
+        agent,
+    )
+    assert rows == [(1, "crash", "failed", "exit-3"), (2, "crash", "failed", "exit-3")]
+    moves = [
+        json.loads(f)
+        for (f,) in _query(
+            netsky,
+            "SELECT fields FROM events WHERE event = 'restart.transition' AND agent = ? "
+            "ORDER BY id",
+            agent,
+        )
+    ]
+    from_verifying = [(m["new"], m["on"]) for m in moves if m["old"] == "verifying"]
+    assert from_verifying == [("failed", "Gone"), ("gave_up", "Gone")], moves
+    crashes = _query(
+        netsky,
+        "SELECT exit_status, failure, noticed_by FROM crashes WHERE agent = ? ORDER BY id",
+        agent,
+    )
+    assert [c[:2] for c in crashes] == [(3, "exit-3")] * 3  # the first death, then two fresh
+    assert all(c[2].split(":")[0] in ("hook", "sweep") for c in crashes), crashes
+    gave_up = json.loads((netsky.home / "state" / "gave-up.json").read_text())
+    assert gave_up["agents"][agent]["failure"] == "exit-3"
+    assert "died while verifying" in gave_up["agents"][agent]["detail"]
+    others = [a for a in THREE if a != agent and not (agent == "agent0" and a == "agent1")]
+    assert netsky.all_ready(others)  # agentinfinity (and agent0 for a clone) untouched

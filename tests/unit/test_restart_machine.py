@@ -1718,3 +1718,160 @@ def test_table_covers_gone_in_every_state_and_tick_in_every_state() -> None:
     assert {s for s, e in ALLOWED if e is Gone} == set(State)
     assert {s for s, e in ALLOWED if e is Tick} == set(State)
     assert {s for s, e in ALLOWED if e is StepFailed} == set(ACTIVE)
+
+
+# ----- a death seen while VERIFYING acts at once (issue 14) ----------------------------------
+
+#: Verification long enough that waiting it out would show: 300 s, as in the e2e test.
+BV = replace(B, verify_s=300.0)
+
+
+def test_death_fails_is_exactly_where_gone_fails_the_attempt() -> None:
+    """restart.DEATH_FAILS (what the supervisor hands on) and step() agree state by state."""
+    for s in State:
+        m2, _ = step(mk(s), Gone(RID2, "exit status 3", "exit-3"), T0, B)
+        failed = m2.state in (State.FAILED, State.GAVE_UP) and s in ACTIVE
+        assert failed is (s in restart.DEATH_FAILS), s
+    assert restart.DEATH_FAILS < ACTIVE
+    assert State.VERIFYING in restart.DEATH_FAILS and State.HANDING_OFF in restart.DEATH_FAILS
+
+
+@dataclass(frozen=True)
+class Death:
+    """The fresh agent dies ``after_s`` into VERIFYING (entered at T0, verify_s = 300)."""
+
+    id: str
+    m: Machine
+    gone: Gone
+    after_s: float
+    state: State
+    actions: tuple[Action | Like, ...]
+    fields: Mapping[str, object] = field(default_factory=dict)
+    budget: Budget = BV
+
+
+def _verifying(agent: str = "agent0", **kw: Any) -> Machine:
+    return mk(State.VERIFYING, agent=agent, since=T0, **kw)
+
+
+DEATHS = [
+    Death(
+        "crash-restart-of-a-clone-exits",
+        _verifying("agent1"),
+        Gone(RID2, "exit status 3", "exit-3"),
+        1.0,
+        State.FAILED,
+        (
+            RestartFinished(RID, 1, "failed", "exit-3"),
+            Wake(T0 + 1.0 + backoff_s(BV, 1, RID)),
+        ),
+        {"attempts": 1, "failure": "exit-3", "since": T0 + 1.0, "restart_id": RID},
+    ),
+    Death(
+        "planned-restart-of-agent0-session-gone",
+        _verifying(cause="planned", reason="restart requested by owner", handoff="h"),
+        Gone(RID2, "its tmux session is gone", "session-gone"),
+        0.2,
+        State.FAILED,
+        (
+            RestartFinished(RID, 1, "failed", "session-gone"),
+            Wake(T0 + 0.2 + backoff_s(BV, 1, RID)),
+        ),
+        # still the same restart, still planned: the retry carries the same handoff
+        {"cause": "planned", "handoff": "h", "failure": "session-gone", "restart_id": RID},
+    ),
+    Death(
+        "second-attempt-backs-off-longer",
+        _verifying(attempts=1, failure="exit-3"),
+        Gone(RID2, "exit status 3", "exit-3"),
+        2.0,
+        State.FAILED,
+        (
+            RestartFinished(RID, 2, "failed", "exit-3"),
+            Wake(T0 + 2.0 + backoff_s(BV, 2, RID)),
+        ),
+        {"attempts": 2},
+    ),
+    Death(
+        "last-attempt-gives-up-at-once",
+        _verifying(attempts=BV.max_attempts - 1, failure="exit-3"),
+        Gone(RID2, "exit status 3", "exit-3"),
+        1.0,
+        State.GAVE_UP,
+        (
+            RestartFinished(RID, BV.max_attempts, "failed", "exit-3"),
+            Like(WriteMarker, {"name": "gave-up", "entry": {"since": T0 + 1.0}}),
+            Like(Page, {"key": "agent0:gave-up"}, {"subject": ("(exit-3)",)}),
+            Wake(T0 + 1.0 + BV.giveup_cooldown_s),
+        ),
+        {"retry_at": T0 + 1.0 + BV.giveup_cooldown_s},
+    ),
+]
+
+
+@pytest.mark.parametrize("d", DEATHS, ids=lambda d: d.id)
+def test_a_death_while_verifying_fails_when_it_happens_not_after_verify_s(d: Death) -> None:
+    now = T0 + d.after_s
+    m2, actions = step(d.m, d.gone, now, d.budget)
+    assert m2.state is d.state
+    assert len(actions) == len(d.actions), actions
+    for got, want in zip(actions, d.actions, strict=True):
+        if isinstance(want, Like):
+            want.check(got)
+        else:
+            assert got == want
+    for name, want in d.fields.items():
+        assert getattr(m2, name) == want, name
+    assert m2.since == now and m2.retry_at is not None
+    # the retry is due long before the verification window would have ended
+    if d.state is State.FAILED:
+        assert m2.retry_at < d.m.since + d.budget.verify_s
+    _has_reason(m2, "died while verifying", d.gone.reason)
+    assert not any(isinstance(a, Verify) for a in actions)
+
+
+def test_the_verify_answer_of_a_failed_attempt_cannot_land() -> None:
+    """After the death, the Verify task's late answer is illegal (the runner drops it by
+    generation); the retry's resume is a Wake at the backoff, not a Verify."""
+    m2, _ = step(_verifying(), Gone(RID2, "exit status 3", "exit-3"), T0 + 1.0, BV)
+    with pytest.raises(IllegalTransition):
+        step(m2, Verified(), T0 + BV.verify_s, BV)
+    with pytest.raises(IllegalTransition):
+        step(m2, StepFailed("died-verifying", "agent0 did not stay up"), T0 + BV.verify_s, BV)
+    assert resume_actions(m2, T0 + 1.0, BV) == [Wake(m2.retry_at or 0.0)]
+    # a second report of the same death (hook, then sweep or tick) changes nothing
+    assert step(m2, Gone("r-3", "exit status 3", "exit-3"), T0 + 1.5, BV) == (m2, [])
+
+
+def test_an_agent_that_dies_in_every_verification_crash_loops_without_waiting_it_out() -> None:
+    """Each attempt fails the moment its agent dies; retries spend the crash-loop budget,
+    so the K+1st start is refused (CRASH_LOOP, one page) within seconds, not K * verify_s."""
+    b = replace(BV, max_attempts=10)  # the crash-loop budget, not the attempts, runs out
+    m = Machine("agent1", since=T0)
+    now = T0
+    m, _ = step(m, Gone(RID, "exit status 3", "exit-3"), now, b)
+    starts, failed_at, paged = [now], [], []
+    for _ in range(10):
+        for event in (Claimed(None), TornDown(), Spawned(), Ready()):
+            now += 0.1
+            m, _ = step(m, event, now, b)
+        assert m.state is State.VERIFYING
+        now += 0.5  # dies half a second into its 300 s verification
+        m, actions = step(m, Gone(f"c{now}", "exit status 3", "exit-3"), now, b)
+        assert m.state in PARKED and m.since == now
+        failed_at.append(now)
+        paged += pages(actions)
+        if m.state is not State.FAILED:
+            break
+        assert m.retry_at is not None
+        now = m.retry_at
+        m, actions = step(m, Tick(), now, b)
+        paged += pages(actions)
+        if m.state is State.CRASH_LOOP:
+            break
+        starts.append(now)
+    assert m.state is State.CRASH_LOOP, m
+    assert len(starts) == b.crashloop_restarts  # K starts, then refused
+    assert now - T0 < b.verify_s  # every attempt ended long before one verify_s
+    assert [p.key for p in paged] == ["agent1:crash-loop"]
+    assert m.failure == "exit-3"
