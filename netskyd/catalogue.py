@@ -121,7 +121,8 @@ CLAUDE_DIALOGS = (
         {"approve": _re(r"^dark mode( ✔)?$")},
         APPROVE,
         "the first-run theme picker (seeding hasCompletedOnboarding avoids it)",
-        also=(_re(r"^\W*\d\. dark mode"),),
+        # 2.1.197 numbers the themes ("2. Dark mode ✔"); 2.1.332 does not ("✔ Auto ...").
+        also=(_re(r"^\W*(\d\.\s+)?dark mode\b"),),
     ),
     DialogSpec(
         "claude.onboarding-security",
@@ -203,6 +204,19 @@ CLAUDE_DIALOGS = (
         "a tool call waits for permission (options 1/2/3)",
     ),
     DialogSpec(
+        "claude.auto-mode-unavailable",
+        C,
+        Kind.SETUP,
+        _re(r"^auto mode can['’]t check actions in this session$"),
+        {},
+        APPROVE,
+        "2.1.332's auto mode cannot reach its safety check (Enter stays in auto mode, "
+        "which then asks for each action: claude.permission)",
+        also=(_re(r"enter to stay in auto mode"),),
+        keys={"approve": "Enter"},
+        menu=False,
+    ),
+    DialogSpec(
         "claude.usage-limit-menu",
         C,
         Kind.LIMIT,
@@ -282,7 +296,8 @@ CATALOGUE: dict[Runtime, Screens] = {
         limit=(
             _re(r"usage limit reached"),
             # "⎿  You've hit your session limit · resets 8:50am (UTC)" (2.1.197)
-            _re(r"you['’]ve (hit|reached) your (\w+ )?limit"),
+            # "You've hit your 5-hour limit · resets 8:53pm (UTC)" (2.1.332)
+            _re(r"you['’]ve (hit|reached) your ([\w-]+ )?limit"),
             # With an API key the same 429 is an API error that names the rate limit.
             _re(r"api error: request rejected \(429\)"),
             _re(r"\blimit reached\b.*\breset"),

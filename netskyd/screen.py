@@ -148,6 +148,8 @@ _MARKED = re.compile(rf"^(?P<lead>\s*)[{re.escape(MARKERS)}](?P<gap>\s+)(?P<labe
 #: A row whose first glyph is one of these is a rule, a tree branch or a transcript bullet,
 #: never an option label.
 _NOT_LABEL = "─━═┄┈╌⎿●○◦•■□☐☒✓✔✗✘▎▌│┃╭╮╰╯└┌┐┘├┤"
+#: Marks of the current choice in front of a label ("✔ Auto (match terminal)", 2.1.332).
+_CHECKS = "✔✓"
 _NUMBERED = re.compile(r"^(?P<num>\d{1,2})[.)]\s+(?P<label>\S.*?)\s*$")
 
 
@@ -201,16 +203,23 @@ def _marked_menu(lines: list[str]) -> tuple[Option, ...]:
     rows = [_unbox(line) for line in lines]
     for at in range(len(rows) - 1, -1, -1):
         m = _MARKED.match(rows[at])
-        if m is None or m.group("label")[0] in _NOT_LABEL:
+        if m is None:
             continue
         col = len(m.group("lead")) + 1 + len(m.group("gap"))
-        found = {at: (m.group("label"), True)}
+        label = m.group("label")
+        if label[:1] in _CHECKS and label[1:2] == " ":  # "❯ ✔ Auto": the current choice
+            col, label = col + 2, label[2:].lstrip()
+        if not label or label[0] in _NOT_LABEL:
+            continue
+        found = {at: (label, True)}
         for step in (-1, 1):
             r = at + step
             while 0 <= r < len(rows):
                 row = rows[r]
                 head, rest = row[:col], row[col:]
-                if not row.strip() or FOOTER.search(row) or head.strip():
+                if not row.strip() or FOOTER.search(row) or head.strip() not in ("", *_CHECKS):
+                    break
+                if head.strip() and head.rstrip()[-1:] not in _CHECKS:
                     break
                 if rest[:1].isspace():  # indented deeper: a description
                     r += step

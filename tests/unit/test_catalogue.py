@@ -127,6 +127,54 @@ EXPECT["claude-code-2.1.197"] = {
     "busy-1": Expect(busy=True, prompt=True),
     "busy-2": Expect(busy=True, prompt=True),
 }
+# Claude Code 2.1.332 (tests/screens/claude-code-2.1.332/README.md): setup menus lost their
+# numbers, folder trust preselects "No, exit", the MCP question "Continue without", the
+# theme picker "✔ Auto"; permission prompts come in auto mode's new shapes too.
+EXPECT["claude-code-2.1.332"] = {
+    "idle": AT_PROMPT,
+    "busy-1": Expect(busy=True, prompt=True),
+    "busy-2": Expect(busy=True, prompt=True),
+    "submitted": Expect(busy=True, prompt=True),
+    "pasted": Expect(prompt=False),  # the box holds the pasted text
+    "pasted-long": Expect(prompt=False),  # "❯ [Pasted text #1 +11 lines]"
+    "folder-trust": Expect("claude.folder-trust", "No, exit", ("Down", "Enter")),
+    "folder-trust-down": Expect("claude.folder-trust", "Yes, I trust", ("Enter",)),
+    "api-key": Expect("claude.api-key", "No", ("Up", "Enter")),
+    "api-key-down": Expect("claude.api-key", "Yes", ("Enter",)),
+    "bypass-permissions": Expect("claude.bypass-permissions", "No, exit", ("Down", "Enter")),
+    "bypass-permissions-down": Expect("claude.bypass-permissions", "Yes, I accept", ("Enter",)),
+    "dev-channels": Expect("claude.dev-channels", "I am using this", ("Enter",)),
+    "dev-channels-down": Expect("claude.dev-channels", "Exit", ("Up", "Enter")),
+    "mcp-server": Expect("claude.mcp-server", "Continue without using", ("Up", "Up", "Enter")),
+    "mcp-server-down": Expect("claude.mcp-server", "Use this MCP server", ("Enter",)),  # wrapped
+    "onboarding": Expect("claude.onboarding", "Auto (match terminal)", ("Down", "Enter")),
+    "onboarding-down": Expect("claude.onboarding", "Dark mode", ("Enter",)),
+    "onboarding-security": Expect("claude.onboarding-security", approve=("Enter",)),
+    "permission-bash": PERMISSION,
+    "permission-bash-down": Expect("claude.permission", "Yes, and always allow", ("Up", "Enter")),
+    "permission-write": PERMISSION,
+    "permission-edit": PERMISSION,
+    "permission-webfetch": PERMISSION,
+    "permission-write-down": Expect(
+        "claude.permission", "Yes, and switch to accept edits", ("Up", "Enter")
+    ),
+    "permission-edit-down": Expect(
+        "claude.permission", "Yes, and switch to accept edits", ("Up", "Enter")
+    ),
+    "permission-webfetch-down": Expect("claude.permission", "Yes, and don't ask", ("Up", "Enter")),
+    "permission-auto": Expect("claude.permission", "No, and tell Claude", ("Down", "Enter")),
+    "permission-auto-down": Expect("claude.permission", "Yes", ("Enter",)),
+    "auto-mode-unavailable": Expect("claude.auto-mode-unavailable", approve=("Enter",)),
+    "owner-question": Expect("claude.owner-question", "SQLite", ()),
+    "owner-question-down": Expect("claude.owner-question", "Postgres", ()),
+    "usage-limit": Expect(prompt=True, limited=True),
+    "usage-limit-cancelled": Expect(prompt=True, limited=True),
+    "usage-limit-api-key": Expect(prompt=True, limited=True),
+    "usage-limit-menu": LIMIT_MENU,
+    "usage-limit-menu-down": Expect(
+        "claude.usage-limit-menu", "Wait here, then continue", ("Up", "Enter"), limited=True
+    ),
+}
 RUNTIMES = {"codex": Runtime.CODEX, "claude-code": Runtime.CLAUDE}
 
 
