@@ -80,12 +80,19 @@ def custom_idle(settings: Settings) -> re.Pattern[str] | None:
 
 
 def read_screen(runtime: Runtime, text: str, custom: re.Pattern[str] | None = None) -> ScreenFacts:
-    """Prompt and busy mark on ``text`` (its last REGION lines), limit notice (anywhere)."""
+    """Prompt and busy mark on ``text`` (its last REGION lines), limit notice (anywhere).
+
+    Readiness rests on two signals where the runtime has them, so no single footer
+    string decides it: a ``ready`` line (``Screens.ready``) makes the nearest prompt
+    line above it the prompt and rules out ``starting``; without one, the prompt is
+    looked for in the last six non-blank lines and a ``starting`` mark vetoes it.
+    """
     screens = screens_for(runtime)
     idle = custom if runtime is Runtime.CUSTOM else screens.idle
     every = screen_lines(text)
     lines = every[-REGION:]
     prompt_line = None
+    ready = next((ln for ln in reversed(lines) for p in screens.ready if p.search(ln)), None)
     if idle is not None:
         # Claude draws its prompt inside the input box, above a footer: any of the
         # last few lines may hold it; a shell's prompt is the last line.
@@ -95,11 +102,16 @@ def read_screen(runtime: Runtime, text: str, custom: re.Pattern[str] | None = No
             prompt_line = (m.group(0) or "(match)") if m else None
         elif runtime in (Runtime.SHELL, Runtime.DEMO):  # the last line is the prompt
             prompt_line = tail[-1] if tail and idle.search(tail[-1]) else None
+        elif ready is not None:  # the composer above the line only a ready screen shows
+            above = lines[: lines.index(ready)]
+            prompt_line = next((ln for ln in reversed(above) if idle.search(ln)), None)
         else:
             prompt_line = next((ln for ln in reversed(tail) if idle.search(ln)), None)
     busy = next((ln for ln in lines for p in screens.busy if p.search(ln)), None)
     limit = next((ln for ln in reversed(every) for p in screens.limit if p.search(ln)), None)
-    starting = next((ln for ln in lines for p in screens.starting if p.search(ln)), None)
+    starting = None
+    if ready is None:
+        starting = next((ln for ln in lines for p in screens.starting if p.search(ln)), None)
     at_prompt = prompt_line is not None and starting is None
     return ScreenFacts(at_prompt, prompt_line, busy, limit, starting)
 

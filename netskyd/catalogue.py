@@ -97,13 +97,19 @@ class Screens:
     marks shown only while a turn is running. ``starting``: marks of a start-up
     screen that already draws the prompt but is not taking input yet (Codex 0.169
     shows its composer under a loading logo for seconds, then maybe a trust
-    screen; tests/screens/codex-0.169.0/starting.*). ``limit``: a usage or rate
+    screen; tests/screens/codex-0.169.0/starting.*). ``ready``: see the field.
+    ``limit``: a usage or rate
     limit notice, searched over the whole screen (a notice stays where it was
     printed, often far above the bottom). ``dialogs``: the catalogue.
     """
 
     idle: re.Pattern[str] | None
     busy: tuple[re.Pattern[str], ...] = ()
+    #: Lines only a screen that takes input shows, whatever its footer says (Codex's
+    #: status line ``  <model> <effort> · <cwd>``). With one on screen the prompt is the
+    #: nearest ``idle`` line above it, however tall the composer, and no ``starting``
+    #: mark counts; without one the footer-based rule applies.
+    ready: tuple[re.Pattern[str], ...] = ()
     starting: tuple[re.Pattern[str], ...] = ()
     limit: tuple[re.Pattern[str], ...] = ()
     dialogs: tuple[DialogSpec, ...] = ()
@@ -310,6 +316,10 @@ CATALOGUE: dict[Runtime, Screens] = {
         # While loading, the footer is a bare "? for shortcuts"; once it takes input it
         # reads "<model> default · <dir>" over "← for agents · ? for shortcuts".
         starting=(re.compile(r"^\s*loading$"), re.compile(r"^\s*\? for shortcuts\s*$")),
+        # The status line under the composer ("  GPT-6.2-Sol default · /tmp/w · Fake title"):
+        # never on the starting, sign-in, trust or approval screens (0.169.0, 0.171.0), and
+        # still there when text in the composer hides the footer.
+        ready=(re.compile(r"^\s{1,4}\S[^·]* · [~/]"),),
         # "■ You’ve hit your usage limit. Try again at 7:05 AM." (a curly apostrophe);
         # a bare 429 that outlasted Codex's retries reads "■ exceeded retry limit, ...".
         limit=(

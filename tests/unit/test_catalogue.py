@@ -88,6 +88,14 @@ EXPECT: dict[str, dict[str, Expect]] = {
         "rate-limit": LIMITED,
     },
 }
+# Codex 0.171.0 (tests/screens/codex-0.171.0/README.md): the same screens as 0.169.0 but for
+# the model name and version; plus a paste and a submission.
+EXPECT["codex-0.171.0"] = {
+    **EXPECT["codex-0.169.0"],
+    "pasted": AT_PROMPT,
+    "pasted-long": AT_PROMPT,  # the composer 13 lines up: found above the status line
+    "submitted": Expect(busy=True),
+}
 PERMISSION = Expect("claude.permission", "Yes", ("Enter",))
 LIMIT_MENU = Expect("claude.usage-limit-menu", "Stop and wait", ("Enter",), limited=True)
 EXPECT["claude-code-2.1.197"] = {

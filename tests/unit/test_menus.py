@@ -6,6 +6,8 @@ same code in tests/unit/test_catalogue.py.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from netskyd.activity import Activity, Observation, classify, read_screen
@@ -139,3 +141,20 @@ def test_boxed_menus_keep_their_columns() -> None:
     assert menu is not None
     assert [o.label for o in menu.options] == ["Trust and continue", "Back"]
     assert menu.footer is not None
+
+
+SCREENS = Path(__file__).resolve().parents[1] / "screens"
+
+
+@pytest.mark.parametrize("version", ["0.169.0", "0.171.0"])
+def test_codex_readiness_does_not_hang_on_one_footer(version: str) -> None:
+    """A ready Codex with its footer reworded (here: the bare "? for shortcuts" that
+    marks the starting screen) is still at its prompt, by its status line; the real
+    starting screen, which has no status line, is not."""
+    idle = (SCREENS / f"codex-{version}" / "idle.100x30.txt").read_text(encoding="utf-8")
+    footer = next(ln for ln in idle.splitlines() if "? for shortcuts" in ln)
+    reworded = idle.replace(footer, "  ? for shortcuts")
+    assert read_screen(Runtime.CODEX, reworded).at_prompt
+    assert read_screen(Runtime.CODEX, idle.replace(footer, "")).at_prompt
+    starting = (SCREENS / f"codex-{version}" / "starting.100x30.txt").read_text(encoding="utf-8")
+    assert not read_screen(Runtime.CODEX, starting).at_prompt
