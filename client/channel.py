@@ -199,30 +199,78 @@ def _short(value: str | None, n: int = 12) -> str:
     return value[:n] if value else "-"
 
 
-def channel_counts(home: str, agent: str) -> dict[str, Any]:
-    """``{agent, pending, claimed, delivered, poisoned, outbox}`` for one agent's channel."""
+def channel_counts(
+    home: str, agent: str, unconsumed: Mapping[str, Sequence[tuple[str, str]]] | None = None
+) -> dict[str, Any]:
+    """``{agent, pending, claimed, delivered, poisoned, outbox, unconsumed,
+    unconsumed_ids}`` for one agent's channel.
+
+    ``unconsumed`` (from ``unconsumed_records``): per agent, ``(envelope id, file)`` of
+    the deliveries its agent did not take; those whose file is still in ``delivered/``
+    are counted and listed (oldest first).
+    """
+    delivered = _names(_box(home, agent, "delivered"))
 
     def count(box: str) -> int:
         return len(_names(_box(home, agent, box)))
 
+    present = set(delivered)
+    ids = [i for i, f in (unconsumed or {}).get(agent, ()) if f in present]
     return {
         "agent": agent,
         "pending": count("inbox"),
         "claimed": count("claimed"),
-        "delivered": count("delivered"),
+        "delivered": len(delivered),
         "poisoned": len(poisoned_names(_names(_box(home, agent, "poison")))),
         "outbox": count("outbox"),
+        "unconsumed": len(ids),
+        "unconsumed_ids": ids,
     }
+
+
+#: Deadline for reading meta.db (the daemon may hold a write lock for a moment).
+DB_TIMEOUT_S = 2.0
+
+
+def unconsumed_records(home: str) -> dict[str, list[tuple[str, str]]]:
+    """``{agent: [(envelope id, file), ...]}`` of the deliveries recorded unconsumed in
+    ``meta.db`` (``messages.consumption``, netskyd/consume.py), oldest first.
+
+    Read-only (works while netskyd is down); {} when there is no database, or it is
+    older than the column, or it cannot be read within DB_TIMEOUT_S.
+    """
+    import sqlite3
+
+    path = os.path.join(home, "meta.db")
+    if not os.path.exists(path):
+        return {}
+    found: dict[str, list[tuple[str, str]]] = {}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=DB_TIMEOUT_S)
+        try:
+            rows = db.execute(
+                "SELECT recipient, envelope_id, file FROM messages "
+                "WHERE consumption = 'unconsumed' ORDER BY id"
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return {}
+    for agent, envelope_id, file in rows:
+        found.setdefault(str(agent), []).append((str(envelope_id), str(file)))
+    return found
 
 
 def cmd_channel_ls(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     home = home_of(environ)
     agents = [parse_agent(args.agent)] if args.agent else channel_agents(home)
-    rows = [channel_counts(home, a) for a in agents]
+    unconsumed = unconsumed_records(home) if agents else {}
+    rows = [channel_counts(home, a, unconsumed) for a in agents]
+    columns = (*COUNTS, "unconsumed")
     text = (
         table(
-            ("AGENT", *(c.upper() for c in COUNTS)),
-            [(r["agent"], *(str(r[c]) for c in COUNTS)) for r in rows],
+            ("AGENT", *(c.upper() for c in columns)),
+            [(r["agent"], *(str(r[c]) for c in columns)) for r in rows],
         )
         if rows
         else f"no channels under {os.path.join(home, 'channels', 'agent')}"

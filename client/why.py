@@ -33,7 +33,9 @@ def _age(seconds: float | None) -> str:
 
 
 def format_why(res: dict[str, Any]) -> str:
-    """Render a ``why`` result (shape in docs/protocol.md) as text."""
+    """Render a ``why`` result (shape in docs/protocol.md) as text; ``unconsumed``
+    (``{streak, envelopes: [{id, ...}], last_consumed_at, in_delivered}``) adds a line
+    naming the envelopes pasted but not taken."""
     ev = res.get("evidence") or {}
     lines = [f"{res['agent']}: {res['activity']} — {res['reason']}"]
     since = f" since {res['since']}" if res.get("since") else ""
@@ -79,6 +81,14 @@ def format_why(res: dict[str, Any]) -> str:
                 f"  {name}: {state + ', ' if state else ''}since {marker.get('since')}, {paged}"
                 + (f" (incident {marker['incident']})" if marker.get("incident") else "")
             )
+    unconsumed = res.get("unconsumed") or {}
+    if unconsumed.get("streak"):
+        envs = unconsumed.get("envelopes") or []
+        ids = ", ".join(str(e.get("id")) for e in envs)
+        lines.append(
+            f"  unconsumed:  {unconsumed['streak']} envelope(s) pasted but not taken since "
+            f"its last consumed one ({unconsumed.get('last_consumed_at') or 'never'}): {ids}"
+        )
     screen = ev.get("screen") or []
     if screen:
         lines.append("  screen:")

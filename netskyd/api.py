@@ -196,7 +196,11 @@ async def why(ctx: Context, params: dict[str, Any]) -> Any:
     sup = ctx.sup()
     if name not in sup.agents and name not in sup.desired.wanted():
         raise RpcError(protocol.UNKNOWN_AGENT, f"{name} is not part of the constellation")
-    return await ctx.the_monitor().why(name)
+    result = await ctx.the_monitor().why(name)
+    # Envelopes pasted but not taken (netskyd/consume.py): {streak, envelopes: [{id,
+    # file, delivered_ts, submitted_at, enter_retries}], last_consumed_at, in_delivered}.
+    result["unconsumed"] = await ctx.the_bus().unconsumed(name)
+    return result
 
 
 async def escalate_(ctx: Context, params: dict[str, Any]) -> Any:

@@ -25,6 +25,15 @@ Per agent, one drain at a time (ARCHITECTURE.md, "The agent bus"):
    earlier attempt and is recorded with ``duplicate = 1``. A crash between the
    rename and the rows is repaired at start (rows added for ``delivered/`` files
    with none).
+5. **confirm** (pane deliveries): the pane is read until the agent has taken the
+   batch (``netskyd.consume``; ``consumption`` ``pending`` until then), then
+   ``envelope.consumed`` / ``envelope.unconsumed`` is journalled and the rows get
+   ``consumption`` and ``consumed_at``. An unconsumed envelope stays delivered (it
+   is in the pane: never pasted twice); it is a flag on the record. After
+   ``unconsumed_page_after`` unconsumed envelopes in a row the owner is paged (key
+   ``unconsumed:<agent>``); the agent's next consumed envelope resolves it. The
+   agent's next batch waits for this (so two pastes never pile up in one composer),
+   bounded by twice ``consume_timeout_s``; other agents never wait for it.
 
 Claims left undelivered longer than ``claim_lease_s`` (e.g. adopted at start for
 an agent that is not up) go back to ``inbox/``. ``delivered/`` is pruned by age
@@ -47,7 +56,14 @@ from watchfiles import Change, awatch
 
 from netskyd import outbox
 from netskyd.context import Context
-from netskyd.delivery import Delivery, DeliveryFailed, McpDelivery, PaneDelivery
+from netskyd.delivery import (
+    Consumption,
+    Delivery,
+    DeliveryFailed,
+    McpDelivery,
+    PaneDelivery,
+    Receipt,
+)
 from netskyd.envelope import Envelope, parse_ts
 from netskyd.errors import EnvelopeRejected, InboxFull, NetskyError
 from netskyd.ids import is_agent_id, sort_key
@@ -95,9 +111,13 @@ def message_row(
     *,
     duplicate: bool = False,
     reason: str | None = None,
+    submitted_at: str | None = None,
+    consumption: str | None = None,
 ) -> dict[str, Any]:
     """One ``messages`` row (``netskyd.store.db.MESSAGE_COLUMNS``) for an envelope."""
     return {
+        "submitted_at": submitted_at,
+        "consumption": consumption,
         "envelope_id": env.id,
         "sender": env.sender,
         "recipient": agent,
@@ -139,6 +159,12 @@ class Bus:
         self.duplicate_count = 0
         self.poisoned_count = 0
         self.forwarded_count = 0
+        self.consumed_count = 0
+        self.unconsumed_count = 0
+        #: Unconsumed envelopes in a row, per agent (reset by a consumed one).
+        self._unconsumed_streak: dict[str, int] = {}
+        #: Agents paged about (``unconsumed:<agent>``) and not resolved yet.
+        self._paged_unconsumed: set[str] = set()
 
     # -- scheduling ---------------------------------------------------------------
 
@@ -275,7 +301,7 @@ class Bus:
             ts = now_rfc3339()
             await store.add_attempts(agent, ids, ts, path.via)
             try:
-                await path.deliver(agent, [env for _, env in batch])
+                receipt = await path.deliver(agent, [env for _, env in batch])
             except DeliveryFailed as e:
                 if e.maybe_delivered:
                     repeats.update(ids)
@@ -291,13 +317,22 @@ class Bus:
                     error=str(e),
                 )
                 continue
-            await self._ack(agent, batch, path.via, repeats)
+            await self._ack(agent, batch, path.via, repeats, receipt)
+            if receipt is not None:
+                await self._confirm(agent, batch, receipt)
             return len(batch)
         return 0
 
     async def _ack(
-        self, agent: str, batch: list[tuple[Path, Envelope]], via: str, repeats: set[str]
+        self,
+        agent: str,
+        batch: list[tuple[Path, Envelope]],
+        via: str,
+        repeats: set[str],
+        receipt: Receipt | None = None,
     ) -> None:
+        submitted_at = receipt.submitted_at if receipt is not None else None
+        consumption = "pending" if receipt is not None else "unchecked"
         rows = [
             {
                 "agent": agent,
@@ -307,6 +342,7 @@ class Bus:
                 "file": f.name,
                 "via": via,
                 "duplicate": env.id in repeats,
+                "submitted_at": submitted_at,
             }
             for f, env in batch
         ]
@@ -325,6 +361,8 @@ class Bus:
                     reason="repeat: an earlier attempt may have reached the agent"
                     if env.id in repeats
                     else None,
+                    submitted_at=submitted_at or ts,
+                    consumption=consumption,
                 )
                 for f, env in batch
             ]
@@ -335,6 +373,107 @@ class Bus:
             st.last_delivery_at = self.ctx.clock()
         self.delivered_count += len(batch)
         self.duplicate_count += sum(1 for _, env in batch if env.id in repeats)
+
+    async def _confirm(
+        self, agent: str, batch: list[tuple[Path, Envelope]], receipt: Receipt
+    ) -> Consumption:
+        """Wait (bounded) for ``agent`` to take the batch, record it, page or resolve."""
+        s = self.ctx.settings
+        limit_s = 2 * s.consume_timeout_s + 3 * s.tmux_timeout_s + 1
+        result = Consumption("unconsumed", reason=f"no answer within {limit_s:g}s")
+        with anyio.move_on_after(limit_s):
+            result = await receipt.confirm()
+        await self.record_consumption(agent, batch, result)
+        return result
+
+    async def record_consumption(
+        self, agent: str, batch: list[tuple[Path, Envelope]], result: Consumption
+    ) -> None:
+        """Journal ``envelope.consumed`` / ``envelope.unconsumed`` (one row per envelope),
+        then set the rows' ``consumption``; page after ``unconsumed_page_after`` in a
+        row, resolve that page on the next consumed one."""
+        ids = [env.id for _, env in batch]
+        rows: list[dict[str, Any]] = [
+            {
+                "agent": agent,
+                "envelope_id": env.id,
+                "file": f.name,
+                "consumption": result.state,
+                "consumed_at": result.consumed_at,
+                "after_ms": result.after_ms,
+                "retried": result.retried,
+            }
+            for f, env in batch
+        ]
+        if result.state == "unconsumed":
+            for r in rows:
+                r.update(reason=result.reason, screen=list(result.screen))
+            await self.ctx.recorder.events("envelope.unconsumed", rows, level="warning")
+        elif result.state == "consumed":
+            await self.ctx.recorder.events("envelope.consumed", rows)
+        await self.ctx.store.set_consumption(
+            agent, ids, result.state, result.consumed_at, result.retried
+        )
+        if result.state == "consumed":
+            self.consumed_count += len(batch)
+            self._unconsumed_streak[agent] = 0
+            await self._resolve_unconsumed(agent)
+        elif result.state == "unconsumed":
+            self.unconsumed_count += len(batch)
+            streak = self._unconsumed_streak.get(agent, 0) + len(batch)
+            self._unconsumed_streak[agent] = streak
+            if streak >= self.ctx.settings.unconsumed_page_after:
+                await self._page_unconsumed(agent, streak, ids, result)
+
+    async def _page_unconsumed(
+        self, agent: str, streak: int, ids: list[str], result: Consumption
+    ) -> None:
+        from netskyd.escalate import escalate
+
+        body = (
+            f"{agent} has not taken the last {streak} envelopes pasted into its pane "
+            f"({result.reason or 'not consumed'}; Enter was pressed "
+            f"{'twice' if result.retried else 'once'}). They stay delivered and are not "
+            f"pasted again. Latest: {', '.join(ids)}. See: netskyctl why {agent}; "
+            f"netskyctl channel ls {agent} --json."
+        )
+        if result.screen:
+            body += "\nIts screen ends:\n" + "\n".join(f"  | {ln}" for ln in result.screen)
+        try:
+            await escalate(
+                self.ctx, f"{agent} is not taking its envelopes", body, f"unconsumed:{agent}"
+            )
+        except (NetskyError, OSError, ValueError) as e:
+            await self.ctx.recorder.event(
+                "bus.page_failed", level="error", agent=agent, error=f"{type(e).__name__}: {e}"
+            )
+            return
+        self._paged_unconsumed.add(agent)
+
+    async def _resolve_unconsumed(self, agent: str) -> None:
+        key = f"unconsumed:{agent}"
+        spool = self.ctx.spool
+        if agent not in self._paged_unconsumed and (spool is None or key not in spool.open_keys):
+            return  # the hot path: nothing open, no incident files read
+        from netskyd.escalate import resolve
+
+        try:
+            await resolve(self.ctx, key, f"{agent} took an envelope again.")
+        except (NetskyError, OSError) as e:
+            await self.ctx.recorder.event(
+                "bus.resolve_failed", level="error", agent=agent, error=f"{type(e).__name__}: {e}"
+            )
+            return
+        self._paged_unconsumed.discard(agent)
+
+    async def unconsumed(self, agent: str, limit: int = 20) -> dict[str, Any]:
+        """What ``agent`` was given and did not take (``Store.unconsumed``), plus
+        ``in_delivered``: ids of every unconsumed envelope still in ``delivered/``."""
+        report = await self.ctx.store.unconsumed(agent, limit)
+        report["in_delivered"] = await self.ctx.store.unconsumed_in(
+            agent, entries(self.ctx.paths.channel(agent, "delivered"))
+        )
+        return report
 
     def _requeue(self, agent: str, files: list[Path]) -> None:
         inbox = self.ctx.paths.channel(agent, "inbox")
@@ -581,14 +720,19 @@ class Bus:
         for batch in batches(chosen):
             for path in self.available(agent):
                 try:
-                    await path.deliver(agent, [env for _, env in batch])
+                    receipt = await path.deliver(agent, [env for _, env in batch])
                 except DeliveryFailed as e:
                     await self.ctx.recorder.event(
                         "envelope.replay_failed", level="warning", agent=agent, via=path.via,
                         error=str(e),
                     )
                     continue
-                rows = [{"agent": agent, "envelope_id": env.id, "file": f.name, "via": path.via}
+                state = "unchecked"
+                if receipt is not None:  # the next paste waits until this one is taken
+                    with anyio.move_on_after(2 * self.ctx.settings.consume_timeout_s + 5):
+                        state = (await receipt.confirm()).state
+                rows = [{"agent": agent, "envelope_id": env.id, "file": f.name, "via": path.via,
+                         "consumption": state}
                         for f, env in batch]
                 ts = await self.ctx.recorder.events("envelope.replayed", rows)
                 await self.ctx.store.add_messages(

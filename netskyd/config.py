@@ -58,8 +58,16 @@ class Settings(BaseModel):
     ready_timeout_s: float = Field(60.0, gt=0)
     #: Deadline for any single tmux command.
     tmux_timeout_s: float = Field(5.0, gt=0)
-    #: Pause between a bracketed paste and its Enter (TUIs treat a fast Enter as newline).
+    #: Longest wait between a bracketed paste and its Enter: Enter goes as soon as the
+    #: pane shows the paste drawn (netskyd.consume; TUIs treat an Enter inside the paste
+    #: burst as a newline), at the latest after this. 0: Enter at once.
     paste_settle_ms: int = Field(250, ge=0, le=10_000)
+    #: A pasted envelope its agent has not taken (netskyd.consume) this long after the
+    #: Enter gets one more Enter; not taken as long again, it is reported unconsumed.
+    consume_timeout_s: float = Field(10.0, gt=0)
+    #: This many unconsumed envelopes in a row to one agent page the owner
+    #: (key ``unconsumed:<agent>``); the next one it takes resolves the page.
+    unconsumed_page_after: int = Field(2, ge=1)
     inbox_max_pending: int = Field(1000, ge=1)
     envelope_max_bytes: int = Field(256 * 1024, ge=1024)
     #: A claimed envelope not delivered within this lease goes back to the queue.

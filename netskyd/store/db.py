@@ -159,7 +159,23 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE TABLE cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
         """,
     ),
+    (
+        5,
+        """
+        -- Did the agent take it (netskyd/consume.py)? On delivered rows: submitted_at
+        -- (the pane's Enter sent), consumption (pending while the daemon watches the
+        -- pane, then consumed, unconsumed or unchecked), consumed_at (confirmed on the
+        -- screen) and enter_retries (Enter pressed once more). NULL on other rows.
+        ALTER TABLE messages ADD COLUMN submitted_at TEXT;
+        ALTER TABLE messages ADD COLUMN consumption TEXT;
+        ALTER TABLE messages ADD COLUMN consumed_at TEXT;
+        ALTER TABLE messages ADD COLUMN enter_retries INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX messages_consumption ON messages(recipient, consumption);
+        """,
+    ),
 ]
+#: Values of ``messages.consumption`` (NULL on rows that are not deliveries).
+CONSUMPTION_STATES = ("pending", "consumed", "unconsumed", "unchecked")
 #: Columns of an ``owner_pages`` row besides ``id`` (netskyd.pager has the JSON rows).
 OWNER_PAGE_COLUMNS = (
     "file_offset",
@@ -201,6 +217,8 @@ MESSAGE_COLUMNS = (
     "via",
     "duplicate",
     "reason",
+    "submitted_at",
+    "consumption",
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -318,6 +336,67 @@ class Store:
             ],
         )
         await self.conn.commit()
+
+    async def set_consumption(
+        self,
+        recipient: str,
+        ids: list[str],
+        state: str,
+        consumed_at: str | None,
+        retried: bool,
+    ) -> None:
+        """Record whether ``recipient`` took these delivered envelopes: ``state`` one of
+        CONSUMPTION_STATES, ``consumed_at`` RFC 3339 or None, ``retried`` whether Enter
+        was pressed once more. Only rows still ``pending`` change. Raises ValueError for
+        an unknown state."""
+        if state not in CONSUMPTION_STATES:
+            raise ValueError(f"unknown consumption state {state!r}")
+        await self._exec_many(
+            "UPDATE messages SET consumption = ?, consumed_at = ?, enter_retries = ? "
+            "WHERE recipient = ? AND envelope_id = ? AND status = 'delivered' "
+            "AND consumption = 'pending'",
+            [(state, consumed_at, int(retried), recipient, i) for i in ids],
+        )
+        await self.conn.commit()
+
+    async def unconsumed(self, recipient: str, limit: int = 20) -> dict[str, Any]:
+        """What ``recipient`` was given and did not take.
+
+        Returns ``{"streak": n, "envelopes": [...], "last_consumed_at": ts | None}``:
+        ``streak`` counts the unconsumed deliveries since its last consumed one, and
+        ``envelopes`` lists them, oldest first, at most ``limit``: ``{"id", "file",
+        "delivered_ts", "submitted_at", "enter_retries"}``.
+        """
+        async with self.conn.execute(
+            "SELECT MAX(id), MAX(consumed_at) FROM messages "
+            "WHERE recipient = ? AND consumption = 'consumed'",
+            (recipient,),
+        ) as cur:
+            row = await cur.fetchone()
+        last_id, last_at = (row[0] or 0, row[1]) if row else (0, None)
+        sql = (
+            "SELECT envelope_id, file, delivered_ts, submitted_at, enter_retries FROM messages "
+            "WHERE recipient = ? AND consumption = 'unconsumed' AND id > ? ORDER BY id"
+        )
+        async with self.conn.execute(sql, (recipient, last_id)) as cur:
+            rows = list(await cur.fetchall())
+        keys = ("id", "file", "delivered_ts", "submitted_at", "enter_retries")
+        return {
+            "streak": len(rows),
+            "envelopes": [dict(zip(keys, r, strict=True)) for r in rows[-limit:]],
+            "last_consumed_at": last_at,
+        }
+
+    async def unconsumed_in(self, recipient: str, files: list[str]) -> list[str]:
+        """Ids of ``recipient``'s unconsumed deliveries whose file is in ``files`` (the
+        names in its ``delivered/``), in delivery order."""
+        present = set(files)
+        async with self.conn.execute(
+            "SELECT envelope_id, file FROM messages WHERE recipient = ? "
+            "AND consumption = 'unconsumed' ORDER BY id",
+            (recipient,),
+        ) as cur:
+            return [str(i) for i, f in await cur.fetchall() if f in present]
 
     async def add_attempts(self, recipient: str, ids: list[str], ts: str, via: str) -> None:
         """Record that these envelopes are being handed to ``via`` (before the paste)."""

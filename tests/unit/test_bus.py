@@ -319,3 +319,113 @@ async def test_the_watcher_delivers_without_a_tick_even_to_a_new_agent(tmp_path:
                 await _until(lambda: "after the restart of the watch" in
                              {e.text for e in rec.delivered})
             bus.stop.set()
+
+
+# -- consumption (netskyd/consume.py): confirmed, unconsumed, paged once, resolved ---------
+
+
+class _Receipt:
+    """A receipt whose confirm() gives ``result`` (or never returns when None)."""
+
+    def __init__(self, result: object) -> None:
+        self.result = result
+        self.submitted_at = "2026-01-01T00:00:00.000000Z"
+
+    async def confirm(self) -> object:
+        import anyio
+
+        if self.result is None:
+            await anyio.sleep_forever()
+        return self.result
+
+
+class _ConfirmingDelivery:
+    """Hands each batch over and returns a receipt with the next of ``results``."""
+
+    via = "pane"
+
+    def __init__(self, *results: object) -> None:
+        self.results = list(results)
+        self.batches: list[list[str]] = []
+
+    def available(self, agent: str) -> bool:
+        return True
+
+    async def deliver(self, agent: str, envelopes: object) -> _Receipt:
+        self.batches.append([e.text for e in envelopes])  # type: ignore[attr-defined]
+        return _Receipt(self.results.pop(0))
+
+
+def _incidents(home: Path, key: str) -> list[dict[str, object]]:
+    found = [json.loads(f.read_text()) for f in (home / "state" / "escalations").glob("*.json")]
+    return [i for i in found if i["key"] == key]
+
+
+async def test_consumption_is_recorded_on_the_rows_and_in_the_journal(tmp_path: Path) -> None:
+    from netskyd.delivery import Consumption
+
+    sent = [_send(tmp_path, "agent0", t) for t in ("a", "b")]
+    async with bus_on(tmp_path) as (bus, _):
+        taken = Consumption("consumed", "2026-01-01T00:00:00.020000Z", 20.0)
+        bus.deliveries = [_ConfirmingDelivery(taken)]  # type: ignore[list-item]
+        assert await bus.drain("agent0") == 2
+        rows = await messages(bus)
+        assert [(r["consumption"], r["consumed_at"], r["submitted_at"]) for r in rows] == [
+            ("consumed", "2026-01-01T00:00:00.020000Z", "2026-01-01T00:00:00.000000Z")
+        ] * 2
+        assert bus.consumed_count == 2
+    journal = "".join(f.read_text() for f in (tmp_path / "logs").glob("watchdog-events-*.jsonl"))
+    consumed = [json.loads(x) for x in journal.splitlines() if '"envelope.consumed"' in x]
+    assert [c["envelope_id"] for c in consumed] == [e["id"] for e in sent]
+
+
+async def test_a_path_without_a_receipt_is_unchecked(tmp_path: Path) -> None:
+    _send(tmp_path, "agent0", "via the recording path")
+    async with bus_on(tmp_path) as (bus, _):
+        await bus.drain("agent0")
+        [row] = await messages(bus)
+        assert (row["consumption"], row["consumed_at"]) == ("unchecked", None)
+
+
+async def test_unconsumed_in_a_row_pages_once_and_a_consumed_one_resolves(tmp_path: Path) -> None:
+    from netskyd.delivery import Consumption
+
+    lost = Consumption("unconsumed", retried=True, screen=("agent0: hanging",), reason="r")
+    taken = Consumption("consumed", "2026-01-01T00:00:01.000000Z", 5.0)
+    legs = {"tmux": {"enabled": False}}
+    async with bus_on(tmp_path, legs=legs, unconsumed_page_after=2) as (bus, _):
+        path = _ConfirmingDelivery(lost, lost, lost, taken)
+        bus.deliveries = [path]  # type: ignore[list-item]
+        ids = []
+        for text in ("one", "two", "three", "four"):
+            ids.append(_send(tmp_path, "agent0", text)["id"])
+            assert await bus.drain("agent0") == 1
+            if text == "one":
+                assert not _incidents(tmp_path, "unconsumed:agent0")  # one is not a streak
+                report = await bus.unconsumed("agent0")
+                assert report["streak"] == 1 and report["in_delivered"] == [ids[0]]
+            if text == "three":
+                [incident] = _incidents(tmp_path, "unconsumed:agent0")
+                assert (incident["count"], incident["rounds"]) == (2, 1)  # joined, paged once
+                assert "agent0: hanging" in str(incident["body"])
+                report = await bus.unconsumed("agent0")
+                assert [e["id"] for e in report["envelopes"]] == ids
+        [incident] = _incidents(tmp_path, "unconsumed:agent0")
+        assert incident["resolved_ts"] is not None
+        report = await bus.unconsumed("agent0")
+        assert report["streak"] == 0 and report["in_delivered"] == ids[:3]
+        assert report["last_consumed_at"] == "2026-01-01T00:00:01.000000Z"
+        assert path.batches == [["one"], ["two"], ["three"], ["four"]]  # each pasted once
+        assert (tmp_path / "OWNER-PAGE.txt").exists() is False  # all clear removed it
+
+
+async def test_a_confirmation_that_never_ends_does_not_hold_the_drain(tmp_path: Path) -> None:
+    import anyio
+
+    _send(tmp_path, "agent0", "stuck")
+    async with bus_on(tmp_path, consume_timeout_s=0.1, tmux_timeout_s=0.1) as (bus, _):
+        bus.deliveries = [_ConfirmingDelivery(None)]  # type: ignore[list-item]
+        with anyio.fail_after(10):
+            assert await bus.drain("agent0") == 1
+        [row] = await messages(bus)
+        assert row["status"] == "delivered" and row["consumption"] == "unconsumed"

@@ -163,6 +163,8 @@ def test_ls_counts_every_box_in_agent_order(home: Path, capsys: pytest.CaptureFi
         "delivered": 1,
         "poisoned": 3,  # reason files are not items
         "outbox": 1,
+        "unconsumed": 0,  # no meta.db here
+        "unconsumed_ids": [],
     }
     assert out["agents"][1] == {
         "agent": "agent2",
@@ -171,11 +173,15 @@ def test_ls_counts_every_box_in_agent_order(home: Path, capsys: pytest.CaptureFi
         "delivered": 0,
         "poisoned": 0,
         "outbox": 0,
+        "unconsumed": 0,
+        "unconsumed_ids": [],
     }
     assert run(home, "channel", "ls") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["AGENT", "PENDING", "CLAIMED", "DELIVERED", "POISONED", "OUTBOX"]
-    assert lines[1].split() == ["agent1", "7", "1", "1", "3", "1"]
+    assert lines[0].split() == [
+        "AGENT", "PENDING", "CLAIMED", "DELIVERED", "POISONED", "OUTBOX", "UNCONSUMED"
+    ]
+    assert lines[1].split() == ["agent1", "7", "1", "1", "3", "1", "0"]
     assert [ln.split()[0] for ln in lines[2:]] == ["agent2", "agent10", "agentinfinity"]
     assert lines[1].index("7") == lines[0].index("PENDING")  # aligned columns
 
@@ -187,7 +193,8 @@ def test_ls_one_agent_and_empty_home(
     assert code == 0 and [a["agent"] for a in out["agents"]] == ["agent1"]
     code, out = run_json(home, capsys, "channel", "ls", "agent7")
     assert out["agents"] == [
-        {"agent": "agent7", "pending": 0, "claimed": 0, "delivered": 0, "poisoned": 0, "outbox": 0}
+        {"agent": "agent7", "pending": 0, "claimed": 0, "delivered": 0, "poisoned": 0,
+         "outbox": 0, "unconsumed": 0, "unconsumed_ids": []}
     ]
     empty = tmp_path / "empty"
     assert run(empty, "channel", "ls") == 0
