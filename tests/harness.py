@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -164,6 +165,30 @@ class Netsky:
                 progress(f"waiting for readiness: {ready}/{len(names)} agents ready")
                 last = time.monotonic()
             time.sleep(0.5)
+
+    def consumption(self, envelope_id: str) -> dict[str, Any] | None:
+        """The envelope's delivery record in meta.db: ``{"consumption", "consumed_at",
+        "submitted_at", "enter_retries"}`` (the newest row), or None before it has one."""
+        db = sqlite3.connect(f"file:{self.home / 'meta.db'}?mode=ro", uri=True, timeout=5)
+        try:
+            row = db.execute(
+                "SELECT consumption, consumed_at, submitted_at, enter_retries FROM messages "
+                "WHERE envelope_id = ? ORDER BY id DESC LIMIT 1",
+                (envelope_id,),
+            ).fetchone()
+        except sqlite3.OperationalError:
+            return None  # no database (or table) yet
+        finally:
+            db.close()
+        if row is None:
+            return None
+        keys = ("consumption", "consumed_at", "submitted_at", "enter_retries")
+        return dict(zip(keys, row, strict=True))
+
+    def consumed(self, envelope_id: str) -> dict[str, Any] | None:
+        """The record once the envelope is recorded ``consumed`` (for ``wait_for``)."""
+        row = self.consumption(envelope_id)
+        return row if row is not None and row["consumption"] == "consumed" else None
 
     def sessions(self) -> set[str]:
         if not self.tmux.is_alive():

@@ -163,6 +163,9 @@ def test_envelope_reaches_real_claude_code(claude_netsky: EnvNetsky) -> None:
     )
     assert json.loads(moved[0].read_text())["text"] == text
     assert not list((channel / "inbox").glob("*.json")), _diagnostics(ns)
+    # "Delivered" means Claude Code has it: netsky saw it taken and recorded it consumed.
+    row = _wait(ns, lambda: ns.consumed(envelope_id), 30, "the envelope recorded consumed")
+    assert row["consumed_at"] >= row["submitted_at"], row
 
     # Stop the daemon, then the private tmux server: Claude Code and the watchdog's
     # demo agent end with it, and nothing is left running.

@@ -98,6 +98,12 @@ def test_envelope_reaches_real_codex(codex_netsky: EnvNetsky) -> None:
         wait_for(lambda: _submitted(ns.pane_text("agent0"), text), 30, "codex to submit it")
     except AssertionError as e:
         raise AssertionError(f"{e}{diag()}") from None
+    # netsky itself saw it taken: recorded consumed, after it was submitted.
+    try:
+        row = wait_for(lambda: ns.consumed(envelope_id), 30, "the envelope recorded consumed")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; record {ns.consumption(envelope_id)}{diag()}") from None
+    assert row["consumed_at"] >= row["submitted_at"], row
     assert ns.stop() == 0
 
 
