@@ -579,20 +579,8 @@ class Monitor:
             return
         action = self._policy(dialog)
         if action == "off":
-            left = w.left = w.left or set()
-            if instance not in left:
-                left.add(instance)
-                await self.ctx.recorder.event(
-                    "dialog.left",
-                    level="warning",
-                    agent=agent,
-                    dialog=dialog.name,
-                    instance=instance,
-                    why="a question for the owner"
-                    if dialog.spec.kind is Kind.QUESTION
-                    else "policy off",
-                    screen=screen_lines(text),
-                )
+            why = "a question for the owner" if dialog.spec.kind is Kind.QUESTION else "policy off"
+            await self._left(agent, w, dialog, instance, text, why)
             return
         try:
             answer = plan(dialog, action)
@@ -615,6 +603,24 @@ class Monitor:
         self._answering.add(agent)
         self._tg.start_soon(self._answer, agent, dialog, answer, instance, text)
 
+    async def _left(
+        self, agent: str, w: Watch, dialog: Dialog, instance: str, text: str, why: str
+    ) -> None:
+        """Journal ``dialog.left`` (the dialog is the owner's) once per instance."""
+        left = w.left = w.left or set()
+        if instance in left:
+            return
+        left.add(instance)
+        await self.ctx.recorder.event(
+            "dialog.left",
+            level="warning",
+            agent=agent,
+            dialog=dialog.name,
+            instance=instance,
+            why=why,
+            screen=screen_lines(text),
+        )
+
     async def _unknown(
         self,
         agent: str,
@@ -628,18 +634,7 @@ class Monitor:
         """An unknown dialog that has settled: journal it once as left for the owner,
         and page once (key ``dialog:<agent>``) when it has been up for
         ``dialog_unknown_page_after_s``. No key is ever sent to it."""
-        left = w.left = w.left or set()
-        if instance not in left:
-            left.add(instance)
-            await self.ctx.recorder.event(
-                "dialog.left",
-                level="warning",
-                agent=agent,
-                dialog=dialog.name,
-                instance=instance,
-                why="a dialog netsky does not know",
-                screen=screen_lines(text),
-            )
+        await self._left(agent, w, dialog, instance, text, "a dialog netsky does not know")
         up_s = self.handler.age(agent, dialog.name, now)
         if not pages or w.unknown_paged == instance:
             return
