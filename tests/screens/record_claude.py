@@ -256,7 +256,7 @@ class Session:
             self.note(f"{path.relative_to(self.root)}: {json.dumps(data, sort_keys=True)}")
 
     def close(self) -> None:
-        subprocess.run([*self.tmux, "kill-server"], capture_output=True, check=False)
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True, check=False, timeout=30)
         Path(f"/tmp/tmux-{os.getuid()}", self.socket).unlink(missing_ok=True)
         self.api.__exit__(None, None, None)
         requests = [
