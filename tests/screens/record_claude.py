@@ -59,6 +59,16 @@ Json = dict[str, Any]
 _BLINK = re.compile(r"^●", re.MULTILINE)
 
 
+#: Deadline of every tmux or CLI call this script makes.
+CALL_TIMEOUT_S = 60.0
+
+
+def _run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[Any]:
+    """``subprocess.run`` with a deadline (``CALL_TIMEOUT_S`` unless given)."""
+    kw.setdefault("timeout", CALL_TIMEOUT_S)
+    return subprocess.run(cmd, **kw)
+
+
 def say(msg: str) -> None:
     sys.stderr.write(msg + "\n")
     sys.stderr.flush()
@@ -146,13 +156,13 @@ class Session:
         self.tmux = ["tmux", "-L", self.socket, "-f", str(conf)]
         size = ["-x", str(cols), "-y", str(rows)]
         new = ["new-session", "-d", "-s", "rec", *size, "-c", str(self.work)]
-        subprocess.run([*self.tmux, *new, str(claude), *args], env=env, check=True)
+        _run([*self.tmux, *new, str(claude), *args], env=env, check=True)
         self.log: list[str] = []
 
     # -- looking ------------------------------------------------------------------------
     def capture(self) -> str:
         cmd = [*self.tmux, "capture-pane", "-p", "-t", "rec"]
-        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        return _run(cmd, capture_output=True, text=True, check=True).stdout
 
     def stable(self, timeout_s: float = 40.0, quiet_s: float = QUIET_S) -> str:
         """The screen once it has not changed for ``quiet_s`` (the last one after timeout).
@@ -186,15 +196,15 @@ class Session:
         """The exit status if the CLI has exited."""
         fmt = "#{pane_dead} #{pane_dead_status}"
         cmd = [*self.tmux, "display-message", "-p", "-t", "rec", fmt]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.split()
+        out = _run(cmd, capture_output=True, text=True, check=False).stdout.split()
         return out[1] if out and out[0] == "1" and len(out) > 1 else None
 
     # -- acting -------------------------------------------------------------------------
     def keys(self, *keys: str) -> None:
-        subprocess.run([*self.tmux, "send-keys", "-t", "rec", *keys], check=True)
+        _run([*self.tmux, "send-keys", "-t", "rec", *keys], check=True)
 
     def type(self, text: str) -> None:
-        subprocess.run([*self.tmux, "send-keys", "-t", "rec", "-l", text], check=True)
+        _run([*self.tmux, "send-keys", "-t", "rec", "-l", text], check=True)
 
     def prompt(self, text: str) -> None:
         self.type(text)
@@ -206,9 +216,9 @@ class Session:
         path = self.root / "paste.txt"
         path.write_text(text)
         buf = f"rec-{uuid.uuid4().hex[:6]}"
-        subprocess.run([*self.tmux, "load-buffer", "-b", buf, str(path)], check=True)
+        _run([*self.tmux, "load-buffer", "-b", buf, str(path)], check=True)
         paste = ["paste-buffer", "-p", "-d", "-b", buf, "-t", "rec"]
-        subprocess.run([*self.tmux, *paste], check=True)
+        _run([*self.tmux, *paste], check=True)
 
     # -- recording ----------------------------------------------------------------------
     def save(self, name: str, screen: str | None = None) -> str:
@@ -256,7 +266,7 @@ class Session:
             self.note(f"{path.relative_to(self.root)}: {json.dumps(data, sort_keys=True)}")
 
     def close(self) -> None:
-        subprocess.run([*self.tmux, "kill-server"], capture_output=True, check=False, timeout=30)
+        _run([*self.tmux, "kill-server"], capture_output=True, check=False, timeout=30)
         Path(f"/tmp/tmux-{os.getuid()}", self.socket).unlink(missing_ok=True)
         self.api.__exit__(None, None, None)
         requests = [
@@ -641,7 +651,7 @@ def usage_limit_api_key(s: Session) -> None:
 
 # -- running --------------------------------------------------------------------------------
 def version_of(claude: Path) -> str:
-    out = subprocess.run([str(claude), "--version"], capture_output=True, text=True, check=True)
+    out = _run([str(claude), "--version"], capture_output=True, text=True, check=True)
     return out.stdout.split()[0]
 
 
