@@ -162,7 +162,7 @@ class Session:
     # -- looking ------------------------------------------------------------------------
     def capture(self) -> str:
         cmd = [*self.tmux, "capture-pane", "-p", "-t", "rec"]
-        return _run(cmd, capture_output=True, text=True, check=True).stdout
+        return str(_run(cmd, capture_output=True, text=True, check=True).stdout)
 
     def stable(self, timeout_s: float = 40.0, quiet_s: float = QUIET_S) -> str:
         """The screen once it has not changed for ``quiet_s`` (the last one after timeout).
@@ -652,7 +652,7 @@ def usage_limit_api_key(s: Session) -> None:
 # -- running --------------------------------------------------------------------------------
 def version_of(claude: Path) -> str:
     out = _run([str(claude), "--version"], capture_output=True, text=True, check=True)
-    return out.stdout.split()[0]
+    return str(out.stdout).split()[0]
 
 
 def run_one(
