@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from netskyd.context import Context
 
 
+#: A Wake sleeps this much past its time, so its Tick never lands before ``retry_at``.
+WAKE_MARGIN_S = 0.005
+
+
 class RestartSteps:
     """The slow actions; the host class provides ``ctx``, ``machine``, ``machines``,
     ``cancel`` and ``_tails``."""
@@ -45,7 +49,10 @@ class RestartSteps:
     async def _act(self, agent: str, action: restart.Action) -> restart.Event | None:
         sup = self.ctx.sup()
         if isinstance(action, restart.Wake):
-            await anyio.sleep(max(0.0, action.at - self.ctx.clock()))
+            # Never early: the event loop may fire a timer up to its resolution (uvloop:
+            # 1 ms) before it is due, and a Tick before ``retry_at`` is "still waiting"
+            # with nothing left to wake the machine but the next tick (up to 60 s).
+            await anyio.sleep(max(0.0, action.at - self.ctx.clock()) + WAKE_MARGIN_S)
             return restart.Tick()
         if isinstance(action, restart.Claim):
             return restart.Claimed(await self._claim(self.machine(agent)))

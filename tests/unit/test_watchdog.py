@@ -50,3 +50,27 @@ def test_synthetic_handoff_says_what_happened_and_passes_the_bus_rules() -> None
 def test_synthetic_handoff_without_a_screen() -> None:
     text = synthetic_handoff("agent0", "its tmux session is gone", None, "cd" * 16)
     assert "could not be captured" in text and "Wait for the owner" in text
+
+
+async def test_a_wake_never_ticks_before_its_time() -> None:
+    """The runner's Wake must not hand the machine a Tick before ``retry_at``: a parked
+    machine that is ticked early only says "still waiting", and nothing but the next
+    60 s tick would wake it. Here the wall clock runs 1% slow against the event loop's
+    monotonic timer (as a loop firing early, or a slewed clock, makes it)."""
+    import time
+    from types import SimpleNamespace
+
+    from netskyd import restart
+    from netskyd.restart_steps import RestartSteps
+
+    start_wall, start_mono = 1_000_000.0, time.monotonic()
+
+    def slow_clock() -> float:
+        return start_wall + (time.monotonic() - start_mono) * 0.99
+
+    steps = RestartSteps()
+    steps.ctx = SimpleNamespace(clock=slow_clock, sup=lambda: None)  # type: ignore[assignment]
+    at = slow_clock() + 0.2
+    event = await steps._act("agent1", restart.Wake(at))
+    assert isinstance(event, restart.Tick)
+    assert slow_clock() >= at
