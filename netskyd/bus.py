@@ -55,6 +55,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from watchfiles import Change, awatch
 
 from netskyd import outbox
+from netskyd.consumption import Ledger
 from netskyd.context import Context
 from netskyd.delivery import (
     Consumption,
@@ -159,12 +160,8 @@ class Bus:
         self.duplicate_count = 0
         self.poisoned_count = 0
         self.forwarded_count = 0
-        self.consumed_count = 0
-        self.unconsumed_count = 0
-        #: Unconsumed envelopes in a row, per agent (reset by a consumed one).
-        self._unconsumed_streak: dict[str, int] = {}
-        #: Agents paged about (``unconsumed:<agent>``) and not resolved yet.
-        self._paged_unconsumed: set[str] = set()
+        #: Consumption records, streaks and their pages (netskyd/consumption.py).
+        self.consumption = Ledger(ctx)
 
     # -- scheduling ---------------------------------------------------------------
 
@@ -383,97 +380,13 @@ class Bus:
         result = Consumption("unconsumed", reason=f"no answer within {limit_s:g}s")
         with anyio.move_on_after(limit_s):
             result = await receipt.confirm()
-        await self.record_consumption(agent, batch, result)
+        await self.consumption.record(agent, batch, result)
         return result
 
-    async def record_consumption(
-        self, agent: str, batch: list[tuple[Path, Envelope]], result: Consumption
-    ) -> None:
-        """Journal ``envelope.consumed`` / ``envelope.unconsumed`` (one row per envelope),
-        then set the rows' ``consumption``; page after ``unconsumed_page_after`` in a
-        row, resolve that page on the next consumed one."""
-        ids = [env.id for _, env in batch]
-        rows: list[dict[str, Any]] = [
-            {
-                "agent": agent,
-                "envelope_id": env.id,
-                "file": f.name,
-                "consumption": result.state,
-                "consumed_at": result.consumed_at,
-                "after_ms": result.after_ms,
-                "retried": result.retried,
-            }
-            for f, env in batch
-        ]
-        if result.state == "unconsumed":
-            for r in rows:
-                r.update(reason=result.reason, screen=list(result.screen))
-            await self.ctx.recorder.events("envelope.unconsumed", rows, level="warning")
-        elif result.state == "consumed":
-            await self.ctx.recorder.events("envelope.consumed", rows)
-        await self.ctx.store.set_consumption(
-            agent, ids, result.state, result.consumed_at, result.retried
-        )
-        if result.state == "consumed":
-            self.consumed_count += len(batch)
-            self._unconsumed_streak[agent] = 0
-            await self._resolve_unconsumed(agent)
-        elif result.state == "unconsumed":
-            self.unconsumed_count += len(batch)
-            streak = self._unconsumed_streak.get(agent, 0) + len(batch)
-            self._unconsumed_streak[agent] = streak
-            if streak >= self.ctx.settings.unconsumed_page_after:
-                await self._page_unconsumed(agent, streak, ids, result)
-
-    async def _page_unconsumed(
-        self, agent: str, streak: int, ids: list[str], result: Consumption
-    ) -> None:
-        from netskyd.escalate import escalate
-
-        body = (
-            f"{agent} has not taken the last {streak} envelopes pasted into its pane "
-            f"({result.reason or 'not consumed'}; Enter was pressed "
-            f"{'twice' if result.retried else 'once'}). They stay delivered and are not "
-            f"pasted again. Latest: {', '.join(ids)}. See: netskyctl why {agent}; "
-            f"netskyctl channel ls {agent} --json."
-        )
-        if result.screen:
-            body += "\nIts screen ends:\n" + "\n".join(f"  | {ln}" for ln in result.screen)
-        try:
-            await escalate(
-                self.ctx, f"{agent} is not taking its envelopes", body, f"unconsumed:{agent}"
-            )
-        except (NetskyError, OSError, ValueError) as e:
-            await self.ctx.recorder.event(
-                "bus.page_failed", level="error", agent=agent, error=f"{type(e).__name__}: {e}"
-            )
-            return
-        self._paged_unconsumed.add(agent)
-
-    async def _resolve_unconsumed(self, agent: str) -> None:
-        key = f"unconsumed:{agent}"
-        spool = self.ctx.spool
-        if agent not in self._paged_unconsumed and (spool is None or key not in spool.open_keys):
-            return  # the hot path: nothing open, no incident files read
-        from netskyd.escalate import resolve
-
-        try:
-            await resolve(self.ctx, key, f"{agent} took an envelope again.")
-        except (NetskyError, OSError) as e:
-            await self.ctx.recorder.event(
-                "bus.resolve_failed", level="error", agent=agent, error=f"{type(e).__name__}: {e}"
-            )
-            return
-        self._paged_unconsumed.discard(agent)
-
     async def unconsumed(self, agent: str, limit: int = 20) -> dict[str, Any]:
-        """What ``agent`` was given and did not take (``Store.unconsumed``), plus
-        ``in_delivered``: ids of every unconsumed envelope still in ``delivered/``."""
-        report = await self.ctx.store.unconsumed(agent, limit)
-        report["in_delivered"] = await self.ctx.store.unconsumed_in(
-            agent, entries(self.ctx.paths.channel(agent, "delivered"))
-        )
-        return report
+        """What ``agent`` was given and did not take (``Ledger.report``)."""
+        delivered = entries(self.ctx.paths.channel(agent, "delivered"))
+        return await self.consumption.report(agent, delivered, limit)
 
     def _requeue(self, agent: str, files: list[Path]) -> None:
         inbox = self.ctx.paths.channel(agent, "inbox")

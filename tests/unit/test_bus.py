@@ -373,7 +373,7 @@ async def test_consumption_is_recorded_on_the_rows_and_in_the_journal(tmp_path: 
         assert [(r["consumption"], r["consumed_at"], r["submitted_at"]) for r in rows] == [
             ("consumed", "2026-01-01T00:00:00.020000Z", "2026-01-01T00:00:00.000000Z")
         ] * 2
-        assert bus.consumed_count == 2
+        assert bus.consumption.consumed_count == 2
     journal = "".join(f.read_text() for f in (tmp_path / "logs").glob("watchdog-events-*.jsonl"))
     consumed = [json.loads(x) for x in journal.splitlines() if '"envelope.consumed"' in x]
     assert [c["envelope_id"] for c in consumed] == [e["id"] for e in sent]
