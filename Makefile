@@ -13,6 +13,7 @@ test:
 lint: install
 	.venv/bin/ruff check netskyd client tests bench
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 
 bench: install
 	.venv/bin/python bench/status_latency.py
