@@ -49,6 +49,7 @@ from netskyd import incidents, legsend, pager
 from netskyd.context import Context
 from netskyd.errors import NetskyError
 from netskyd.legs import LegResult
+from netskyd.periodic import every
 
 #: The meta.db cursor of the ``owner-pages.jsonl`` import.
 AUDIT_CURSOR = "owner-pages.jsonl"
@@ -401,12 +402,14 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
     async with anyio.create_task_group() as tg:
         spool.tg = tg
         task_status.started()
+
+        async def one_pass() -> None:
+            try:
+                await spool.pass_once()
+            except (OSError, NetskyError) as e:
+                await ctx.recorder.event("escalation.spool_failed", level="error", error=str(e))
+
         try:
-            while True:
-                try:
-                    await spool.pass_once()
-                except (OSError, NetskyError) as e:
-                    await ctx.recorder.event("escalation.spool_failed", level="error", error=str(e))
-                await anyio.sleep(ctx.settings.escalation_spool_s)
+            await every(lambda: ctx.settings.escalation_spool_s, one_pass, at_once=True)
         finally:
             spool.tg = None

@@ -28,6 +28,7 @@ from anyio.abc import TaskStatus
 from netskyd.lkg import LkgError, read_manifest, running_from_lkg
 from netskyd.lkgreqs import fingerprint_of_running, this_python
 from netskyd.paths import Paths
+from netskyd.periodic import every
 
 if TYPE_CHECKING:
     from netskyd.context import Context
@@ -87,13 +88,15 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
         await ctx.recorder.event("lkg.record_failed", level="warning", error=f"fingerprint: {e}")
         await anyio.sleep_forever()
     watch = _Watch()
-    while True:
-        await anyio.sleep(min(max(ctx.settings.tick_interval_s, 0.5), 30.0))
+
+    async def check() -> None:
         try:
             if await watch.due(ctx):
                 await _record_if_changed(ctx, started_fp)
         except Exception as e:  # noqa: BLE001 - the task must never take the daemon down
             await ctx.recorder.event("lkg.record_failed", level="warning", error=str(e))
+
+    await every(lambda: min(max(ctx.settings.tick_interval_s, 0.5), 30.0), check)
 
 
 class _Watch:

@@ -69,6 +69,7 @@ from netskyd.dialogs import Dialog, DialogHandler, NoPlan, Plan, Step, detect, p
 from netskyd.errors import CorruptMarker, NetskyError, TmuxError
 from netskyd.escalate import escalate, resolve
 from netskyd.maildir import new_envelope, now_rfc3339, send
+from netskyd.periodic import every
 from netskyd.resettime import parse_reset
 from netskyd.screen import fingerprint, raw_hash, screen_lines
 from netskyd.store.markers import read_marker, remove_marker, write_marker
@@ -807,9 +808,11 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
     async with anyio.create_task_group() as tg:
         mon._tg = tg
         task_status.started()
-        while True:
-            await anyio.sleep(ctx.settings.dialog_poll_s)
+
+        async def poll() -> None:
             try:
                 await mon.poll_dialogs()
             except NetskyError as e:
                 await ctx.recorder.event("monitor.error", level="warning", error=str(e))
+
+        await every(lambda: ctx.settings.dialog_poll_s, poll)

@@ -28,6 +28,7 @@ from netskyd import __version__
 from netskyd import log as logmod
 from netskyd.context import Context
 from netskyd.incidents import rfc3339
+from netskyd.periodic import every
 from netskyd.ticker import tick_deadline_s
 
 log = logmod.get("netskyd")
@@ -188,9 +189,9 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
     pulse = Pulse(ctx)
     await pulse.beat()
     task_status.started()
-    while True:
-        await anyio.sleep(pulse_interval_s(ctx.settings.heartbeat_s, ctx.notifier.watchdog_s))
-        await pulse.beat()
+    await every(
+        lambda: pulse_interval_s(ctx.settings.heartbeat_s, ctx.notifier.watchdog_s), pulse.beat
+    )
 
 
 def block_loop(seconds: float) -> dict[str, Any]:

@@ -70,6 +70,7 @@ from anyio.abc import TaskStatus
 from netskyd import log as logmod
 from netskyd.errors import TmuxError
 from netskyd.ids import is_agent_id
+from netskyd.periodic import every
 from netskyd.tmux import Tmux
 
 log = logmod.get("netskyd.sessions")
@@ -287,11 +288,7 @@ class SessionWatcher:
         self.delivered += 1
 
     async def _reinstall_loop(self) -> None:
-        while True:
-            await anyio.sleep(self.reinstall_s)
-            await self.install()
+        await every(self.reinstall_s, self.install)
 
     async def _sweep_loop(self, period_s: float) -> None:
-        while True:
-            await anyio.sleep(period_s)
-            await self.sweep()
+        await every(period_s, self.sweep)

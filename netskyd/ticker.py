@@ -27,12 +27,7 @@ from netskyd import health
 from netskyd.context import Context
 from netskyd.errors import NetskyError, TmuxTimeout
 from netskyd.escalate import escalate, resolve
-
-
-def next_deadline(start: float, interval: float, now: float) -> float:
-    """Next tick time on the grid ``start + k * interval`` strictly after ``now``."""
-    k = int((now - start) // interval) + 1
-    return start + k * interval
+from netskyd.periodic import every
 
 
 def tick_status(
@@ -167,9 +162,8 @@ def _ts(dt: datetime) -> str:
 async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Long-running task: tick at once, then every ``tick_interval_s`` until cancelled."""
     task_status.started()
-    start = ctx.monotonic()
-    while True:
+
+    async def tick() -> None:
         await tick_once(ctx)
-        interval = ctx.settings.tick_interval_s
-        now = ctx.monotonic()
-        await anyio.sleep(next_deadline(start, interval, now) - now)
+
+    await every(lambda: ctx.settings.tick_interval_s, tick, at_once=True, clock=ctx.monotonic)

@@ -17,9 +17,9 @@ from netskyd.demo_agent import CRASH_EXIT_CODE, DemoAgent
 from netskyd.errors import ConfigError
 from netskyd.ids import agent_n, is_agent_id, parse_agent, role_of, sort_key
 from netskyd.paths import Paths
+from netskyd.periodic import next_deadline
 from netskyd.readiness import record_counts
 from netskyd.runtimes import build_command
-from netskyd.ticker import next_deadline
 
 
 @pytest.mark.parametrize(
