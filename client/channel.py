@@ -13,7 +13,7 @@ import stat
 import sys
 import time
 
-from client.common import Usage, home_of, out, setting, table
+from client.common import Usage, home_of, out, preview, setting, table
 from client.rpc import Client
 from netskyd import protocol
 from netskyd.errors import EnvelopeTooLarge, InboxFull, NetskyError
@@ -98,7 +98,6 @@ def cmd_channel_send(args: argparse.Namespace, environ: Mapping[str, str]) -> in
 
 # -- The bus: ls, peek, poison, retry read the files (no daemon); replay asks netskyd ---
 
-PREVIEW_CHARS = 80
 REASON_SUFFIX = ".reason.json"
 REASON_MAX_BYTES = 64 * 1024
 COUNTS = ("pending", "claimed", "delivered", "poisoned", "outbox")
@@ -183,12 +182,6 @@ def read_json_file(path: str, max_bytes: int) -> tuple[dict[str, Any] | None, st
     if not isinstance(value, dict):
         return None, f"not a JSON object ({type(value).__name__})"
     return value, None
-
-
-def preview(text: object, limit: int = PREVIEW_CHARS) -> str:
-    """One line of at most ``limit`` chars; whitespace and control chars become single spaces."""
-    s = " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
-    return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 def _str(value: object) -> str | None:

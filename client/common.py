@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Mapping, Sequence
     from typing import Any
+
+
+PREVIEW_CHARS = 80
 
 
 class Usage(Exception):
@@ -70,3 +73,9 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str | None]]) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
     )
+
+
+def preview(text: object, limit: int = PREVIEW_CHARS) -> str:
+    """One line of at most ``limit`` chars; whitespace and control chars become single spaces."""
+    s = " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."

@@ -93,7 +93,7 @@ def client_call(client: Client, args: argparse.Namespace, key: str, timeout: flo
     return client.call(protocol.ESCALATE, params, timeout_s=timeout)
 
 
-def add_parser(
+def add_parsers(
     sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
     """Add ``escalate`` to netskyctl's subcommands."""

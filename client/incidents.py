@@ -11,8 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
-from client.channel import preview
-from client.common import home_of, out, table
+from client.common import home_of, out, preview, table
 from netskyd.incidents import ack, is_open, parse_rfc3339, rfc3339, scan
 
 TYPE_CHECKING = False
@@ -186,3 +185,4 @@ def add_parsers(
 
 
 INCIDENT_COMMANDS = {"incidents": cmd_incidents, "ack": cmd_ack}
+COMMANDS = INCIDENT_COMMANDS  # what netskyctl runs from each command's module

@@ -5,29 +5,22 @@ Exit codes (``netskyd.protocol``): 0 ok, 1 failed, 2 usage, 3 daemon not running
 ``--json``. The bus commands live in ``client.channel``; all but ``channel
 replay`` work on the files under ``channels/agent/`` themselves, so they work
 while netskyd is down.
+
+A call imports only what its command needs: the parser (client.parser) builds
+only that command's part, and ``status``, ``ping`` and ``down`` (a command line of
+the command and ``--json``) need no parser at all.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 
-from client import doctor, drill, health, selfrepair, service
-from client.channel import CHANNEL_COMMANDS, AmbiguousMatch
 from client.common import Usage, home_of, out
-from client.escalate import add_parser as add_escalate_parser
-from client.escalate import cmd_escalate
-from client.incidents import INCIDENT_COMMANDS, summary_line
-from client.incidents import add_parsers as add_incident_parsers
-from client.restarts import add_parsers as add_restart_parsers
-from client.restarts import cmd_restart, cmd_restarts, status_lines
 from client.rpc import Client, RpcFailed
-from client.why import add_parser as add_why_parser
-from client.why import cmd_why
-from netskyd import __version__, protocol
+from netskyd import protocol
 from netskyd.errors import (
     DaemonNotRunning,
     EnvelopeTooLarge,
@@ -39,14 +32,15 @@ from netskyd.errors import (
 from netskyd.ids import format_uptime, parse_agent
 from netskyd.paths import socket_path
 
-# typing, pathlib and dataclasses are kept off the import path: start-up time is
-# most of what a netskyctl call costs (bench/status_latency.py).
+# typing, pathlib, dataclasses, argparse (for status), shutil and socket.py are kept
+# off the import path: start-up time is most of what a netskyctl call costs
+# (bench/status_latency.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
-RUNTIMES = ("claude", "codex", "shell", "demo", "custom")
 START_HINT = (
     "hint: start it with 'netskyd run' (foreground), or see README.md; "
     "check NETSKY_HOME if it runs elsewhere"
@@ -56,11 +50,12 @@ INBOX_FULL_HINT = (
     "'netskyctl channel peek AGENT' shows what waits"
 )
 TOO_LARGE_HINT = "hint: send a path to the text instead, or raise envelope_max_bytes"
-#: health, doctor, self-repair, service, drill: each module's COMMANDS take (args, environ).
-KEEPALIVE_MODULES = (health, doctor, selfrepair, service, drill)
-KEEPALIVE_COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
-    name: fn for m in KEEPALIVE_MODULES for name, fn in m.COMMANDS.items()
-}
+#: The commands ``cmd_rpc`` runs over one connection.
+RPC_COMMANDS = frozenset(
+    ("status", "ping", "up", "agent", "down", "kill", "restart", "restarts", "why")
+)
+#: Those whose only option is ``--json``: their command line needs no parser.
+PLAIN_COMMANDS = frozenset(("status", "ping", "down"))
 
 
 def _age(ts: str | None) -> str:
@@ -125,6 +120,8 @@ def format_status(st: dict[str, Any]) -> str:
             f"repeats), {bus['poisoned']} poisoned, {bus.get('forwarded', 0)} forwarded from "
             f"outboxes, {bus.get('in_flight', 0)} in flight"
         )
+    from client.restarts import status_lines
+
     lines += status_lines(st)
     if st.get("unknown_sessions"):
         lines.append(f"unrecognised tmux sessions: {', '.join(st['unknown_sessions'])}")
@@ -151,6 +148,8 @@ def cmd_rpc(args: argparse.Namespace, client: Client) -> int:
     if c == "status":
         st = client.call(protocol.STATUS)
         text = format_status(st)
+        from client.incidents import summary_line
+
         incidents_line = summary_line(st["daemon"]["home"])
         out(args, st, text + (f"\n{incidents_line}" if incidents_line else ""))
         return 0
@@ -196,81 +195,33 @@ def cmd_rpc(args: argparse.Namespace, client: Client) -> int:
         back = " (it is wanted, so netskyd will respawn it)" if res["desired"] else ""
         out(args, res, f"{res['agent']} {what}{back}")
         return 0
-    if c == "restart":
-        return cmd_restart(args, client)
-    if c == "restarts":
-        return cmd_restarts(args, client)
+    if c in ("restart", "restarts"):
+        from client.restarts import cmd_restart, cmd_restarts
+
+        return (cmd_restart if c == "restart" else cmd_restarts)(args, client)
     if c == "why":
+        from client.why import cmd_why
+
         return cmd_why(args, client)
     raise Usage(f"unknown command {c!r}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output"
-    )
-    p = argparse.ArgumentParser(
-        prog="netskyctl",
-        parents=[common],
-        description="Talk to netskyd, the netsky supervisor. Exit codes: 0 ok, 1 failed, "
-        "2 usage, 3 daemon not running, 4 version skew, 75 temporary failure.",
-    )
-    p.add_argument("--version", action="version", version=f"netskyctl {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("status", parents=[common], help="daemon and per-agent state")
-    sub.add_parser("ping", parents=[common], help="check that netskyd answers")
-    up = sub.add_parser("up", parents=[common], help="bring up agent0, N clones and agentinfinity")
-    up.add_argument("n", nargs="?", type=int, help="clones (default: the 'clones' setting)")
-    up.add_argument("--no-wait", action="store_true", help="do not wait for readiness")
-    up.add_argument("--timeout", type=float, help="readiness deadline in seconds")
-    sub.add_parser("down", parents=[common], help="stop every agent and keep them down")
-    ag = sub.add_parser("agent", parents=[common], help="bring up one agent (e.g. 'agent 3')")
-    ag.add_argument("n", help="agent number or id: 3, agent3, infinity")
-    ag.add_argument("--runtime", choices=RUNTIMES, help="runtime for this agent")
-    ag.add_argument("--no-wait", action="store_true", help="do not wait for readiness")
-    ag.add_argument("--timeout", type=float, help="readiness deadline in seconds")
-    kill = sub.add_parser("kill", parents=[common], help="kill an agent's session")
-    kill.add_argument("agent")
-    add_restart_parsers(sub, common)
-    ch = sub.add_parser("channel", parents=[common], help="the agent bus")
-    chsub = ch.add_subparsers(dest="channel_command", metavar="SUBCOMMAND")
-    send = chsub.add_parser("send", parents=[common], help="send an envelope (no daemon needed)")
-    send.add_argument("agent", help="target agent")
-    send.add_argument("text", nargs="?", help="message text ('-' reads standard input)")
-    send.add_argument("--file", help="read the message text from this UTF-8 file instead")
-    send.add_argument("--from", dest="sender", required=True, help="sending agent id")
-    send.add_argument(
-        "--kind",
-        default="message",
-        choices=("message", "brief", "handoff", "cron", "loop", "escalation", "harvest"),
-    )
-    send.add_argument("--reply-to", dest="reply_to", default=None, help="envelope id answered")
-    ls = chsub.add_parser("ls", parents=[common], help="envelope counts per agent (no daemon)")
-    ls.add_argument("agent", nargs="?", help="only this agent")
-    pk = chsub.add_parser("peek", parents=[common], help="what waits for an agent (no daemon)")
-    pk.add_argument("agent")
-    pk.add_argument("--limit", type=int, default=20, help="show at most N (0: all; default 20)")
-    po = chsub.add_parser("poison", parents=[common], help="poisoned envelopes and why (no daemon)")
-    po.add_argument("agent", nargs="?", help="only this agent")
-    rt = chsub.add_parser(
-        "retry", parents=[common], help="move a poisoned envelope back to its inbox (no daemon)"
-    )
-    rt.add_argument("id", help="envelope id or file name, or a unique prefix of either")
-    rt.add_argument("--agent", help="look only in this agent's poison/")
-    rp = chsub.add_parser(
-        "replay", parents=[common], help="deliver an agent's recent envelopes again (daemon)"
-    )
-    rp.add_argument("agent")
-    rp.add_argument(
-        "--since", required=True, help="RFC 3339 time (2026-11-21T10:00:00Z) or age (30s, 2h, 1d)"
-    )
-    add_incident_parsers(sub, common)
-    add_why_parser(sub, common)
-    add_escalate_parser(sub, common)
-    for module in KEEPALIVE_MODULES:
-        module.add_parsers(sub, common)
-    return p
+def _plain_args(argv: Sequence[str]) -> Any:
+    """What argparse makes of ``[--json] CMD [--json]`` for a CMD of ``PLAIN_COMMANDS``, else None.
+
+    For such a line the parser can only answer ``Namespace(command=CMD)``, with
+    ``json=True`` when ``--json`` is there; importing argparse and building it would
+    be about a fifth of a ``netskyctl status`` (bench/status_latency.py).
+    """
+    words = [a for a in argv if a != "--json"]
+    if len(words) != 1 or words[0] not in PLAIN_COMMANDS:
+        return None
+    from types import SimpleNamespace  # types is loaded already (enum imports it)
+
+    args = SimpleNamespace(command=words[0])
+    if len(words) < len(argv):
+        args.json = True
+    return args
 
 
 def _fail(
@@ -290,27 +241,36 @@ def _fail(
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run one netskyctl command; return its exit code."""
     environ = os.environ if environ is None else environ
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _plain_args(argv)
+    parser = None
+    if args is None:
+        from client.parser import build_parser, command_of
+
+        command, listing = command_of(argv)
+        parser = build_parser(command, listing=listing)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:
+            return int(e.code or 0)
     args.json = getattr(args, "json", False)
     if args.command is None:
+        assert parser is not None  # a plain command line has a command
         parser.print_help()
         return protocol.EXIT_USAGE
     try:
         if args.command == "channel":
-            command = CHANNEL_COMMANDS.get(args.channel_command)
-            if command is None:
-                raise Usage(f"channel needs a subcommand: {', '.join(CHANNEL_COMMANDS)}")
-            return command(args, environ)
-        if args.command in INCIDENT_COMMANDS:
-            return INCIDENT_COMMANDS[args.command](args, environ)
-        if args.command in KEEPALIVE_COMMANDS:
-            return KEEPALIVE_COMMANDS[args.command](args, environ)
+            return _run_channel(args, environ)
         if args.command == "escalate":
+            from client.escalate import cmd_escalate
+
             return cmd_escalate(args, environ, lambda: Client(socket_path(home_of(environ))))
+        if args.command not in RPC_COMMANDS:
+            from client.parser import COMMANDS, load
+
+            run: Callable[[argparse.Namespace, Mapping[str, str]], int]
+            run = load(COMMANDS[args.command][0]).COMMANDS[args.command]
+            return run(args, environ)
         if args.command == "agent":
             args.n = parse_agent(args.n)  # usage errors before any connection attempt
         if args.command in ("kill", "why"):
@@ -322,7 +282,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except UnknownAgent as e:
         return _fail(args, protocol.EXIT_USAGE, str(e))
     except DaemonNotRunning as e:
-        pages = summary_line(home_of(environ)) if args.command == "status" else None
+        pages = None
+        if args.command == "status":
+            from client.incidents import summary_line
+
+            pages = summary_line(home_of(environ))
         hint = START_HINT + (f"\n{pages}" if pages else "")
         if args.command == "escalate":
             hint = "hint: 'netskyctl escalate --direct ...' pages the owner without netskyd"
@@ -335,14 +299,24 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return _fail(args, protocol.EXIT_TEMPFAIL, str(e), TOO_LARGE_HINT)
     except RpcFailed as e:
         return _fail(args, protocol.exit_code_for(e.code), str(e))
-    except AmbiguousMatch as e:
-        return _fail(args, protocol.EXIT_FAILED, str(e), extra={"candidates": e.candidates})
     except NetskyError as e:
         return _fail(args, protocol.EXIT_FAILED, str(e))
     except OSError as e:
         return _fail(args, protocol.EXIT_FAILED, str(e))
     except KeyboardInterrupt:
         return _fail(args, protocol.EXIT_FAILED, "interrupted")
+
+
+def _run_channel(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from client.channel import CHANNEL_COMMANDS, AmbiguousMatch
+
+    command = CHANNEL_COMMANDS.get(args.channel_command)
+    if command is None:
+        raise Usage(f"channel needs a subcommand: {', '.join(CHANNEL_COMMANDS)}")
+    try:
+        return command(args, environ)
+    except AmbiguousMatch as e:  # a NetskyError: exit 1, with what matched
+        return _fail(args, protocol.EXIT_FAILED, str(e), extra={"candidates": e.candidates})
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def cmd_why(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     why = sub.add_parser(
         "why",
         parents=[common],
