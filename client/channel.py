@@ -17,7 +17,7 @@ from client.common import Usage, home_of, out, preview, setting, table
 from client.rpc import Client
 from netskyd import protocol
 from netskyd.errors import EnvelopeTooLarge, InboxFull, NetskyError
-from netskyd.ids import is_agent_id, parse_agent, sort_key
+from netskyd.ids import is_agent_id, parse_agent, rfc3339, sort_key
 from netskyd.paths import socket_path
 
 TYPE_CHECKING = False
@@ -499,7 +499,7 @@ def parse_since(value: str, now_s: float | None = None) -> str:
             f"--since {value!r}: expected RFC 3339 (2026-11-21T10:00:00Z) "
             "or an age like 30s, 10m, 2h, 1d"
         ) from e
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339(dt)
 
 
 def cmd_channel_replay(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 
+from netskyd.healthfiles import read_install_selected
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -95,26 +97,17 @@ def selftest(cmd: Sequence[str], env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def read_selected(home: str) -> str:
-    """``state/install-selected``: ``live`` or ``lkg`` (absent or unreadable: ``live``)."""
-    try:
-        with open(os.path.join(home, "state", "install-selected"), encoding="utf-8") as f:
-            value = f.read().strip()
-    except OSError:
-        return "live"
-    return value if value in ("live", "lkg") else "live"
+#: ``state/install-selected``: ``live`` or ``lkg`` (the one reader, netskyd.healthfiles).
+read_selected = read_install_selected
 
 
 def write_selected(home: str, which: str) -> None:
     """Write ``state/install-selected`` atomically (tmp + rename)."""
-    state = os.path.join(home, "state")
-    os.makedirs(state, exist_ok=True)
-    tmp = os.path.join(state, f".install-selected.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(which + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(state, "install-selected"))
+    from pathlib import Path
+
+    from netskyd.maildir import atomic_write_bytes
+
+    atomic_write_bytes(Path(home, "state", "install-selected"), (which + "\n").encode("utf-8"))
 
 
 def read_manifest(home: str) -> dict[str, Any] | None:

@@ -42,6 +42,7 @@ from typing import Any
 from netskyd.catalogue import REGION, Kind, screens_for
 from netskyd.config import Runtime, Settings
 from netskyd.dialogs import Dialog
+from netskyd.ids import rfc3339
 from netskyd.screen import screen_lines
 
 
@@ -59,7 +60,7 @@ def iso(ts: float | None) -> str | None:
     """Epoch seconds as RFC 3339 UTC (None stays None)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(datetime.fromtimestamp(ts, UTC), digits=0)
 
 
 @dataclass(frozen=True)

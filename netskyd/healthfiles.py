@@ -303,7 +303,10 @@ def report(
     }
 
 
-def _selected_install(home: str) -> str:
+def read_install_selected(home: str) -> str:
+    """``state/install-selected`` under NETSKY_HOME ``home`` (a string): ``"live"`` or
+    ``"lkg"``, the install ``netsky-shim run-daemon`` starts. Absent, unreadable or any
+    other content reads ``"live"``, as the shim's own reader does. Never raises."""
     try:
         with open(os.path.join(home, "state", "install-selected"), encoding="utf-8") as f:
             value = f.read().strip()
@@ -343,7 +346,7 @@ def client_report(
         "last_tick_age_s": None if last_tick is None else round(max(0.0, now_s - last_tick), 1),
         "tick_interval_s": tick_interval_s,
         "heartbeat_age_s": heartbeat_age_s(files["heartbeat"], now_s),
-        "install": _selected_install(home),
+        "install": read_install_selected(home),
         "executable": None,
         "sd_notify": False,
         "watchdog_s": None,
@@ -385,20 +388,12 @@ def write_report(home: str, value: dict[str, Any]) -> str:
 
     Raises OSError when it cannot be written.
     """
-    state = os.path.join(home, "state")
-    os.makedirs(state, exist_ok=True)
-    path = os.path.join(state, "health.json")
-    tmp = os.path.join(state, f".health.json.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(value, sort_keys=True, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from pathlib import Path  # here, not at the top: the module's import weight
+
+    from netskyd.maildir import atomic_write_bytes
+
+    path = os.path.join(home, "state", "health.json")
+    data = (json.dumps(value, sort_keys=True, default=str) + "\n").encode("utf-8")
+    # No directory fsync, as before: the report is rewritten at every tick.
+    atomic_write_bytes(Path(path), data, sync_dir=False)
     return path

@@ -1,4 +1,5 @@
-"""Agent ids and roles (stdlib only; shared by the daemon, the client and the demo agent).
+"""Agent ids and roles, and the RFC 3339 UTC form of timestamps on disk (stdlib only;
+shared by the daemon, the client and the demo agent).
 
 Agent ids are ``agent0`` (root orchestrator), ``agent1``..``agentN`` (clones) and
 ``agentinfinity`` (watchdog); tmux session names equal agent ids. Pseudo-senders
@@ -9,6 +10,11 @@ Agent ids are ``agent0`` (root orchestrator), ``agent1``..``agentN`` (clones) an
 from __future__ import annotations
 
 import re
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from datetime import datetime
 
 ROOT = "agent0"
 WATCHDOG = "agentinfinity"
@@ -84,3 +90,24 @@ def format_uptime(seconds: float) -> str:
     if s >= 60:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s}s"
+
+
+def rfc3339(when: float | datetime, *, digits: int = 6) -> str:
+    """Format a time as RFC 3339 UTC: ``2026-11-21T10:00:00.123456Z`` (``digits=6``, the
+    default) or ``2026-11-21T10:00:00Z`` (``digits=0``).
+
+    ``when`` is either seconds since the epoch (a float: with ``digits=6`` the microseconds
+    are ``int(when * 1e6)``, truncated; with ``digits=0`` the second is ``time.gmtime``'s,
+    truncated) or an aware UTC ``datetime``, printed as its fields say (so a caller that
+    builds it with ``datetime.fromtimestamp(s, UTC)`` keeps datetime's rounding to the
+    microsecond). Done with ``time`` alone: datetime costs more import time than
+    ``netskyctl status`` may spend. Raises ValueError when ``digits`` is not 0 or 6.
+    """
+    if digits not in (0, 6):
+        raise ValueError(f"digits must be 0 or 6, not {digits!r}")
+    if not isinstance(when, int | float):
+        return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if digits else "%Y-%m-%dT%H:%M:%SZ")
+    if not digits:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    sec, us = divmod(int(when * 1_000_000), 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{us:06d}Z"

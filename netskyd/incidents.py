@@ -60,6 +60,7 @@ import re
 import time
 
 from netskyd.errors import NetskyError, UnknownIncident
+from netskyd.ids import rfc3339 as rfc3339  # re-exported: its callers import it from here
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -119,12 +120,6 @@ def incidents_dir(where: Paths | str) -> str:
     if isinstance(where, str):
         return os.path.join(where, "state", "escalations")
     return str(where.escalations)
-
-
-def rfc3339(now_s: float) -> str:
-    """Format seconds since the epoch as RFC 3339 UTC with microseconds (``...123456Z``)."""
-    sec, us = divmod(int(now_s * 1_000_000), 1_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)) + f".{us:06d}Z"
 
 
 def parse_rfc3339(ts: str) -> float | None:

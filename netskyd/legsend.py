@@ -47,6 +47,7 @@ from netskyd.legs import (
     WebhookLeg,
     elapsed_ms,
 )
+from netskyd.maildir import atomic_write_bytes
 
 __all__ = ["MARKER", "LegFailed", "main", "refresh_marker", "send", "write_sentinel"]
 
@@ -324,16 +325,7 @@ def write_sentinel(path: Path, page: Page) -> None:
             f"ack: {inc.get('ack_command') or f'netskyctl ack {iid}'}"
         )
     text = "\n".join([*lines, "", page.title(), page.text(), ""])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"), mode=0o600)  # 0600, as mkstemp made it
 
 
 _DISPLAY_VARS = ("DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS")

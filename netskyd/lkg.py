@@ -37,6 +37,7 @@ from typing import Any
 from netskyd import __version__
 from netskyd.bundled import BUNDLED, bundled
 from netskyd.errors import NetskyError
+from netskyd.ids import rfc3339
 from netskyd.lkgreqs import (
     dist_ids,
     fingerprint,
@@ -355,7 +356,7 @@ def promote(
                 "id": lkg_id,
                 "version": __version__,
                 "fingerprint": fp,
-                "created_ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "created_ts": rfc3339(time.time(), digits=0),
                 "source": sysconfig.get_path("scripts"),
                 "python": python,
                 "files": files,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskStatus
 
+from netskyd.healthfiles import read_install_selected
 from netskyd.lkg import LkgError, read_manifest, running_from_lkg
 from netskyd.lkgreqs import fingerprint_of_running, this_python
 from netskyd.paths import Paths
@@ -113,7 +114,7 @@ class _Watch:
         now = ctx.clock()
         if settings.lkg_after_s <= 0:
             return False
-        if _selected(ctx.paths) == "lkg":
+        if read_install_selected(str(ctx.paths.home)) == "lkg":
             if not self.distrusted:
                 await ctx.recorder.event(
                     "lkg.skipped",
@@ -134,13 +135,6 @@ class _Watch:
             return False
         self.next_check_at = now + RECHECK_S
         return True
-
-
-def _selected(paths: Paths) -> str:
-    try:
-        return paths.install_selected.read_text(encoding="utf-8").strip() or "live"
-    except OSError:
-        return "live"
 
 
 async def _record_if_changed(ctx: Context, started_fp: str) -> None:

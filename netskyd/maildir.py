@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from netskyd.errors import EnvelopeTooLarge, InboxFull, UnknownAgent
-from netskyd.ids import is_agent_id, is_sender_id
+from netskyd.ids import is_agent_id, is_sender_id, rfc3339
 from netskyd.paths import Paths
 
 ENVELOPE_VERSION = 1
@@ -71,8 +71,7 @@ def check_text(text: str) -> str:
 
 def rfc3339_from_ns(ts_ns: int) -> str:
     """Format nanoseconds since the epoch as RFC 3339 UTC with microseconds and ``Z``."""
-    dt = datetime.fromtimestamp(ts_ns / 1e9, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339(datetime.fromtimestamp(ts_ns / 1e9, tz=UTC))
 
 
 def now_rfc3339() -> str:
@@ -131,16 +130,30 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
+def atomic_write_bytes(
+    path: Path, data: bytes, *, sync_dir: bool = True, mode: int | None = None
+) -> None:
     """Write ``data`` to ``path`` atomically: sibling tmp file, fsync, rename, then fsync
-    the directory unless ``sync_dir`` is False (a caller writing many fsyncs it once)."""
+    the directory unless ``sync_dir`` is False (a caller writing many fsyncs it once).
+
+    ``path`` is a ``pathlib.Path``; its directory is created when missing. ``mode`` (e.g.
+    ``0o600``) sets the file's permission bits exactly, umask aside; None leaves what
+    ``open`` gives. A reader sees the old file or the new one, never half of one. Raises
+    OSError, after removing the tmp file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     if sync_dir:
         fsync_dir(path.parent)
 

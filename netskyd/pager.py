@@ -58,6 +58,7 @@ from netskyd.legs import (
     severity_rank,
 )
 from netskyd.paths import Paths
+from netskyd.restart import exp_backoff_s
 from netskyd.store.markers import write_marker
 
 if TYPE_CHECKING:
@@ -410,11 +411,6 @@ async def send_in_process_of_its_own(name: str, leg: Any, page: Page, ctx: LegCo
         return LegResult(name, "failed", f"leg process exited {code}: {tail[0][:200]}", ms)
 
 
-def backoff_s(tries: int, base_s: float, cap_s: float) -> float:
-    """Delay before retry number ``tries`` + 1 of a failed leg: base * 2^(tries-1), capped."""
-    return float(min(cap_s, base_s * 2 ** max(0, tries - 1)))
-
-
 def append_audit(paths: Paths, rows: list[dict[str, Any]]) -> None:
     """Append ``rows`` to ``state/owner-pages.jsonl`` in one write, then fsync.
 
@@ -486,7 +482,7 @@ def finish_round(
                 continue
             next_ts = None
             if r.status == "failed":
-                next_ts = rfc3339(now_s + backoff_s(tries, retry_base_s, retry_cap_s))
+                next_ts = rfc3339(now_s + exp_backoff_s(tries, retry_base_s, retry_cap_s))
             incident["legs"][r.leg] = {
                 "status": r.status,
                 "reason": r.reason,

@@ -440,16 +440,32 @@ def handoff_envelope_id(restart_id: str) -> str:
     return hashlib.sha256(f"handoff:{restart_id}".encode()).hexdigest()[:32]
 
 
-def backoff_s(budget: Budget, attempts: int, restart_id: str) -> float:
-    """Delay before retry ``attempts`` (1-based): base * 2^(n-1), jittered, capped.
+def exp_backoff_s(
+    attempt: int, base_s: float, cap_s: float, *, jitter: float = 0.0, key: str = ""
+) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based; 0 counts as 1) of anything that
+    failed: ``base_s * 2^(attempt-1)``, times a jitter factor, capped at ``cap_s``.
 
-    The jitter factor in [1 - jitter, 1 + jitter] comes from a hash of
-    (restart_id, attempts): deterministic, yet different agents do not retry in step.
+    The one exponential backoff (restarts, escalation legs). ``jitter`` in [0, 1): the
+    factor lies in [1 - jitter, 1 + jitter] and comes from a hash of (``key``,
+    ``attempt``): deterministic, yet different keys do not retry in step. ``jitter=0``
+    (the default) is the plain, unjittered exponential. Returns a float.
     """
-    raw = budget.backoff_base_s * 2.0 ** max(0, attempts - 1)
-    digest = hashlib.sha256(f"{restart_id}:{attempts}".encode()).digest()
-    u = int.from_bytes(digest[:4], "big") / 0xFFFFFFFF * 2 - 1  # in [-1, 1]
-    return min(budget.backoff_cap_s, raw * (1 + budget.jitter * u))
+    raw = base_s * 2.0 ** max(0, attempt - 1)
+    if jitter:
+        digest = hashlib.sha256(f"{key}:{attempt}".encode()).digest()
+        u = int.from_bytes(digest[:4], "big") / 0xFFFFFFFF * 2 - 1  # in [-1, 1]
+        raw *= 1 + jitter * u
+    return float(min(cap_s, raw))
+
+
+def backoff_s(budget: Budget, attempts: int, restart_id: str) -> float:
+    """Delay before retry ``attempts`` (1-based) of a restart: ``exp_backoff_s`` with the
+    budget's base, cap and jitter, keyed by ``restart_id`` so agents do not retry in step.
+    """
+    return exp_backoff_s(
+        attempts, budget.backoff_base_s, budget.backoff_cap_s, jitter=budget.jitter, key=restart_id
+    )
 
 
 def crashloop_cooldown_s(budget: Budget, loops: int) -> float:

@@ -17,7 +17,6 @@ output is kept in the step that reports it.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -28,6 +27,7 @@ from typing import Any
 
 from netskyd import healthfiles
 from netskyd.bundled import bundled
+from netskyd.maildir import atomic_write_bytes
 from netskyd.paths import LAUNCHD_LABELS
 from netskyd.service_files import (
     SYSTEMD_ENABLE,
@@ -86,11 +86,7 @@ def _write(result: Result, path: Path, text: str, mode: int = 0o644) -> None:
     if result.dry_run:
         return
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.chmod(mode)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
     except OSError as e:
         step.ok, step.detail = False, str(e)
 
@@ -307,10 +303,7 @@ def status(svc: Service) -> dict[str, Any]:
     elif svc.manager == "launchd":
         for label in LAUNCHD_LABELS:
             units[label] = _launchd_state(svc, label)
-    try:
-        selected = paths.install_selected.read_text(encoding="utf-8").strip() or "live"
-    except OSError:
-        selected = "live"
+    selected = healthfiles.read_install_selected(str(paths.home))
     running = all(
         (u.get("is-enabled-ok") and u.get("is-active-ok")) or u.get("loaded")
         for u in units.values()

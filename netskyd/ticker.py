@@ -27,6 +27,7 @@ from netskyd import health
 from netskyd.context import Context
 from netskyd.errors import NetskyError, TmuxTimeout
 from netskyd.escalate import escalate, resolve
+from netskyd.ids import rfc3339
 from netskyd.periodic import every
 
 
@@ -156,7 +157,7 @@ async def _tmux_answers(ctx: Context) -> None:
 
 
 def _ts(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339(dt)
 
 
 async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

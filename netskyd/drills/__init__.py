@@ -20,7 +20,6 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from netskyd import __version__
 from netskyd.drills import agents, keepalive
 from netskyd.drills.run import DrillFailed, DrillInterrupted, Run, format_step
 from netskyd.drills.sandbox import Sandbox
+from netskyd.ids import rfc3339
 
 #: A drill's whole budget unless ``--deadline`` says otherwise.
 DEFAULT_DEADLINE_S = 120.0
@@ -145,7 +145,7 @@ def run_drill(
         "kept": keep,
         "tmux_socket": box.socket_name if box is not None else None,
         "daemon_pids": list(box.daemon_pids) if box is not None else [],
-        "started_ts": _rfc3339(run.started_wall),
+        "started_ts": rfc3339(run.started_wall),
         "duration_ms": round(run.elapsed_ms(), 1),
         "deadline_s": deadline_s,
         "version": __version__,
@@ -197,12 +197,6 @@ def format_verdict(report: Mapping[str, Any]) -> str:
 def format_report(report: Mapping[str, Any]) -> str:
     """The human report: one line per step, then the verdict line."""
     return "\n".join([*(format_step(s) for s in report["steps"]), format_verdict(report)])
-
-
-def _rfc3339(epoch_s: float) -> str:
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_s)) + f".{int(epoch_s % 1 * 1e6):06d}Z"
-    )
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from netskyd.ids import rfc3339
+
 
 class Journal:
     """Appends events to the day's JSONL file under ``logs_dir`` (UTC days)."""
@@ -33,7 +35,7 @@ class Journal:
     ) -> str:
         """Append one line per row (all named ``event``) with a single fsync; return the ts."""
         when = when or datetime.now(UTC)
-        ts = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        ts = rfc3339(when)
         text = "".join(
             json.dumps({"ts": ts, "event": event, **fields}, default=str) + "\n" for fields in rows
         )
