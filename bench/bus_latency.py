@@ -70,21 +70,21 @@ sys.path.insert(0, str(REPO))
 import anyio  # noqa: E402
 import anyio.from_thread  # noqa: E402
 
-from netskyd import consume  # noqa: E402
-from netskyd.cli import backend_options  # noqa: E402
-from netskyd.config import Runtime  # noqa: E402
-from netskyd.envelope import Envelope, render_channel  # noqa: E402
-from netskyd.errors import EnvelopeRejected, TmuxError  # noqa: E402
-from netskyd.maildir import (  # noqa: E402
+from netsky_shared.errors import EnvelopeRejected, TmuxError  # noqa: E402
+from netsky_shared.maildir import (  # noqa: E402
     DEFAULT_ENVELOPE_MAX_BYTES,
     fsync_dir,
     new_envelope,
     publish,
     stage,
 )
-from netskyd.paths import Paths  # noqa: E402
-from netskyd.tmux import Tmux  # noqa: E402
-from netskyd.validate import validate  # noqa: E402
+from netsky_shared.paths import Paths  # noqa: E402
+from netskyd.agents.tmux import Tmux  # noqa: E402
+from netskyd.app.cli import backend_options  # noqa: E402
+from netskyd.bus import confirm as consume  # noqa: E402
+from netskyd.bus.envelope import Envelope, render_channel  # noqa: E402
+from netskyd.bus.validate import validate  # noqa: E402
+from netskyd.config import Runtime  # noqa: E402
 from tests.harness import Netsky, wait_for  # noqa: E402
 
 COUNTS = (1, 10, 100)
@@ -240,7 +240,7 @@ class PollingDeliverer(threading.Thread):
     (which netskyd writes after the Enter, so they do not delay what is measured).
     One drain at a time per agent, like the daemon. Enter goes a fixed ``settle_ms``
     after the paste (netskyd before the adaptive settle); then the pane is read every
-    CONFIRM_POLL_S until netskyd's own check (``netskyd.consume.consumed``) says the
+    CONFIRM_POLL_S until netskyd's own check (``netskyd.bus.confirm.consumed``) says the
     agent took it. ``submitted``/``consumed``: ``perf_counter_ns`` per envelope id.
     """
 

@@ -54,9 +54,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from netskyd.errors import InboxFull  # noqa: E402
-from netskyd.maildir import fsync_dir, new_envelope, publish, send, stage  # noqa: E402
-from netskyd.paths import Paths  # noqa: E402
+from netsky_shared.errors import InboxFull  # noqa: E402
+from netsky_shared.maildir import fsync_dir, new_envelope, publish, send, stage  # noqa: E402
+from netsky_shared.paths import Paths  # noqa: E402
 from tests.harness import Netsky, wait_for  # noqa: E402
 
 ENVELOPES, AGENTS = 10_000, 100

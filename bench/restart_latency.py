@@ -67,11 +67,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from client.rpc import Client  # noqa: E402
-from netskyd.errors import NetskyError  # noqa: E402
-from netskyd.paths import Paths  # noqa: E402
-from netskyd.readiness import read_ready_record  # noqa: E402
-from netskyd.sessions import SESSION_CLOSED  # noqa: E402
-from netskyd.tmux import HOOK_INDEX  # noqa: E402
+from netsky_shared.errors import NetskyError  # noqa: E402
+from netsky_shared.paths import Paths  # noqa: E402
+from netskyd.agents.readiness import read_ready_record  # noqa: E402
+from netskyd.agents.sessions import SESSION_CLOSED  # noqa: E402
+from netskyd.agents.tmux import HOOK_INDEX  # noqa: E402
 from tests.harness import Netsky, wait_for  # noqa: E402
 
 AGENT = "agent0"

@@ -52,8 +52,8 @@ sys.path.insert(0, str(REPO))
 
 import anyio  # noqa: E402
 
-from netskyd.cli import backend_options  # noqa: E402
-from netskyd.tmux import Tmux  # noqa: E402
+from netskyd.agents.tmux import Tmux  # noqa: E402
+from netskyd.app.cli import backend_options  # noqa: E402
 from tests.harness import kill_tmux_server, private_socket  # noqa: E402
 
 WARMUP_RUNS = 3

@@ -15,10 +15,10 @@ import time
 
 from client.common import Usage, home_of, out, preview, setting, table
 from client.rpc import Client
-from netskyd import protocol
-from netskyd.errors import EnvelopeTooLarge, InboxFull, NetskyError
-from netskyd.ids import is_agent_id, parse_agent, rfc3339, sort_key
-from netskyd.paths import socket_path
+from netsky_shared import protocol
+from netsky_shared.errors import EnvelopeTooLarge, InboxFull, NetskyError
+from netsky_shared.ids import is_agent_id, parse_agent, rfc3339, sort_key
+from netsky_shared.paths import socket_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -72,8 +72,8 @@ def _read_text_file(path: str, max_bytes: int) -> str:
 def cmd_channel_send(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from pathlib import Path
 
-    from netskyd.maildir import new_envelope, send
-    from netskyd.paths import Paths
+    from netsky_shared.maildir import new_envelope, send
+    from netsky_shared.paths import Paths
 
     if (args.text is None) == (args.file is None):
         raise Usage("channel send needs exactly one of TEXT ('-' reads standard input) or --file")
@@ -420,8 +420,8 @@ def retry(home: str, item: dict[str, Any], inbox_max_pending: int) -> dict[str, 
     """
     from pathlib import Path
 
-    from netskyd.maildir import fsync_dir, pending_count
-    from netskyd.paths import Paths
+    from netsky_shared.maildir import fsync_dir, pending_count
+    from netsky_shared.paths import Paths
 
     agent, name = item["agent"], item["file"]
     pdir, inbox = _box(home, agent, "poison"), _box(home, agent, "inbox")

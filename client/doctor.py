@@ -19,11 +19,12 @@ import time
 from client.common import home_of
 from client.health import ago
 from client.rpc import Client
-from netskyd import __version__, healthfiles, protocol
-from netskyd.errors import DaemonNotRunning, NetskyError, VersionSkew
-from netskyd.ids import format_uptime
-from netskyd.incidents import parse_rfc3339
-from netskyd.paths import LAUNCHD_LABELS, SYSTEMD_UNITS, socket_path
+from netsky_shared import __version__, protocol
+from netsky_shared import health as healthfiles
+from netsky_shared.errors import DaemonNotRunning, NetskyError, VersionSkew
+from netsky_shared.ids import format_uptime
+from netsky_shared.incidents import parse_rfc3339
+from netsky_shared.paths import LAUNCHD_LABELS, SYSTEMD_UNITS, socket_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -147,9 +148,7 @@ def check_schema(home: str, code_version: int | None = None) -> dict[str, Any]:
     import sqlite3
 
     if code_version is None:
-        from netskyd.store.db import SCHEMA_VERSION  # aiosqlite too: only doctor pays
-
-        code_version = SCHEMA_VERSION
+        code_version = protocol.SCHEMA_VERSION
     path = os.path.join(home, "meta.db")
     if not os.path.exists(path):
         return check("schema", "ok", f"no meta.db yet (schema {code_version} at first start)")
@@ -180,8 +179,8 @@ def check_schema(home: str, code_version: int | None = None) -> dict[str, Any]:
 def unit_dir(environ: Mapping[str, str], platform: str) -> str:
     """Where the service units live: ``NETSKY_UNIT_DIR``, else the user's systemd or
     LaunchAgents directory (the rule ``service install`` writes by:
-    ``netskyd.service_files.default_unit_dir``; imported here only when doctor runs)."""
-    from netskyd.service_files import default_unit_dir
+    ``client.unit_texts.default_unit_dir``; imported here only when doctor runs)."""
+    from client.unit_texts import default_unit_dir
 
     manager = "launchd" if platform == "darwin" else "systemd"
     return str(default_unit_dir(manager, environ))

@@ -1,12 +1,12 @@
 """``netskyctl drill NAME|all|list [--json] [--keep] [--deadline S]`` (docs/keepalive.md).
 
-Each drill injects a real fault into a sandbox of its own (netskyd.drills) and prints
+Each drill injects a real fault into a sandbox of its own (client.drills) and prints
 its steps as they happen, then ``PASS name in 12.3s (...)`` or ``FAIL name in 9.1s:
 reason``; "still waiting" lines go to stderr. ``--json`` prints the report (``all``:
 ``{"verdict", "drills": [reports]}``). Every report is also saved as
 ``drills/<ts>-<name>.json`` in NETSKY_HOME. Exit 0 pass, 1 fail, 2 unknown drill.
 
-netskyd.drills is imported inside the command: netskyctl's start-up stays as it was.
+client.drills is imported inside the command: netskyctl's start-up stays as it was.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _note(line: str) -> None:
 
 def cmd_drill(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """netskyctl drill."""
-    from netskyd import drills
+    from client import drills
 
     if not args.name:
         raise Usage("drill needs a NAME, 'all' or 'list' (netskyctl drill list)")

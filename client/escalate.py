@@ -1,7 +1,7 @@
 """``netskyctl escalate SUBJECT BODY [--key K] [--severity S] [--direct]``.
 
 Through the daemon (method ``escalate``), or with ``--direct`` in this process with
-every leg in its own child process and no daemon at all (netskyd.direct; that path
+every leg in its own child process and no daemon at all (netskyd.escalation.direct; that path
 loads the settings with pydantic, so it costs more start-up than other commands).
 
 Output: the action (``opened``, ``repaged`` or ``joined``), the incident, one line per
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 
 from client.common import Usage, out, setting, table
-from netskyd import protocol
+from netsky_shared import protocol
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -70,17 +70,38 @@ def cmd_escalate(args: argparse.Namespace, environ: Mapping[str, str], client_of
         raise Usage("escalate needs a non-empty SUBJECT")
     key = args.key or default_key(args.subject)
     if args.direct:
-        from netskyd.config import load_settings
-        from netskyd.direct import run
-
-        settings = load_settings(None, environ)
-        res = run(settings, environ, args.subject, args.body, key, args.severity)
+        res = direct(args, key, environ)
     else:
         timeout = setting(environ, "escalation_leg_timeout_s", 30) + 15
         with client_of() as client:
             res = client_call(client, args, key, timeout)
     out(args, res, format_result(res))
     return 0 if res["action"] == "joined" or res["delivered"] else 1
+
+
+def direct(args: argparse.Namespace, key: str, environ: Mapping[str, str]) -> Any:
+    """Page with no daemon: ``python -m netskyd.escalation.direct`` in a child process
+    (every leg in a process of its own there), with a deadline of three leg timeouts
+    plus a margin. Returns its EscalateResult; raises NetskyError with its error line."""
+    import json
+    import subprocess
+
+    from client.selfrepair_io import this_python
+    from netsky_shared.errors import NetskyError
+
+    timeout_s = 3 * setting(environ, "escalation_leg_timeout_s", 30) + 30
+    argv = [*this_python("netskyd.escalation.direct"), args.subject, args.body]
+    argv += ["--key", key, "--severity", args.severity]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout_s, env=dict(environ), check=False
+        )
+    except subprocess.TimeoutExpired as e:
+        raise NetskyError(f"escalate --direct did not finish within {timeout_s:g}s") from e
+    if done.returncode != 0:
+        why = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        raise NetskyError(why[0].removeprefix("escalate --direct: "))
+    return json.loads(done.stdout)
 
 
 def client_call(client: Client, args: argparse.Namespace, key: str, timeout: float) -> Any:

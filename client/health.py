@@ -3,7 +3,7 @@
 ``health [--once] [--interval S] [--json]`` asks netskyd for its health report
 (RPC ``health``; shape in docs/keepalive.md) and prints a short summary. When the
 daemon does not answer, the report is built here from the files
-(``netskyd.healthfiles.client_report``, source ``client``, status ``down``) and
+(``netsky_shared.health.client_report``, source ``client``, status ``down``) and
 written to ``state/health.json``, so that file never says ``ok`` about a dead
 daemon. With ``--once``: one report, exit 0 ok, 1 degraded, 3 down (4 version skew).
 Without: a report every ``--interval`` seconds (default 5) until Ctrl-C (exit 0);
@@ -20,11 +20,12 @@ import time
 
 from client.common import Usage, config, home_of
 from client.rpc import Client
-from netskyd import healthfiles, protocol
-from netskyd.errors import DaemonNotRunning, NetskyError, VersionSkew
-from netskyd.ids import format_uptime
-from netskyd.incidents import parse_rfc3339
-from netskyd.paths import socket_path
+from netsky_shared import health as healthfiles
+from netsky_shared import protocol
+from netsky_shared.errors import DaemonNotRunning, NetskyError, VersionSkew
+from netsky_shared.ids import format_uptime
+from netsky_shared.incidents import parse_rfc3339
+from netsky_shared.paths import socket_path
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """The tmux hook client: tell netskyd at once that an agent's session died or closed.
 
-tmux runs it from netsky's global hooks (``netskyd.tmux.hook_commands``) through
+tmux runs it from netsky's global hooks (``netskyd.agents.tmux.hook_commands``) through
 ``run-shell -b``::
 
     python -m client.hook --socket PATH EVENT SESSION [STATUS]
@@ -9,10 +9,10 @@ EVENT is ``pane-died`` or ``session-closed``; SESSION the tmux session name; STA
 dead pane's exit status (absent or empty for ``session-closed``, and for a process
 killed by a signal). It sends one JSON-RPC 2.0 request, ``session.event`` with params
 ``{"event": EVENT, "session": SESSION, "status": int | null}``, on the daemon's socket
-(one JSON object per line, ``netskyd.protocol``), waits for the answer, and is done.
+(one JSON object per line, ``netsky_shared.protocol``), waits for the answer, and is done.
 
 It runs inside the user's tmux server, so it must be quick and quiet: stdlib only
-(plus the tiny ``netskyd.protocol``; not even ``json``, whose import is a fifth of the
+(plus the tiny ``netsky_shared.protocol``; not even ``json``, whose import is a fifth of the
 run: the request is built from checked words and the answer only looked at), no
 ``hello`` round trip (the daemon installed this hook with its own interpreter, so both
 speak the same API), 1 s for everything, nothing on stdout or stderr, and exit status 0
@@ -26,7 +26,7 @@ import socket
 import sys
 import time
 
-from netskyd import protocol
+from netsky_shared import protocol
 
 METHOD = protocol.SESSION_EVENT
 EVENTS = frozenset({"pane-died", "session-closed"})

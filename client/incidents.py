@@ -1,6 +1,6 @@
 """netskyctl's incident commands: ``incidents [--all]`` and ``ack ID`` (stdlib only).
 
-Both work on the files in ``state/escalations/`` themselves (netskyd.incidents has
+Both work on the files in ``state/escalations/`` themselves (netsky_shared.incidents has
 their shape), so they work while netskyd is down. ``summary_line`` is the incidents
 line of ``netskyctl status``. An incident file that is not an incident is listed as
 unreadable, never skipped; the daemon moves such files aside and records it.
@@ -12,7 +12,7 @@ import sys
 import time
 
 from client.common import home_of, out, preview, table
-from netskyd.incidents import ack, is_open, parse_rfc3339, rfc3339, scan
+from netsky_shared.incidents import ack, is_open, parse_rfc3339, rfc3339, scan
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-    from netskyd.paths import Paths
+    from netsky_shared.paths import Paths
 
 SUBJECT_CHARS = 60
 

@@ -1,6 +1,6 @@
 """netskyctl: the thin client. Stdlib only (no pydantic, anyio, libtmux, structlog).
 
-Exit codes (``netskyd.protocol``): 0 ok, 1 failed, 2 usage, 3 daemon not running,
+Exit codes (``netsky_shared.protocol``): 0 ok, 1 failed, 2 usage, 3 daemon not running,
 4 version skew, 75 temporary failure (e.g. inbox full). Every command takes
 ``--json``. The bus commands live in ``client.channel``; all but ``channel
 replay`` work on the files under ``channels/agent/`` themselves, so they work
@@ -20,8 +20,8 @@ import time
 
 from client.common import Usage, home_of, out
 from client.rpc import Client, RpcFailed
-from netskyd import protocol
-from netskyd.errors import (
+from netsky_shared import protocol
+from netsky_shared.errors import (
     DaemonNotRunning,
     EnvelopeTooLarge,
     InboxFull,
@@ -29,8 +29,8 @@ from netskyd.errors import (
     UnknownAgent,
     VersionSkew,
 )
-from netskyd.ids import format_uptime, parse_agent
-from netskyd.paths import socket_path
+from netsky_shared.ids import format_uptime, parse_agent
+from netsky_shared.paths import socket_path
 
 # typing, pathlib, dataclasses, argparse (for status), shutil and socket.py are kept
 # off the import path: start-up time is most of what a netskyctl call costs

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from netskyd import __version__
+from netsky_shared import __version__
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

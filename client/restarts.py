@@ -14,8 +14,8 @@ import sys
 import time
 
 from client.common import Usage, out
-from netskyd import protocol
-from netskyd.ids import parse_agent
+from netsky_shared import protocol
+from netsky_shared.ids import parse_agent
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

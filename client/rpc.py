@@ -14,8 +14,8 @@ import _socket
 import json
 import os
 
-from netskyd import protocol
-from netskyd.errors import DaemonNotRunning, NetskyError, VersionSkew
+from netsky_shared import protocol
+from netsky_shared.errors import DaemonNotRunning, NetskyError, VersionSkew
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

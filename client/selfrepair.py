@@ -1,7 +1,8 @@
 """netskyctl self-repair: check, record and roll back to the last-known-good install.
 
 ``check`` asks each install whether it can run a daemon (``netskyd selftest``), ``promote``
-records the live install in ``lkg/`` (``python -m netskyd.lkg promote``, which does the
+records the live install in ``lkg/`` (``python -m netskyd.keepalive.lkg.snapshot promote``, which
+does the
 copying), ``rollback`` selects the last-known-good install in ``state/install-selected``
 and restarts the daemon so it runs. Contracts: docs/keepalive.md. Stdlib only; every
 child process has a deadline (its whole process group is killed at it; client.selfrepair_io).
@@ -104,7 +105,7 @@ def check(home: str, environ: Mapping[str, str]) -> dict[str, Any]:
         lkg.update({k: manifest.get(k) for k in ("id", "version", "fingerprint", "created_ts")})
         lkg["selftest"] = selftest([os.path.join(lkg_dir, "bin", "netskyd")], env)
     rc, stdout, _ = run(
-        [*this_python("netskyd.lkg"), "check", "--home", home, "--json"],
+        [*this_python("netskyd.keepalive.lkg.snapshot"), "check", "--home", home, "--json"],
         SELFTEST_TIMEOUT_S,
         env,
     )
@@ -227,7 +228,7 @@ def _promote(args: argparse.Namespace, home: str, environ: Mapping[str, str]) ->
             "hint: run the live install's 'netskyctl self-repair promote'",
         )
     timeout_s = setting(environ, "lkg_timeout_s", 600)
-    cmd = [*this_python("netskyd.lkg"), "promote", "--home", home]
+    cmd = [*this_python("netskyd.keepalive.lkg.snapshot"), "promote", "--home", home]
     rc, stdout, stderr = run(
         [*cmd, "--reason", "manual", "--json"], timeout_s, home_env(home, environ)
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 
-from netskyd.healthfiles import read_install_selected
+from netsky_shared.health import read_install_selected
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -64,9 +64,9 @@ def run(
 
 
 def this_python(module: str) -> list[str]:
-    """``python -m module`` that imports this very install (``netskyd.lkgreqs.this_python``;
+    """``python -m module`` that imports this very install (``netsky_shared.bundled``;
     imported only when called, so netskyctl's start-up does not pay for it)."""
-    from netskyd.lkgreqs import this_python as of_this_install
+    from netsky_shared.bundled import this_python as of_this_install
 
     return of_this_install(module)
 
@@ -97,7 +97,7 @@ def selftest(cmd: Sequence[str], env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-#: ``state/install-selected``: ``live`` or ``lkg`` (the one reader, netskyd.healthfiles).
+#: ``state/install-selected``: ``live`` or ``lkg`` (the one reader, netsky_shared.health).
 read_selected = read_install_selected
 
 
@@ -105,7 +105,7 @@ def write_selected(home: str, which: str) -> None:
     """Write ``state/install-selected`` atomically (tmp + rename)."""
     from pathlib import Path
 
-    from netskyd.maildir import atomic_write_bytes
+    from netsky_shared.maildir import atomic_write_bytes
 
     atomic_write_bytes(Path(home, "state", "install-selected"), (which + "\n").encode("utf-8"))
 
@@ -144,8 +144,8 @@ def service_env(home: str, environ: Mapping[str, str]) -> dict[str, str]:
 def daemon_info(home: str) -> dict[str, Any]:
     """Whether netskyd answers ``hello``: ``{"running", "pid", "version", "executable"}``."""
     from client.rpc import Client
-    from netskyd.errors import NetskyError
-    from netskyd.paths import socket_path
+    from netsky_shared.errors import NetskyError
+    from netsky_shared.paths import socket_path
 
     try:
         with Client(socket_path(home), timeout_s=PROBE_TIMEOUT_S) as c:

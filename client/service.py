@@ -6,7 +6,7 @@ them: ``systemctl --user daemon-reload`` and ``systemctl --user enable --now
 netskyd.service netsky-shim.timer``, or ``launchctl bootstrap gui/<uid> <plist>``.
 ``uninstall`` undoes that and leaves the agents' tmux sessions running. ``status`` says
 which files are there and current, what the manager says, and the shim's last run.
-The work is in netskyd.service and netskyd.service_files (stdlib only, like this
+The work is in netskyd.service and client.unit_texts (stdlib only, like this
 module); docs/keepalive.md has the files.
 
 Exit codes: 0 done (status: installed, current and running), 1 failed (the hint says
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 SUBCOMMANDS = ("install", "uninstall", "status")
-#: netskyd.service_files.MANAGERS, repeated here: netskyctl builds its parser on every run
+#: client.unit_texts.MANAGERS, repeated here: netskyctl builds its parser on every run
 #: and netskyd.service's imports (subprocess, pathlib, dataclasses) would slow every command.
 MANAGERS = ("systemd", "launchd", "none")
 
@@ -74,7 +74,8 @@ def cmd_service(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Run ``netskyctl service SUBCOMMAND``."""
     from pathlib import Path
 
-    from netskyd import service, service_files
+    from client import unit_texts as service_files
+    from client import units as service
 
     command = getattr(args, "service_command", None)
     if command not in SUBCOMMANDS:

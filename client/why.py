@@ -8,8 +8,8 @@ prints it for people (``--json``: the daemon's result as is, docs/protocol.md).
 from __future__ import annotations
 
 from client.common import out
-from netskyd import protocol
-from netskyd.ids import parse_agent
+from netsky_shared import protocol
+from netsky_shared.ids import parse_agent
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -1,8 +1,11 @@
 """netskyd: the netsky supervisor daemon.
 
-This module stays import-light on purpose: the thin client imports
-``netskyd.protocol``, ``netskyd.ids`` and ``netskyd.maildir`` and must not pay
-for pydantic, anyio, libtmux or structlog.
+One subpackage per concern (docs/architecture.md): ``bus``, ``supervision``,
+``activity``, ``escalation``, ``keepalive``, ``agents``, ``runtimes``, ``store``,
+``control``, and ``app`` (cli, lifecycle, wiring). What the client shares with the
+daemon is in ``netsky_shared`` (stdlib only).
 """
 
-__version__ = "0.1.0"
+from netsky_shared import __version__
+
+__all__ = ["__version__"]

@@ -1,3 +1,3 @@
-from netskyd.cli import main
+from netskyd.app.cli import main
 
 main()

@@ -15,20 +15,20 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from netsky_shared.paths import Paths
+from netskyd.agents.tmux import Tmux
 from netskyd.config import Settings
-from netskyd.paths import Paths
-from netskyd.recorder import Recorder
-from netskyd.sdnotify import Notifier
+from netskyd.keepalive.sdnotify import Notifier
 from netskyd.store.db import Store
-from netskyd.tmux import Tmux
+from netskyd.store.recorder import Recorder
 
 if TYPE_CHECKING:
-    from netskyd.bus import Bus
-    from netskyd.escalate import Spool
-    from netskyd.monitor import Monitor
-    from netskyd.sessions import SessionWatcher
-    from netskyd.supervisor import Supervisor
-    from netskyd.watchdog import Watchdog
+    from netskyd.activity.monitor import Monitor
+    from netskyd.agents.sessions import SessionWatcher
+    from netskyd.bus.watcher import Bus
+    from netskyd.escalation.spool import Spool
+    from netskyd.supervision.restart.runner import Watchdog
+    from netskyd.supervision.supervisor import Supervisor
 
 
 @dataclass
@@ -54,11 +54,11 @@ class Context:
     watchdog: Watchdog | None = None
     sessions: SessionWatcher | None = None
     monitor: Monitor | None = None
-    #: The escalation spool (netskyd.escalate), once its task runs.
+    #: The escalation spool (netskyd.escalation.spool), once its task runs.
     spool: Spool | None = None
     #: One writer at a time for the runtimes' own settings files (netskyd/seed.py).
     seed_lock: anyio.Lock = field(default_factory=anyio.Lock)
-    #: The service manager's sd_notify channel (netskyd.sdnotify; disabled = no-op).
+    #: The service manager's sd_notify channel (netskyd.keepalive.sdnotify; disabled = no-op).
     notifier: Notifier = field(default_factory=Notifier)
 
     @property

@@ -10,16 +10,16 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from netskyd.bus import Bus
+from netskyd.agents.tmux import Tmux
+from netskyd.bus.delivery import DeliveryFailed
+from netskyd.bus.envelope import Envelope
+from netskyd.bus.watcher import Bus
 from netskyd.config import Settings
 from netskyd.context import Context
-from netskyd.delivery import DeliveryFailed
-from netskyd.envelope import Envelope
-from netskyd.recorder import Recorder
 from netskyd.store.db import Store
 from netskyd.store.journal import Journal
-from netskyd.supervisor import Supervisor
-from netskyd.tmux import Tmux
+from netskyd.store.recorder import Recorder
+from netskyd.supervision.supervisor import Supervisor
 
 
 class RecordingDelivery:

@@ -15,6 +15,8 @@ from typing import Any
 
 import aiosqlite
 
+from netsky_shared.protocol import SCHEMA_VERSION
+
 #: (version, SQL script). Append new versions; never edit released ones.
 MIGRATIONS: list[tuple[int, str]] = [
     (
@@ -117,7 +119,8 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         4,
         """
-        -- state/owner-pages.jsonl imported row by row (netskyd.pager; the file is written
+        -- state/owner-pages.jsonl imported row by row (netskyd.escalation.pager; the file is
+        written
         -- first, also by netskyctl escalate --direct): file_offset is the row's byte
         -- offset in the file, so an import that runs twice adds nothing twice.
         CREATE TABLE owner_pages (
@@ -176,7 +179,7 @@ MIGRATIONS: list[tuple[int, str]] = [
 ]
 #: Values of ``messages.consumption`` (NULL on rows that are not deliveries).
 CONSUMPTION_STATES = ("pending", "consumed", "unconsumed", "unchecked")
-#: Columns of an ``owner_pages`` row besides ``id`` (netskyd.pager has the JSON rows).
+#: Columns of an ``owner_pages`` row besides ``id`` (netskyd.escalation.pager has the JSON rows).
 OWNER_PAGE_COLUMNS = (
     "file_offset",
     "ts",
@@ -220,7 +223,8 @@ MESSAGE_COLUMNS = (
     "submitted_at",
     "consumption",
 )
-SCHEMA_VERSION = MIGRATIONS[-1][0]
+if MIGRATIONS[-1][0] != SCHEMA_VERSION:  # the next migration bumps both
+    raise RuntimeError("netsky_shared.protocol.SCHEMA_VERSION must be the last migration's")
 
 
 class Store:
@@ -478,7 +482,7 @@ class Store:
         await self.conn.commit()
 
     async def upsert_incidents(self, found: list[dict[str, Any]]) -> None:
-        """Record incidents (netskyd.incidents shape) as they are now; ``state`` is
+        """Record incidents (netsky_shared.incidents shape) as they are now; ``state`` is
         ``open``, ``acked`` or ``resolved``."""
         await self._exec_many(
             "INSERT INTO incidents (id, key, subject, body, severity, opened_ts, last_ts, "

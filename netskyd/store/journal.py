@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from netskyd.ids import rfc3339
+from netsky_shared.ids import rfc3339
 
 
 class Journal:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from netskyd.maildir import new_envelope, send
-from netskyd.paths import Paths
+from netsky_shared.maildir import new_envelope, send
+from netsky_shared.paths import Paths
 from tests.harness import Netsky, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from netskyd.drills import DRILLS
+from client.drills import DRILLS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 RUN_TIMEOUT_S = 180

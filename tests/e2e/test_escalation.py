@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from client.rpc import Client
-from netskyd import protocol
-from netskyd.paths import socket_path
+from netsky_shared import protocol
+from netsky_shared.paths import socket_path
 from tests.harness import EnvNetsky, Netsky, wait_for
 from tests.owner_servers import HttpServer, SmtpServer
 
@@ -328,7 +328,7 @@ def test_a_crash_loop_pages_critical_and_closes_with_an_all_clear_when_the_agent
     flag.touch()
     crasher = (
         f"test -e {shlex.quote(str(flag))} && exit 3; "
-        f"exec {shlex.quote(sys.executable)} -m netskyd.demo_agent"
+        f"exec {shlex.quote(sys.executable)} -m netskyd.agents.demo_agent"
     )
     cfg = {"webhook": {"url": f"{hook.url}/page"}, "tmux": {"enabled": False}}
     netsky.configure(

@@ -34,11 +34,11 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.shared.message import SessionMessage
 from pydantic import BaseModel
 
-from netskyd import mcp_link
-from netskyd.channel_server import CHANNEL_CAPABILITY, CHANNEL_METHOD
-from netskyd.errors import McpLinkError
-from netskyd.maildir import now_rfc3339
-from netskyd.paths import Paths
+from netsky_shared.errors import McpLinkError
+from netsky_shared.maildir import now_rfc3339
+from netsky_shared.paths import Paths
+from netskyd.bus import mcp_link
+from netskyd.bus.channel_server import CHANNEL_CAPABILITY, CHANNEL_METHOD
 from tests.harness import Netsky, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from client.rpc import Client
-from netskyd import protocol
-from netskyd.incidents import parse_rfc3339
+from netsky_shared import protocol
+from netsky_shared.incidents import parse_rfc3339
 from tests.harness import EnvNetsky, Netsky, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

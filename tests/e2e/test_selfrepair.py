@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 @pytest.fixture(scope="module")
 def frozen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The bin dir (``netskyd``, ``netskyctl``) of a copy of the working tree's install."""
-    from netskyd import lkg
+    from netskyd.keepalive.lkg import snapshot as lkg
 
     home = tmp_path_factory.mktemp("frozen") / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NETSKY_", "PYTHON"))}

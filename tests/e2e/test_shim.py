@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from client.rpc import Client
-from netskyd import protocol
+from netsky_shared import protocol
 from tests.harness import REPO, Netsky, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -34,7 +34,7 @@ LIVE_BIN = Path(sys.executable).parent
 AGENTS = ["agent0", "agent1", "agentinfinity"]
 BROKEN = """#!/bin/sh
 echo "Traceback (most recent call last):" >&2
-echo "ImportError: cannot import name 'Daemon' from 'netskyd.daemon'" >&2
+echo "ImportError: cannot import name 'Daemon' from 'netskyd.app.daemon'" >&2
 exit 1
 """
 
@@ -114,7 +114,7 @@ class Shim:
 
     def remember(self) -> None:
         self.daemon_pid()
-        lock = self.ns.home / "state" / "netskyd.lock"
+        lock = self.ns.home / "state" / "netskyd.app.lock"
         if lock.exists() and lock.read_text().strip().isdigit():
             self.pids.add(int(lock.read_text().strip()))
 
@@ -186,9 +186,10 @@ def broken_bin(root: Path) -> Path:
 
 
 def make_lkg(home: Path) -> Path:
-    """A real last-known-good install (``python -m netskyd.lkg promote``)."""
+    """A real last-known-good install (``python -m netskyd.keepalive.lkg.snapshot promote``)."""
     res = subprocess.run(
-        [sys.executable, "-m", "netskyd.lkg", "promote", "--home", str(home), "--json"],
+        [sys.executable, "-m", "netskyd.keepalive.lkg.snapshot", "promote"]
+        + ["--home", str(home), "--json"],
         capture_output=True,
         text=True,
         timeout=300,

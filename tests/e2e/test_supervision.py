@@ -153,7 +153,7 @@ def test_crash_of_agent0_gets_a_synthetic_handoff_and_a_dead_clone_is_respawned_
 
 
 def test_crash_looping_agent_is_throttled_and_paged_once(netsky: Netsky) -> None:
-    crasher = f"{shlex.quote(sys.executable)} -m netskyd.demo_agent --crash-at-start"
+    crasher = f"{shlex.quote(sys.executable)} -m netskyd.agents.demo_agent --crash-at-start"
     netsky.configure(
         clones=1,
         agent_runtimes={"agent1": "custom"},
@@ -201,9 +201,8 @@ def test_daemon_killed_mid_restart_finishes_it_without_duplicates(
     netsky: Netsky, tmp_path: Path
 ) -> None:
     # agent0 takes a couple of seconds to become ready, so the restart is caught mid-way.
-    slow = (
-        f"sh -c {shlex.quote(f'sleep 2; exec {shlex.quote(sys.executable)} -m netskyd.demo_agent')}"
-    )
+    agent = f"exec {shlex.quote(sys.executable)} -m netskyd.agents.demo_agent"
+    slow = f"sh -c {shlex.quote(f'sleep 2; {agent}')}"
     netsky.configure(
         clones=1, agent_runtimes={"agent0": "custom"}, custom_command=slow, restart_verify_s=1.0
     )
@@ -319,8 +318,8 @@ from pathlib import Path
 home = Path(os.environ["NETSKY_HOME"])
 agent = "agent" + os.environ["AGENT_N"]
 if not (home / "fresh-dies").exists():
-    os.execv(sys.executable, [sys.executable, "-m", "netskyd.demo_agent"])
-from netskyd.readiness import write_ready_record
+    os.execv(sys.executable, [sys.executable, "-m", "netskyd.agents.demo_agent"])
+from netskyd.agents.readiness import write_ready_record
 
 session = os.environ["NETSKY_SESSION_ID"]
 ready = home / "state" / "ready" / f"{agent}.json"

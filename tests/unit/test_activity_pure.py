@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from netskyd import seed
-from netskyd.activity import Activity, Observation, classify, read_screen
+from netsky_shared.errors import ConfigError
+from netskyd.activity.classify import Activity, Observation, classify, read_screen
+from netskyd.activity.limits import parse_reset
+from netskyd.agents import seeding as seed
 from netskyd.config import Runtime, load_settings
-from netskyd.errors import ConfigError
-from netskyd.resettime import parse_reset
-from netskyd.screen import fingerprint, normalise_line, parse_options
+from netskyd.runtimes.screen import fingerprint, normalise_line, parse_options
 
 # ----- normalisation ----------------------------------------------------------------------
 

@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from netskyd.bus import BATCH_MAX_ENVELOPES, entries
-from netskyd.delivery import DeliveryFailed
-from netskyd.maildir import new_envelope, rfc3339_from_ns, send
-from netskyd.paths import Paths
+from netsky_shared.maildir import new_envelope, rfc3339_from_ns, send
+from netsky_shared.paths import Paths
+from netskyd.bus.delivery import DeliveryFailed
+from netskyd.bus.watcher import BATCH_MAX_ENVELOPES, entries
 from tests.busctx import bus_on, messages
 
 
@@ -303,7 +303,7 @@ async def test_replay_delivers_again_what_was_delivered_since(tmp_path: Path) ->
 async def test_the_watcher_delivers_without_a_tick_even_to_a_new_agent(tmp_path: Path) -> None:
     import anyio
 
-    from netskyd.bus import watch
+    from netskyd.bus.watcher import watch
 
     _send(tmp_path, "agent0", "known")
     async with bus_on(tmp_path) as (bus, rec):
@@ -362,7 +362,7 @@ def _incidents(home: Path, key: str) -> list[dict[str, object]]:
 
 
 async def test_consumption_is_recorded_on_the_rows_and_in_the_journal(tmp_path: Path) -> None:
-    from netskyd.delivery import Consumption
+    from netskyd.bus.delivery import Consumption
 
     sent = [_send(tmp_path, "agent0", t) for t in ("a", "b")]
     async with bus_on(tmp_path) as (bus, _):
@@ -388,7 +388,7 @@ async def test_a_path_without_a_receipt_is_unchecked(tmp_path: Path) -> None:
 
 
 async def test_unconsumed_in_a_row_pages_once_and_a_consumed_one_resolves(tmp_path: Path) -> None:
-    from netskyd.delivery import Consumption
+    from netskyd.bus.delivery import Consumption
 
     lost = Consumption("unconsumed", retried=True, screen=("agent0: hanging",), reason="r")
     taken = Consumption("consumed", "2026-01-01T00:00:01.000000Z", 5.0)

@@ -15,11 +15,11 @@ import anyio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netskyd.bus import entries
-from netskyd.errors import EnvelopeRejected
-from netskyd.maildir import new_envelope
-from netskyd.paths import Paths
-from netskyd.validate import validate
+from netsky_shared.errors import EnvelopeRejected
+from netsky_shared.maildir import new_envelope
+from netsky_shared.paths import Paths
+from netskyd.bus.validate import validate
+from netskyd.bus.watcher import entries
 from tests.busctx import bus_on
 
 MAX = 2048

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from netskyd.activity import read_screen
+from netskyd.activity.classify import read_screen
+from netskyd.activity.dialogs import NoPlan, detect, plan
 from netskyd.config import Runtime
-from netskyd.dialogs import NoPlan, detect, plan
-from netskyd.screen import fingerprint, raw_hash
+from netskyd.runtimes.screen import fingerprint, raw_hash
 
 SCREENS = Path(__file__).resolve().parents[1] / "screens"
 _FILE = re.compile(r"^(?P<name>.+)\.(?P<cols>\d+)x(?P<rows>\d+)\.txt$")

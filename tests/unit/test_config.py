@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from netsky_shared.errors import ConfigError
 from netskyd.config import Runtime, load_settings
-from netskyd.errors import ConfigError
 
 
 def test_defaults_without_file(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Pure screen checks of netskyd.consume: is a paste drawn, has the agent taken it.
+"""Pure screen checks of netskyd.bus.confirm: is a paste drawn, has the agent taken it.
 
 Screens: the recordings under tests/screens/ (idle and busy screens of Claude Code
 2.1.197 and Codex 0.169.0; the ``pasted``, ``pasted-long`` and ``submitted`` screens
@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from netskyd.config import Runtime
-from netskyd.consume import (
+from netskyd.bus.confirm import (
     composer_for,
     consumed,
     draws_paste,
@@ -24,7 +23,8 @@ from netskyd.consume import (
     paste_drawn,
     split,
 )
-from netskyd.envelope import Envelope, render_channel
+from netskyd.bus.envelope import Envelope, render_channel
+from netskyd.config import Runtime
 
 SCREENS = Path(__file__).resolve().parent.parent / "screens"
 C, X, D = Runtime.CLAUDE, Runtime.CODEX, Runtime.DEMO

@@ -1,7 +1,7 @@
 """The demo agent's drill commands: ``restart [handoff]``, ``hang``, ``--crash-at-start``.
 
 In-process through ``DemoAgent.feed`` (what a paste into its pane becomes), and as a
-real ``python -m netskyd.demo_agent`` subprocess with pipes for stdin/stdout.
+real ``python -m netskyd.agents.demo_agent`` subprocess with pipes for stdin/stdout.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from netskyd.demo_agent import CRASH_EXIT_CODE, DemoAgent, main
-from netskyd.paths import Paths
+from netsky_shared.paths import Paths
+from netskyd.agents.demo_agent import CRASH_EXIT_CODE, DemoAgent, main
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_HANDOFF = "handoff from agent0: planned restart requested by the demo agent"
@@ -51,7 +51,7 @@ def run_agent(home: Path, stdin: str, *argv: str, n: str = "0") -> subprocess.Co
         "PYTHONPATH": str(REPO),
     }
     return subprocess.run(
-        [sys.executable, "-m", "netskyd.demo_agent", *argv],
+        [sys.executable, "-m", "netskyd.agents.demo_agent", *argv],
         input=stdin,
         env=env,
         cwd=REPO,

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netskyd.catalogue import DIALOGS
-from netskyd.dialogs import Dialog, DialogHandler, Step
+from netskyd.activity.dialogs import Dialog, DialogHandler, Step
+from netskyd.runtimes.catalogue import DIALOGS
 
 SETTLE_S, GONE_S = 0.5, 3.0
 NAMES = ("claude.folder-trust", "claude.permission", "codex.approval")

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
+from client import drills
+from client.drills.agents import GAVE_UP_MARKER
+from client.drills.run import DrillFailed, Run
+from client.drills.sandbox import FAST, Sandbox, merge, toml_key, toml_value
 from client.netskyctl import main
-from netskyd import drills
-from netskyd.drills.agents import GAVE_UP_MARKER
-from netskyd.drills.run import DrillFailed, Run
-from netskyd.drills.sandbox import FAST, Sandbox, merge, toml_key, toml_value
-from netskyd.errors import DaemonNotRunning
-from netskyd.restart_files import MARKERS
+from netsky_shared.errors import DaemonNotRunning
+from netskyd.supervision.restart.markers import MARKERS
 
 
 @pytest.mark.parametrize(
@@ -237,7 +237,7 @@ def test_drill_list_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_netskyctl_does_not_import_the_drills_until_asked() -> None:
-    code = "import sys, client.netskyctl; print('netskyd.drills' in sys.modules)"
+    code = "import sys, client.netskyctl; print('client.drills' in sys.modules)"
     res = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )

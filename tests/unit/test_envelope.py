@@ -5,8 +5,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from netskyd.envelope import Envelope, render_channel
-from netskyd.maildir import new_envelope
+from netsky_shared.maildir import new_envelope
+from netskyd.bus.envelope import Envelope, render_channel
 
 
 def _wire(**over: object) -> dict[str, object]:

@@ -1,6 +1,6 @@
 """escalate() on a real NETSKY_HOME (files, journal, meta.db), and the incident commands.
 
-The daemon side pages through ``netskyd.escalate.escalate``; netskyctl's ``incidents``
+The daemon side pages through ``netskyd.escalation.spool.escalate``; netskyctl's ``incidents``
 and ``ack`` work on the same files with no daemon (client.incidents).
 """
 
@@ -22,15 +22,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from client.incidents import INCIDENT_COMMANDS, add_parsers, summary_line
-from netskyd import incidents
+from netsky_shared import incidents
+from netsky_shared.errors import CorruptMarker, UnknownIncident
+from netskyd.agents.tmux import Tmux
 from netskyd.config import Settings
 from netskyd.context import Context
-from netskyd.errors import CorruptMarker, UnknownIncident
-from netskyd.escalate import Incident, escalate
-from netskyd.recorder import Recorder
+from netskyd.escalation.spool import Incident, escalate
 from netskyd.store.db import Store
 from netskyd.store.journal import Journal
-from netskyd.tmux import Tmux
+from netskyd.store.recorder import Recorder
 from tests.unit.test_client import HEAVY
 
 T0 = 1_795_000_000.0  # 2026-11-18T11:06:40Z
@@ -212,7 +212,7 @@ async def test_escalate_needs_a_key_and_a_subject(ctx: Context) -> None:
     assert not ctx.paths.escalations.exists()
 
 
-# -- netskyd.incidents -----------------------------------------------------------------------
+# -- netsky_shared.incidents -----------------------------------------------------------------------
 
 
 @given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
@@ -369,7 +369,7 @@ def test_summary_line(tmp_path: Path) -> None:
         summary_line(str(tmp_path), now_s=T0)
         == 'incidents: 2 open (newest: "agent0 crash loop", 3m ago)'
     )
-    from netskyd.paths import Paths
+    from netsky_shared.paths import Paths
 
     assert summary_line(Paths(tmp_path), now_s=T0) == summary_line(str(tmp_path), now_s=T0)
     (tmp_path / "state/escalations/20261101T000000Z-deadbeef.json").write_text("{")
@@ -390,5 +390,5 @@ def test_client_incidents_module_imports_nothing_heavy(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     new = json.loads(res.stdout)
-    assert {"client.incidents", "netskyd.incidents"} <= set(new)
+    assert {"client.incidents", "netsky_shared.incidents"} <= set(new)
     assert not set(new) & set(HEAVY)

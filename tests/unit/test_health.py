@@ -19,10 +19,11 @@ import pytest
 from client import doctor as cd
 from client import health as ch
 from client.netskyctl import main
-from netskyd import __version__, healthfiles
-from netskyd.health import refresh
-from netskyd.incidents import new_incident, rfc3339, write_incident
-from netskyd.sdnotify import Notifier
+from netsky_shared import health as healthfiles
+from netsky_shared.incidents import new_incident, rfc3339, write_incident
+from netskyd import __version__
+from netskyd.keepalive.health import refresh
+from netskyd.keepalive.sdnotify import Notifier
 
 pytestmark = pytest.mark.timeout(60)
 NOW = 1_800_000_000.0
@@ -292,8 +293,8 @@ class _Recorder:
 
 
 def _ctx(home: Path, *, alive: bool, last_tick_at: float | None) -> Any:
-    from netskyd.desired import constellation
-    from netskyd.paths import Paths
+    from netsky_shared.paths import Paths
+    from netskyd.supervision.desired import constellation
 
     agents = {
         a: SimpleNamespace(alive=alive, ready=alive, spawning=False)
@@ -405,7 +406,7 @@ def test_schema_check(tmp_path: Path, db: int, status: str) -> None:
 
 
 def test_schema_check_against_this_install(tmp_path: Path) -> None:
-    from netskyd.store.db import SCHEMA_VERSION
+    from netsky_shared.protocol import SCHEMA_VERSION
 
     conn = sqlite3.connect(tmp_path / "meta.db")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
@@ -450,7 +451,7 @@ def test_socket_check_without_daemon(tmp_path: Path) -> None:
 
 
 def test_version_check() -> None:
-    from netskyd import protocol
+    from netsky_shared import protocol
 
     same = {"version": __version__, "api_version": protocol.API_VERSION}
     assert cd.check_version({"state": "up", "hello": same})["status"] == "ok"

@@ -1,5 +1,5 @@
-"""The escalation legs (netskyd.legsend) against real servers on 127.0.0.1, real tmux on
-a private socket, fake osascript/notify-send scripts, and ``python -m netskyd.legsend``.
+"""The escalation legs (netskyd.escalation.legs) against real servers on 127.0.0.1, real tmux on
+a private socket, fake osascript/notify-send scripts, and ``python -m netskyd.escalation.legs``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from netskyd.legs import (
+from netskyd.config.legs import (
     DesktopLeg,
     EmailLeg,
     IMessageLeg,
@@ -28,7 +28,7 @@ from netskyd.legs import (
     TmuxLeg,
     WebhookLeg,
 )
-from netskyd.legsend import refresh_marker, send, write_sentinel
+from netskyd.escalation.legs import refresh_marker, send, write_sentinel
 from tests.owner_servers import HttpServer, SmtpServer, free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -497,7 +497,7 @@ async def test_tmux_without_a_server_is_unavailable(tmp_path: Path) -> None:
     assert result.reason == f"no tmux server on socket {socket}"
 
 
-# --- timeouts and python -m netskyd.legsend ------------------------------------------
+# --- timeouts and python -m netskyd.escalation.legs ------------------------------------------
 
 
 def running(pid: int) -> bool:
@@ -524,7 +524,7 @@ async def test_a_hanging_command_and_its_children_are_killed_at_the_deadline(
 
 def run_legsend(request: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "netskyd.legsend"],
+        [sys.executable, "-m", "netskyd.escalation.legs"],
         input=json.dumps(request),
         capture_output=True,
         text=True,
@@ -566,7 +566,7 @@ def test_module_runs_a_leg_from_stdin(tmp_path: Path) -> None:
 )
 def test_module_rejects_a_bad_request(request_text: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "netskyd.legsend"],
+        [sys.executable, "-m", "netskyd.escalation.legs"],
         input=request_text,
         capture_output=True,
         text=True,

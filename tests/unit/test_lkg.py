@@ -1,4 +1,4 @@
-"""netskyd.lkg, lkgreqs and lkgtask: requirement walking and markers (pure), the
+"""netskyd.keepalive.lkg.snapshot, lkgreqs and lkgtask: requirement walking and markers (pure), the
 fingerprint, a real promote into a temporary NETSKY_HOME (a self-contained copy that passes
 selftest), pruning and the current/previous links, and the child-process deadline."""
 
@@ -14,9 +14,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from netskyd import __version__, lkg, lkgreqs, lkgtask
-from netskyd.lkg import LkgError, to_prune
-from netskyd.lkgreqs import (
+from netsky_shared.paths import Paths
+from netskyd import __version__
+from netskyd.keepalive.lkg import install as lkgreqs
+from netskyd.keepalive.lkg import snapshot as lkg
+from netskyd.keepalive.lkg import task as lkgtask
+from netskyd.keepalive.lkg.install import (
+    PACKAGES,
     Req,
     fingerprint,
     marker_allows,
@@ -24,8 +28,8 @@ from netskyd.lkgreqs import (
     parse_requirement,
     walk_requirements,
 )
-from netskyd.lkgtask import unhealthy_reason
-from netskyd.paths import Paths
+from netskyd.keepalive.lkg.snapshot import LkgError, to_prune
+from netskyd.keepalive.lkg.task import unhealthy_reason
 
 REPO = Path(__file__).resolve().parents[2]
 EVAL = packaging_evaluator()
@@ -225,7 +229,7 @@ def test_promote_builds_a_self_contained_install(tmp_path: Path) -> None:
     assert Path(m["path"]) == install
     site = next((install / "venv" / "lib").glob("python3.*/site-packages"))
     dists = [tuple(d.split("==")) for d in m["dists"]]
-    assert fingerprint(__version__, [site / "netskyd", site / "client"], dists) == m["fingerprint"]
+    assert fingerprint(__version__, [site / name for name in PACKAGES], dists) == m["fingerprint"]
     assert m["version"] == __version__ and m["reason"] == "test"
     assert m["files"] > 100 and m["bytes"] > 1_000_000
     assert json.loads((install / "manifest.json").read_text())["id"] == m["id"]
@@ -244,7 +248,7 @@ def test_promote_builds_a_self_contained_install(tmp_path: Path) -> None:
             if p.is_symlink():
                 assert p.parent == install / "venv" / "bin", p  # only the interpreter links
                 assert not os.path.realpath(p).startswith(live_roots), p
-    assert (site / "netskyd" / "_data" / "prompts" / "base.md").is_file()
+    assert (site / "netsky_shared" / "_data" / "prompts" / "base.md").is_file()
     assert not list(site.glob("*.pth")) and not list(site.glob("__editable__*"))
     assert "activate" not in os.listdir(install / "venv" / "bin")
 
@@ -294,7 +298,7 @@ def test_promote_builds_a_self_contained_install(tmp_path: Path) -> None:
             install / "venv" / "bin" / "python",
             "-I",
             "-m",
-            "netskyd.lkg",
+            "netskyd.keepalive.lkg.snapshot",
             "check",
             "--json",
             "--home",

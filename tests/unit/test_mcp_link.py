@@ -27,17 +27,17 @@ from mcp.client.session import ClientSession
 from mcp.shared.message import SessionMessage
 from pydantic import BaseModel
 
-from netskyd import mcp_link
-from netskyd.channel_server import (
+from netsky_shared.errors import McpLinkError
+from netskyd.bus import mcp_link
+from netskyd.bus.channel_server import (
     CHANNEL_CAPABILITY,
     CHANNEL_METHOD,
     ChannelServer,
     notification_params,
     parse_request,
 )
+from netskyd.bus.envelope import Envelope
 from netskyd.config import Runtime, load_settings
-from netskyd.envelope import Envelope
-from netskyd.errors import McpLinkError
 from netskyd.runtimes import build_command, mcp_channel_config
 
 pytestmark = pytest.mark.timeout(30)

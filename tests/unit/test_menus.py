@@ -1,4 +1,4 @@
-"""Menus read by shape (``netskyd.screen.parse_menu``) and the ``unknown`` dialog.
+"""Menus read by shape (``netskyd.runtimes.screen.parse_menu``) and the ``unknown`` dialog.
 
 Table tests on small screens; the recorded screens of every release go through the
 same code in tests/unit/test_catalogue.py.
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from netskyd.activity import Activity, Observation, classify, read_screen
+from netskyd.activity.classify import Activity, Observation, classify, read_screen
+from netskyd.activity.dialogs import NoPlan, detect, plan
 from netskyd.config import Runtime
-from netskyd.dialogs import NoPlan, detect, plan
-from netskyd.screen import parse_menu
+from netskyd.runtimes.screen import parse_menu
 
 RULE = "─" * 60
 

@@ -20,18 +20,18 @@ from typing import Any
 import anyio
 import pytest
 
-from netskyd.activity import Activity
-from netskyd.bus import Bus
+from netsky_shared.incidents import ack, list_incidents
+from netsky_shared.maildir import new_envelope, send
+from netskyd.activity.classify import Activity
+from netskyd.activity.monitor import Monitor
+from netskyd.agents.tmux import Tmux
+from netskyd.bus.watcher import Bus
 from netskyd.config import Settings
 from netskyd.context import Context
-from netskyd.incidents import ack, list_incidents
-from netskyd.maildir import new_envelope, send
-from netskyd.monitor import Monitor
-from netskyd.recorder import Recorder
 from netskyd.store.db import Store
 from netskyd.store.journal import Journal
-from netskyd.supervisor import Supervisor
-from netskyd.tmux import Tmux
+from netskyd.store.recorder import Recorder
+from netskyd.supervision.supervisor import Supervisor
 from tests.busctx import FakeClock
 from tests.harness import closed_port, kill_tmux_server, private_socket
 

@@ -1,4 +1,4 @@
-"""netskyd.pager on real files with scripted legs: quiet period, re-pages, severity
+"""netskyd.escalation.pager on real files with scripted legs: quiet period, re-pages, severity
 routing, backoff, interrupted rounds, audit rows, leg health, all-clears, archiving.
 
 The legs here are scripted senders (a pure unit test of the floor's rules); the real
@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from netskyd import incidents, pager
+from netsky_shared import incidents
+from netsky_shared.incidents import rfc3339
+from netsky_shared.paths import Paths
 from netskyd.config import Settings
-from netskyd.incidents import rfc3339
-from netskyd.legs import LegContext, LegResult, Page
-from netskyd.paths import Paths
+from netskyd.config.legs import LegContext, LegResult, Page
+from netskyd.escalation import pager
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -266,8 +267,8 @@ def test_the_documented_leg_examples_load(tmp_path: Path) -> None:
 
 
 def test_secrets_are_references_never_values(tmp_path: Path) -> None:
+    from netsky_shared.errors import ConfigError
     from netskyd.config import load_settings
-    from netskyd.errors import ConfigError
 
     cfg = tmp_path / "c.toml"
     cfg.write_text('[legs.hook]\ntype = "webhook"\nurl = "http://x"\ntoken = "s3cret"\n')

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from netsky_shared.errors import PromptRenderError
+from netskyd.agents.prompts import render_prompt
 from netskyd.config import load_settings
-from netskyd.errors import PromptRenderError
-from netskyd.prompts import render_prompt
 
 AGENTS = ["agent0", "agent1", "agent2", "agentinfinity"]
 

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from netskyd import desired as d
-from netskyd.activity import read_screen
+from netsky_shared.errors import ConfigError
+from netsky_shared.ids import agent_n, is_agent_id, parse_agent, role_of, sort_key
+from netsky_shared.paths import Paths
+from netskyd.activity.classify import read_screen
+from netskyd.agents.demo_agent import CRASH_EXIT_CODE, DemoAgent
+from netskyd.agents.readiness import record_counts
 from netskyd.config import Runtime, load_settings
-from netskyd.demo_agent import CRASH_EXIT_CODE, DemoAgent
-from netskyd.errors import ConfigError
-from netskyd.ids import agent_n, is_agent_id, parse_agent, role_of, sort_key
-from netskyd.paths import Paths
 from netskyd.periodic import next_deadline
-from netskyd.readiness import record_counts
 from netskyd.runtimes import build_command
+from netskyd.supervision import desired as d
 
 
 @pytest.mark.parametrize(

@@ -32,9 +32,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from netskyd import restart
-from netskyd.errors import IllegalTransition
-from netskyd.restart import (
+from netsky_shared.errors import IllegalTransition
+from netskyd.supervision.restart import machine as restart
+from netskyd.supervision.restart.machine import (
     ACTIVE,
     PARKED,
     Action,

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from netskyd.agents.tmux import Tmux
 from netskyd.config import Settings
 from netskyd.context import Context
-from netskyd.pulse import (
+from netskyd.keepalive.heartbeat import (
     Pulse,
     heartbeat_record,
     install_kind,
@@ -29,11 +30,10 @@ from netskyd.pulse import (
     stall_after_s,
     tick_is_stale,
 )
-from netskyd.recorder import Recorder
-from netskyd.sdnotify import Notifier, socket_address, status_line
+from netskyd.keepalive.sdnotify import Notifier, socket_address, status_line
 from netskyd.store.db import Store
 from netskyd.store.journal import Journal
-from netskyd.tmux import Tmux
+from netskyd.store.recorder import Recorder
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from netskyd import seed
+from netskyd.agents import seeding as seed
+from netskyd.agents.spawn import seed_runtime
+from netskyd.agents.tmux import Tmux
 from netskyd.config import Runtime, Settings
 from netskyd.context import Context
-from netskyd.recorder import Recorder
-from netskyd.spawn import seed_runtime
 from netskyd.store.db import Store
 from netskyd.store.journal import Journal
-from netskyd.tmux import Tmux
+from netskyd.store.recorder import Recorder
 
 pytestmark = pytest.mark.timeout(30)
 

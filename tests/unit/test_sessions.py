@@ -28,10 +28,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from client import hook
-from netskyd import protocol
-from netskyd.sessions import SessionEvent, SessionWatcher, hook_command, parse_event
-from netskyd.tmux import HOOK_INDEX, Snapshot, Tmux
-from netskyd.tmuxfmt import split_captures
+from netsky_shared import protocol
+from netskyd.agents.sessions import SessionEvent, SessionWatcher, hook_command, parse_event
+from netskyd.agents.tmux import HOOK_INDEX, Snapshot, Tmux
+from netskyd.agents.tmux_format import split_captures
 from tests.harness import kill_tmux_server, private_socket
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")

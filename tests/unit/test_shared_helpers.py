@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from netskyd.healthfiles import read_install_selected
-from netskyd.ids import rfc3339
-from netskyd.maildir import atomic_write_bytes
-from netskyd.restart import exp_backoff_s
+from netsky_shared.health import read_install_selected
+from netsky_shared.ids import rfc3339
+from netsky_shared.maildir import atomic_write_bytes
+from netskyd.supervision.restart.machine import exp_backoff_s
 
 T0 = 1_763_719_200.123456  # 2025-11-21T10:00:00.123456Z
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from netskyd.errors import CorruptMarker
-from netskyd.store.db import MIGRATIONS, SCHEMA_VERSION, Store
+from netsky_shared.errors import CorruptMarker
+from netsky_shared.markers import read_marker, remove_marker, write_marker
+from netsky_shared.protocol import SCHEMA_VERSION
+from netskyd.store.db import MIGRATIONS, Store
 from netskyd.store.journal import Journal
-from netskyd.store.markers import read_marker, remove_marker, write_marker
 
 
 def test_marker_round_trip_and_remove(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from netskyd.errors import TmuxTimeout
-from netskyd.tmux import Tmux
+from netsky_shared.errors import TmuxTimeout
+from netskyd.agents.tmux import Tmux
 from tests.harness import kill_tmux_server, private_socket
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from client import service as client_service
-from netskyd import service_files as service
+from client import unit_texts as service
 from tests.harness import REPO
 
 pytestmark = pytest.mark.timeout(60)

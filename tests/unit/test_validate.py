@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from netskyd.bus import validate
-from netskyd.errors import EnvelopeRejected
-from netskyd.maildir import new_envelope
+from netsky_shared.errors import EnvelopeRejected
+from netsky_shared.maildir import new_envelope
+from netskyd.bus.watcher import validate
 
 MAX = 4096
 

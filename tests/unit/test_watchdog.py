@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from netskyd.maildir import check_text
-from netskyd.restart_files import parse_request, synthetic_handoff
+from netsky_shared.maildir import check_text
+from netskyd.supervision.restart.markers import parse_request, synthetic_handoff
 
 
 @pytest.mark.parametrize(
@@ -60,8 +60,8 @@ async def test_a_wake_never_ticks_before_its_time() -> None:
     import time
     from types import SimpleNamespace
 
-    from netskyd import restart
-    from netskyd.restart_steps import RestartSteps
+    from netskyd.supervision.restart import machine as restart
+    from netskyd.supervision.restart.steps import RestartSteps
 
     start_wall, start_mono = 1_000_000.0, time.monotonic()
 

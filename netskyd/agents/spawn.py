@@ -1,0 +1,167 @@
+"""The one spawn path every agent takes, whatever its role or runtime.
+
+1. render the prompt (base.md + 0.md + role stanza, StrictUndefined);
+2. write it to ``state/prompts/<agent>.md``;
+3. seed the runtime's own settings (``claude``, ``codex``) so known first-run
+   screens never show (netskyd/seed.py), then build its command line;
+4. create a detached tmux session named after the agent, with ``AGENT_N``,
+   ``NETSKY_HOME``, ``NETSKY_PROMPT_FILE`` and a per-spawn nonce
+   ``NETSKY_SESSION_ID`` in its environment;
+5. wait for readiness (a readiness record naming this nonce, or the runtime's
+   idle prompt on the pane) until ``ready_timeout_s`` (``is_ready`` here; the
+   wait itself is the supervisor's, which also watches for an early death).
+
+Source: ARCHITECTURE.md, "The constellation".
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from netsky_shared.errors import SpawnFailed, TmuxError
+from netsky_shared.ids import agent_n
+from netsky_shared.maildir import atomic_write_bytes
+from netskyd.activity.classify import custom_idle, read_screen
+from netskyd.activity.dialogs import detect
+from netskyd.agents import seeding as seed
+from netskyd.agents.prompts import render_prompt
+from netskyd.agents.readiness import read_ready_record, record_counts
+from netskyd.agents.tmux import PaneInfo
+from netskyd.config import Runtime
+from netskyd.context import Context
+from netskyd.runtimes import build_command
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """A session the spawn path created."""
+
+    agent: str
+    runtime: Runtime
+    session_id: str
+    pane: PaneInfo
+
+
+async def create_session(
+    ctx: Context, agent: str, runtime: Runtime, constellation: list[str]
+) -> Spawned:
+    """Steps 1-4: prompt, command, tmux session. Returns what was created.
+
+    Raises PromptRenderError, ConfigError (bad custom command) or SpawnFailed.
+    """
+    settings = ctx.settings
+    paths = ctx.paths
+    prompt = render_prompt(settings, agent, constellation)
+    prompt_file = paths.prompt_file(agent)
+    atomic_write_bytes(prompt_file, prompt.encode("utf-8"))
+    paths.ensure_channel(agent)
+    paths.ready_file(agent).unlink(missing_ok=True)
+    workdir = settings.workdir or settings.home
+    workdir.mkdir(parents=True, exist_ok=True)
+    if settings.seed_runtime_settings and runtime in (Runtime.CLAUDE, Runtime.CODEX):
+        await seed_runtime(ctx, agent, runtime, workdir)
+    command = build_command(settings, runtime, agent, prompt_file, workdir)
+    session_id = uuid.uuid4().hex
+    env = {
+        "AGENT_N": agent_n(agent),
+        "NETSKY_HOME": str(settings.home),
+        "NETSKY_PROMPT_FILE": str(prompt_file),
+        "NETSKY_SESSION_ID": session_id,
+        "NETSKY_RUNTIME": runtime.value,
+        "NETSKY_OUTBOX": str(paths.channel(agent, "outbox")),
+    }
+    if ctx.config_path is not None:
+        env["NETSKY_CONFIG"] = str(ctx.config_path)
+    try:
+        pane = await ctx.tmux.new_session(
+            agent,
+            command,
+            cwd=workdir,
+            env=env,
+            width=settings.session_width,
+            height=settings.session_height,
+        )
+    except TmuxError as e:
+        raise SpawnFailed(f"tmux could not create session {agent}: {e}") from e
+    return Spawned(agent, runtime, session_id, pane)
+
+
+async def seed_runtime(ctx: Context, agent: str, runtime: Runtime, workdir: Path) -> None:
+    """Seed the runtime's own settings (netskyd/seed.py) for an agent that runs in
+    ``workdir`` and record what changed (``state/seeded.jsonl``, ``runtime.seeded``;
+    an answer left alone, e.g. an API key the owner rejected: ``runtime.seed_left``).
+
+    What is seeded follows the dialog policy (``Settings.dialog_action``) and the
+    daemon's environment (``ctx.environ``: the agent's HOME and ANTHROPIC_API_KEY).
+
+    Never fails the spawn: a settings file that cannot be parsed or written is
+    reported (``runtime.seed_failed``) and left alone; the dialog it would have
+    prevented is then the monitor's to answer.
+    """
+    policy = ctx.settings.dialog_action
+    async with ctx.seed_lock:
+        try:
+            changes = await anyio.to_thread.run_sync(
+                seed.seed, runtime, ctx.environ, workdir, policy
+            )
+            await anyio.to_thread.run_sync(seed.record, ctx.paths.state, agent, runtime, changes)
+        except (seed.SeedError, OSError) as e:
+            await ctx.recorder.event(
+                "runtime.seed_failed",
+                level="warning",
+                agent=agent,
+                runtime=runtime.value,
+                error=str(e),
+            )
+            return
+    done = [c for c in changes if c.action == "set"]
+    if done:
+        await ctx.recorder.event(
+            "runtime.seeded",
+            agent=agent,
+            runtime=runtime.value,
+            changes=[
+                {"file": c.file, "key": c.key, "value": c.value, "previous": c.previous}
+                for c in done
+            ],
+        )
+    for c in changes:
+        if c.action != "set":  # e.g. an API key the owner rejected: theirs to change
+            await ctx.recorder.event(
+                "runtime.seed_left",
+                agent=agent,
+                runtime=runtime.value,
+                file=c.file,
+                key=c.key,
+                value=c.value,
+                note=c.note,
+            )
+
+
+async def is_ready(ctx: Context, agent: str, runtime: Runtime, session_id: str | None) -> bool:
+    """True when the agent's readiness record names ``session_id`` or its pane is idle.
+
+    Raises SessionNotFound when the session is gone.
+    """
+    if record_counts(read_ready_record(ctx.paths.ready_file(agent)), agent, session_id):
+        return True
+    if runtime is Runtime.DEMO or (
+        runtime is Runtime.CUSTOM and not ctx.settings.custom_ready_regex
+    ):
+        return False  # readiness only by record
+    text = await ctx.tmux.capture(agent)
+    if ctx.monitor is None:
+        return screen_ready(ctx, runtime, text)
+    # The monitor classifies the screen and answers a start-up dialog per policy.
+    verdict = await ctx.monitor.observe(agent, text, source="ready")
+    return verdict.evidence.get("dialog") is None and bool(verdict.evidence.get("at_prompt"))
+
+
+def screen_ready(ctx: Context, runtime: Runtime, text: str) -> bool:
+    """True when ``text`` shows the runtime's idle prompt and no dialog."""
+    facts = read_screen(runtime, text, custom_idle(ctx.settings))
+    return facts.at_prompt and detect(runtime, text) is None

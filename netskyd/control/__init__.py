@@ -1,0 +1,1 @@
+"""netskyd.control.server."""

@@ -1,0 +1,1 @@
+"""netskyd.keepalive.lkg."""

@@ -1,0 +1,1 @@
+"""netskyd.supervision.restart."""
