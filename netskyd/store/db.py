@@ -119,8 +119,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         4,
         """
-        -- state/owner-pages.jsonl imported row by row (netskyd.escalation.pager; the file is
-        written
+        -- state/owner-pages.jsonl imported row by row (escalation.pager; the file is written
         -- first, also by netskyctl escalate --direct): file_offset is the row's byte
         -- offset in the file, so an import that runs twice adds nothing twice.
         CREATE TABLE owner_pages (
