@@ -1,10 +1,10 @@
 """netskyctl self-repair: check, record and roll back to the last-known-good install.
 
-``check`` asks each install whether it can run a daemon (``netskyd selftest``), ``promote``
-records the live install in ``lkg/`` (``python -m netskyd.keepalive.lkg.snapshot promote``,
-which does the copying), ``rollback`` selects the last-known-good install in ``state/install-selected``
-and restarts the daemon so it runs. Contracts: docs/keepalive.md. Stdlib only; every
-child process has a deadline (its whole process group is killed at it; client.selfrepair_io).
+``check`` asks each install whether it can run a daemon (``netskyd selftest``), ``promote`` records
+the live install in ``lkg/`` (``python -m netskyd.keepalive.lkg.snapshot promote``, which does the
+copying), ``rollback`` selects the last-known-good install in ``state/install-selected`` and
+restarts the daemon so it runs. Contracts: docs/keepalive.md. Stdlib only; every child process has a
+deadline (its whole process group is killed at it; client.selfrepair_io).
 """
 
 from __future__ import annotations

@@ -6,11 +6,11 @@ leg's type unless ``type`` says otherwise, so two webhooks can be ``[legs.ntfy]`
 or in code: a secret field takes a reference, ``{ env = "VAR" }`` or
 ``{ file = "~/.config/netsky/smtp-password" }``, resolved when the leg runs.
 
-``netskyd.escalation.legs.send(name, leg, page, ctx)`` runs one leg once and returns a
-LegResult whose ``status`` is ``delivered``, ``failed`` (worth retrying: the server said no, timed out,
-refused) or ``unavailable`` (this leg cannot work here: not macOS, a credential
-variable not set, no tmux server). It never raises for a leg's own trouble and it
-never waits longer than ``ctx.timeout_s``.
+``netskyd.escalation.legs.send(name, leg, page, ctx)`` runs one leg once and returns a LegResult
+whose ``status`` is ``delivered``, ``failed`` (worth retrying: the server said no, timed out,
+refused) or ``unavailable`` (this leg cannot work here: not macOS, a credential variable not set, no
+tmux server). It never raises for a leg's own trouble and it never waits longer than
+``ctx.timeout_s``.
 
 Legs (docs/escalation.md has the examples, Gmail's among them):
 

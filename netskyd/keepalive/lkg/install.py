@@ -1,13 +1,13 @@
 """What the running install is made of: its runtime requirements, distributions, fingerprint.
 
-The pure part walks ``Requires-Dist`` lines: ``parse_requirement(text) -> Req`` (PEP 508,
-names normalised per PEP 503), ``marker_allows`` and ``walk_requirements(roots,
-requires_of, evaluate) -> (sorted installed names, sorted missing names)``; the reader of
-installed metadata and the marker evaluator (``MarkerEval``, ``(marker, extra) -> bool``)
-are passed in. The rest reads the install this process runs: ``package_dirs()`` (the
-``netskyd``, ``netsky_shared`` and ``client`` directories), ``runtime_dists()`` (``importlib.metadata``
-distributions, missing names), ``fingerprint()`` (sha256 hex; equal for an install and its
-copy). netskyd.keepalive.lkg.snapshot copies what these name; netskyd.keepalive.lkg.task compares fingerprints.
+The pure part walks ``Requires-Dist`` lines: ``parse_requirement(text) -> Req`` (PEP 508, names
+normalised per PEP 503), ``marker_allows`` and ``walk_requirements(roots, requires_of, evaluate) ->
+(sorted installed names, sorted missing names)``; the reader of installed metadata and the marker
+evaluator (``MarkerEval``, ``(marker, extra) -> bool``) are passed in. The rest reads the install
+this process runs: ``package_dirs()`` (the ``netskyd``, ``netsky_shared`` and ``client``
+directories), ``runtime_dists()`` (``importlib.metadata`` distributions, missing names),
+``fingerprint()`` (sha256 hex; equal for an install and its copy). netskyd.keepalive.lkg.snapshot
+copies what these name; netskyd.keepalive.lkg.task compares fingerprints.
 
 Stdlib only (``packaging``, when importable, evaluates markers). ``parse_requirement`` (and
 so ``walk_requirements`` and ``runtime_dists``) raises ValueError on a line that is not a

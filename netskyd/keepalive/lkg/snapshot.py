@@ -1,16 +1,14 @@
 """Last-known-good installs: a self-contained copy of a netsky install that ran healthy.
 
-``promote(home)`` builds ``lkg/<id>/`` (docs/keepalive.md, "The last-known-good
-install"): a ``venv --without-pip`` on the base interpreter whose site-packages holds
-copies of ``netskyd/``, ``netsky_shared/``, ``client/``, the shipped files
-(``netsky_shared/_data/``) and every
-runtime dependency, found by walking the ``netsky`` distribution's requirements. It is
-built in ``lkg/.tmp-<id>``, renamed into place, asked ``netskyd selftest``, and only then
-linked as ``lkg/current`` (the old one becomes ``lkg/previous``; at most ``KEEP`` are
-kept). The daemon task (netskyd.keepalive.lkg.task) records the running install this way
-after a healthy stretch, in a child process (``python -m netskyd.keepalive.lkg.snapshot
-promote``) with a deadline. What an install is made of (its requirements, distributions, fingerprint) is
-netskyd.keepalive.lkg.install.
+``promote(home)`` builds ``lkg/<id>/`` (docs/keepalive.md, "The last-known-good install"): a ``venv
+--without-pip`` on the base interpreter whose site-packages holds copies of ``netskyd/``,
+``netsky_shared/``, ``client/``, the shipped files (``netsky_shared/_data/``) and every runtime
+dependency, found by walking the ``netsky`` distribution's requirements. It is built in
+``lkg/.tmp-<id>``, renamed into place, asked ``netskyd selftest``, and only then linked as
+``lkg/current`` (the old one becomes ``lkg/previous``; at most ``KEEP`` are kept). The daemon task
+(netskyd.keepalive.lkg.task) records the running install this way after a healthy stretch, in a
+child process (``python -m netskyd.keepalive.lkg.snapshot promote``) with a deadline. What an
+install is made of (its requirements, distributions, fingerprint) is netskyd.keepalive.lkg.install.
 
 The build needs only the stdlib (``packaging``, when importable, evaluates markers), so
 ``python -m netskyd.keepalive.lkg.snapshot`` loads none of the daemon's heavier modules.

@@ -1,13 +1,13 @@
 """The daemon task that records the running install as last-known-good when healthy.
 
 ``run(ctx)`` (started by ``Daemon.serve()``) waits for ``lkg_after_s`` of healthy running
-(``unhealthy_reason``: fresh ticks; ``open_markers``: no gave-up or crash-loop marker holds
-an agent), then, when ``lkg/current`` holds another fingerprint, runs ``python -m
-netskyd.keepalive.lkg.snapshot promote --expect-fingerprint F --json`` in its own process
-group (``run_child``, deadline ``lkg_timeout_s``) and looks again every ``RECHECK_S``. Journal events:
-``lkg.skipped`` (``reason``), ``lkg.unchanged`` (``id``, ``fingerprint``), ``lkg.recorded``
-(``id``, ``fingerprint``, ``duration_ms``, ``files``, ``bytes``) and ``lkg.record_failed``
-(``error``, ``duration_ms`` when it ran). docs/keepalive.md, "When the daemon records".
+(``unhealthy_reason``: fresh ticks; ``open_markers``: no gave-up or crash-loop marker holds an
+agent), then, when ``lkg/current`` holds another fingerprint, runs ``python -m
+netskyd.keepalive.lkg.snapshot promote --expect-fingerprint F --json`` in its own process group
+(``run_child``, deadline ``lkg_timeout_s``) and looks again every ``RECHECK_S``. Journal events:
+``lkg.skipped`` (``reason``), ``lkg.unchanged`` (``id``, ``fingerprint``), ``lkg.recorded`` (``id``,
+``fingerprint``, ``duration_ms``, ``files``, ``bytes``) and ``lkg.record_failed`` (``error``,
+``duration_ms`` when it ran). docs/keepalive.md, "When the daemon records".
 
 ``run`` never raises (but cancellation); ``run_child`` raises LkgError at its deadline.
 """
