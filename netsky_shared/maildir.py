@@ -158,8 +158,29 @@ def atomic_write_bytes(
         fsync_dir(path.parent)
 
 
+def box_entries(directory: Path) -> list[str]:
+    """Names in a channel box (``inbox/``, ``claimed/``, ...), sorted (send order),
+    without dot-files; [] when the box does not exist."""
+    try:
+        with os.scandir(directory) as it:
+            return sorted(e.name for e in it if not e.name.startswith("."))
+    except FileNotFoundError:
+        return []
+
+
+def undelivered_counts(paths: Paths, agent: str) -> tuple[int, int]:
+    """``(inbox, claimed)``: entries not yet delivered to ``agent`` (every name in its
+    ``inbox/`` and ``claimed/``, bad files too). The activity monitor's "work pending"
+    and ``channel ls``'s PENDING/CLAIMED; not the send limit (``pending_count``)."""
+    return (
+        len(box_entries(paths.channel(agent, "inbox"))),
+        len(box_entries(paths.channel(agent, "claimed"))),
+    )
+
+
 def pending_count(paths: Paths, agent: str) -> int:
-    """Count the envelopes waiting in an agent's ``inbox/`` (0 when it does not exist)."""
+    """Count the envelopes (``*.json``) waiting in an agent's ``inbox/``, what
+    ``inbox_max_pending`` limits at send (0 when the inbox does not exist)."""
     try:
         with os.scandir(paths.channel(agent, "inbox")) as it:
             return sum(1 for e in it if e.name.endswith(".json"))

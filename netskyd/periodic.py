@@ -21,11 +21,7 @@ from typing import NoReturn
 
 import anyio
 
-
-def next_deadline(start: float, interval: float, now: float) -> float:
-    """Next time on the grid ``start + k * interval`` strictly after ``now`` (seconds)."""
-    k = int((now - start) // interval) + 1
-    return start + k * interval
+from netskyd.timing import next_deadline
 
 
 async def every(

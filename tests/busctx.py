@@ -9,17 +9,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from netskyd.agents.tmux import Tmux
 from netskyd.bus.delivery import DeliveryFailed
 from netskyd.bus.envelope import Envelope
 from netskyd.bus.watcher import Bus
 from netskyd.config import Settings
-from netskyd.context import Context
+from netskyd.escalation.spool import Spool
 from netskyd.store.db import Store
 from netskyd.store.journal import Journal
 from netskyd.store.recorder import Recorder
-from netskyd.supervision.supervisor import Supervisor
+from netskyd.supervision.table import AgentTable
 
 
 class RecordingDelivery:
@@ -45,6 +46,16 @@ class RecordingDelivery:
         return [e for _, b in self.batches for e in b]
 
 
+class NothingHeld:
+    """An ActivityGate (netskyd.ports) that never holds a delivery: no monitor here."""
+
+    def held(self, agent: str) -> str | None:
+        return None
+
+    async def observe(self, agent: str, text: str | None, source: str) -> Any:
+        raise AssertionError("the recording delivery path never reads a screen")
+
+
 class FakeClock:
     def __init__(self, start: float) -> None:
         self.now = start
@@ -61,15 +72,16 @@ async def bus_on(home: Path, **settings: object) -> AsyncIterator[tuple[Bus, Rec
         d.mkdir(parents=True, exist_ok=True)
     store = await Store.open(s.paths.db)
     try:
-        ctx = Context(
-            settings=s,
+        recorder = Recorder(Journal(s.paths.logs), store)
+        bus = Bus(
+            agents=AgentTable(lambda: s),
+            activity=NothingHeld(),
+            settings=lambda: s,
             tmux=Tmux("netsky-test-unused", 1.0),
             store=store,
-            recorder=Recorder(Journal(s.paths.logs), store),
+            recorder=recorder,
+            pager=Spool(settings=lambda: s, environ={}, recorder=recorder, store=store),
         )
-        ctx.supervisor = Supervisor(ctx)
-        bus = Bus(ctx)
-        ctx.bus = bus
         rec = RecordingDelivery()
         bus.deliveries = [rec]
         yield bus, rec
@@ -79,7 +91,7 @@ async def bus_on(home: Path, **settings: object) -> AsyncIterator[tuple[Bus, Rec
 
 async def messages(bus: Bus) -> list[dict[str, object]]:
     """Every ``messages`` row, as dicts, in insert order."""
-    conn = bus.ctx.store.conn
+    conn = bus.store.conn
     async with conn.execute("SELECT * FROM messages ORDER BY id") as cur:
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in await cur.fetchall()]

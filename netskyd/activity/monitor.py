@@ -53,8 +53,9 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from netsky_shared.errors import CorruptMarker, NetskyError, TmuxError
-from netsky_shared.maildir import new_envelope, now_rfc3339, send
+from netsky_shared.maildir import new_envelope, now_rfc3339, send, undelivered_counts
 from netsky_shared.markers import read_marker, remove_marker, write_marker
+from netsky_shared.paths import Paths
 from netskyd.activity.classify import (
     Activity,
     Observation,
@@ -67,12 +68,12 @@ from netskyd.activity.classify import (
 )
 from netskyd.activity.dialogs import Dialog, DialogHandler, NoPlan, Plan, Step, detect, plan
 from netskyd.activity.limits import parse_reset
-from netskyd.bus.watcher import entries
-from netskyd.context import Context
-from netskyd.escalation.spool import escalate, resolve
+from netskyd.agents.tmux import Tmux
 from netskyd.periodic import every
+from netskyd.ports import AgentView, Clock, Monotonic, Pager, SettingsView, Wake
 from netskyd.runtimes.catalogue import Kind
 from netskyd.runtimes.screen import fingerprint, raw_hash, screen_lines
+from netskyd.store.recorder import Recorder
 
 #: Deadline for one dialog answer: keys, the highlight check, Enter.
 ANSWER_DEADLINE_S = 10.0
@@ -109,11 +110,35 @@ class Watch:
 
 
 class Monitor:
-    """Activity classes, hang markers, dialog answers and usage-limit parking."""
+    """Activity classes, hang markers, dialog answers and usage-limit parking.
 
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        s = ctx.settings
+    Built with only what it uses: the agents (``AgentView``), the settings in force,
+    tmux (keys for dialog answers, re-reads), the Recorder, the ``Pager``, the bus's
+    ``Wake`` and the clocks. It is the ``ActivityGate`` and ``ActivityView`` ports
+    (netskyd.ports) for the bus, the spawn path and the reports.
+    """
+
+    def __init__(
+        self,
+        *,
+        agents: AgentView,
+        settings: SettingsView,
+        tmux: Tmux,
+        recorder: Recorder,
+        pager: Pager,
+        wake: Wake,
+        clock: Clock = time.time,
+        monotonic: Monotonic = time.monotonic,
+    ) -> None:
+        self.agents = agents
+        self.settings = settings
+        self.tmux = tmux
+        self.recorder = recorder
+        self.pager = pager
+        self.wake = wake
+        self.clock = clock
+        self.monotonic = monotonic
+        s = settings()
         self.handler = DialogHandler(settle_s=s.dialog_settle_s, gone_s=s.dialog_gone_s)
         self.watches: dict[str, Watch] = {}
         self._tg: TaskGroup | None = None
@@ -122,19 +147,23 @@ class Monitor:
         self._unknown_paged: dict[str, str] = {}
         self._lock = anyio.Lock()
 
+    @property
+    def paths(self) -> Paths:
+        return self.settings().paths
+
     # ----- markers --------------------------------------------------------------------------
 
     def _hang_path(self, agent: str) -> Any:
-        return self.ctx.paths.marker(HANG_DIR) / f"{agent}.json"
+        return self.settings().paths.marker(HANG_DIR) / f"{agent}.json"
 
     def _limit_path(self, agent: str) -> Any:
-        return self.ctx.paths.marker(LIMIT_DIR) / f"{agent}.json"
+        return self.settings().paths.marker(LIMIT_DIR) / f"{agent}.json"
 
     async def _read(self, path: Any) -> dict[str, Any] | None:
         try:
             return read_marker(path)
         except CorruptMarker as e:
-            await self.ctx.recorder.event("marker.corrupt", level="error", error=str(e))
+            await self.recorder.event("marker.corrupt", level="error", error=str(e))
             return None
 
     def held(self, agent: str) -> str | None:
@@ -156,7 +185,7 @@ class Monitor:
 
     async def observe_all(self, captures: dict[str, str]) -> dict[str, int]:
         """Observe every known agent with the tick's captures; returns counts per class."""
-        sup = self.ctx.sup()
+        sup = self.agents
         wanted = set(sup.desired.wanted())
         counts: dict[str, int] = {}
         for agent in sorted(wanted | {a for a, st in sup.agents.items() if st.alive}):
@@ -170,9 +199,9 @@ class Monitor:
             return await self._observe(agent, text, source)
 
     async def _observe(self, agent: str, text: str | None, source: str) -> Verdict:
-        ctx = self.ctx
-        now = ctx.clock()
-        st = ctx.sup().state_of(agent)
+        settings = self.settings()
+        now = self.clock()
+        st = self.agents.state_of(agent)
         w = self.watches.setdefault(agent, Watch())
         if w.session_id != st.session_id:
             self.watches[agent] = w = Watch(session_id=st.session_id)
@@ -191,14 +220,14 @@ class Monitor:
                 w.raw, w.raw_changed_at = raw, now
             st.pane_hash, st.pane_changed_at = w.fp, w.fp_changed_at
             w.screen = text
-            facts = read_screen(st.runtime, text, custom_idle(ctx.settings))
+            facts = read_screen(st.runtime, text, custom_idle(settings))
             dialog = detect(st.runtime, text)
         # Paging (files under a lock, fsyncs) stays off the delivery path's screen check.
         pages = source != "delivery"
         limit = await self._limit_state(agent, st.session_id, w, facts, text, now, pages)
         if facts is not None and facts.limit_notice is not None and limit is None:
             facts = replace(facts, limit_notice=None)  # the notice it was released from
-        inbox, claimed = _counts(ctx, agent)
+        inbox, claimed = undelivered_counts(settings.paths, agent)
         obs = Observation(
             agent=agent,
             runtime=st.runtime,
@@ -216,7 +245,7 @@ class Monitor:
             claimed=claimed,
             last_delivery_at=st.last_delivery_at,
             last_idle_at=w.last_idle_at,
-            hang_after_s=ctx.settings.hang_after_s,
+            hang_after_s=settings.hang_after_s,
             limited_until=limit.get("nudge_at") if limit else None,
             limit_reset_at=limit.get("reset_at") if limit else None,
         )
@@ -230,7 +259,7 @@ class Monitor:
         w.verdict, w.observed_at, w.dialog = verdict, now, dialog
         if was is None or was.activity is not verdict.activity:
             w.verdict_since = now
-            await ctx.recorder.event(
+            await self.recorder.event(
                 "activity.changed",
                 level="warning" if verdict.activity is Activity.HUNG else "info",
                 agent=agent,
@@ -242,7 +271,7 @@ class Monitor:
         await self._hang(agent, st.session_id, st.alive, w, verdict, now, pages)
         await self._dialog(agent, st.session_id, w, dialog, now, text, pages)
         if held_before is not None and self.held(agent) is None:
-            ctx.the_bus().kick(agent)  # what waited for the dialog or the limit goes in now
+            self.wake.kick(agent)  # what waited for the dialog or the limit goes in now
         return verdict
 
     # ----- hang -----------------------------------------------------------------------------
@@ -289,7 +318,7 @@ class Monitor:
             }
             write_marker(path, marker)
             w.hang = marker
-            await self.ctx.recorder.event(
+            await self.recorder.event(
                 "hang.suspected",
                 level="warning",
                 agent=agent,
@@ -343,9 +372,9 @@ class Monitor:
         ``paged: true`` follows only once a leg delivered it (``_confirm``). A failed
         escalate is journalled and tried again at the next observation."""
         try:
-            incident = await escalate(self.ctx, subject, body, key=f"{kind}:{agent}")
+            incident = await self.pager.escalate(subject, body, key=f"{kind}:{agent}")
         except (OSError, NetskyError, ValueError) as e:
-            await self.ctx.recorder.event(
+            await self.recorder.event(
                 f"{kind}.page_failed", level="error", agent=agent, error=str(e)
             )
             return
@@ -357,7 +386,7 @@ class Monitor:
         """Mark ``marker`` paged once its incident shows a leg that delivered (or the owner
         acknowledged it); journal ``<kind>.paged`` with the legs. An incident file that
         has gone, or closed undelivered, is paged afresh at the next observation."""
-        incident_path = self.ctx.paths.escalations / f"{marker['incident']}.json"
+        incident_path = self.paths.escalations / f"{marker['incident']}.json"
         try:
             incident = json.loads(incident_path.read_text(encoding="utf-8"))
             legs = incident.get("legs") or {}
@@ -374,7 +403,7 @@ class Monitor:
             return
         marker.update(paged=True, paged_ts=now_rfc3339(), paged_on=delivered)
         write_marker(path, marker)
-        await self.ctx.recorder.event(
+        await self.recorder.event(
             f"{kind}.paged",
             level="warning",
             agent=agent,
@@ -394,10 +423,10 @@ class Monitor:
     ) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
         name = f"hang-{agent}-{stamp}-{uuid.uuid4().hex[:6]}.json"
-        archive = self.ctx.paths.marker("archive") / name
+        archive = self.paths.marker("archive") / name
         write_marker(archive, {**marker, "cleared_ts": iso(now), "cleared_by": by})
         remove_marker(path)
-        await self.ctx.recorder.event(
+        await self.recorder.event(
             "hang.cleared",
             agent=agent,
             by=by,
@@ -414,9 +443,9 @@ class Monitor:
     async def _resolve(self, key: str, resolution: str) -> None:
         """Close the incident for ``key`` with an all-clear (journalled when it fails)."""
         try:
-            await resolve(self.ctx, key, resolution)
+            await self.pager.resolve(key, resolution)
         except (OSError, NetskyError) as e:
-            await self.ctx.recorder.event(
+            await self.recorder.event(
                 "escalation.resolve_failed", level="error", key=key, error=str(e)
             )
 
@@ -470,7 +499,7 @@ class Monitor:
         lines = screen_lines(text)
         at = max(i for i, ln in enumerate(lines) if ln == notice)
         reset = parse_reset(" ".join(ln.strip() for ln in lines[at : at + 3]), now)
-        s = self.ctx.settings
+        s = self.settings()
         nudge = reset + s.limit_grace_s if reset else now + s.limit_default_wait_s
         marker: dict[str, Any] = {
             "agent": agent,
@@ -488,7 +517,7 @@ class Monitor:
             "nudge_envelope": None,
         }
         write_marker(path, marker)
-        await self.ctx.recorder.event(
+        await self.recorder.event(
             "limit.parked",
             level="warning",
             agent=agent,
@@ -523,19 +552,19 @@ class Monitor:
         marker.update(state="released", released_ts=iso(now), nudge_envelope=envelope["id"])
         write_marker(path, marker)  # released first: the nudge is never held by the parking
         try:
-            send(self.ctx.paths, envelope, inbox_max_pending=self.ctx.settings.inbox_max_pending)
+            send(self.paths, envelope, inbox_max_pending=self.settings().inbox_max_pending)
         except (OSError, NetskyError) as e:
-            await self.ctx.recorder.event(
+            await self.recorder.event(
                 "limit.nudge_failed", level="error", agent=agent, error=str(e)
             )
-        await self.ctx.recorder.event(
+        await self.recorder.event(
             "limit.released",
             agent=agent,
             since=marker.get("since"),
             reset_at=iso(reset),
             envelope=envelope["id"],
         )
-        self.ctx.the_bus().kick(agent)
+        self.wake.kick(agent)
         await self._resolve(
             f"limit:{agent}",
             f"{agent}'s usage limit should have reset; netsky nudged it to carry on.",
@@ -561,7 +590,7 @@ class Monitor:
             return
         instance = self.handler.instance(agent, dialog.name) or dialog.name
         if instance != before:  # a new instance: what it is, and what netsky will do
-            await self.ctx.recorder.event(
+            await self.recorder.event(
                 "dialog.seen",
                 agent=agent,
                 dialog=dialog.name,
@@ -587,7 +616,7 @@ class Monitor:
             answer = plan(dialog, action)
         except NoPlan as e:
             self.handler.answered(agent, dialog.name)  # once: never retried blind
-            await self.ctx.recorder.event(
+            await self.recorder.event(
                 "dialog.unanswerable",
                 level="warning",
                 agent=agent,
@@ -612,7 +641,7 @@ class Monitor:
         if instance in left:
             return
         left.add(instance)
-        await self.ctx.recorder.event(
+        await self.recorder.event(
             "dialog.left",
             level="warning",
             agent=agent,
@@ -639,7 +668,7 @@ class Monitor:
         up_s = self.handler.age(agent, dialog.name, now)
         if not pages or w.unknown_paged == instance:
             return
-        if up_s is None or up_s < self.ctx.settings.dialog_unknown_page_after_s:
+        if up_s is None or up_s < self.settings().dialog_unknown_page_after_s:
             return
         shown = "\n".join(dialog.lines)
         body = (
@@ -648,16 +677,16 @@ class Monitor:
             f"why {agent}\n\nThe dialog:\n{shown}"
         )
         try:
-            await escalate(
-                self.ctx, f"{agent} waits on an unknown dialog", body, key=f"dialog:{agent}"
+            await self.pager.escalate(
+                f"{agent} waits on an unknown dialog", body, key=f"dialog:{agent}"
             )
         except (OSError, NetskyError, ValueError) as e:
-            await self.ctx.recorder.event(
+            await self.recorder.event(
                 "dialog.page_failed", level="error", agent=agent, error=str(e)
             )
             return  # tried again at the next observation
         w.unknown_paged = self._unknown_paged[agent] = instance
-        await self.ctx.recorder.event(
+        await self.recorder.event(
             "dialog.paged", level="warning", agent=agent, dialog=dialog.name, instance=instance
         )
 
@@ -666,7 +695,7 @@ class Monitor:
         incident (all-clear). A respawn showing the dialog again joins the open incident
         rather than paging anew."""
         instance = self._unknown_paged.pop(agent)
-        await self.ctx.recorder.event("dialog.gone", agent=agent, instance=instance)
+        await self.recorder.event("dialog.gone", agent=agent, instance=instance)
         await self._resolve(f"dialog:{agent}", f"{agent}'s unknown dialog has gone.")
 
     def _policy(self, dialog: Dialog) -> str:
@@ -674,12 +703,12 @@ class Monitor:
         dialog, always)."""
         if dialog.spec.kind in (Kind.QUESTION, Kind.UNKNOWN):
             return "off"
-        return self.ctx.settings.dialog_action(dialog.name)
+        return self.settings().dialog_action(dialog.name)
 
     async def _answer(
         self, agent: str, dialog: Dialog, answer: Plan, instance: str, text: str
     ) -> None:
-        tmux = self.ctx.tmux
+        tmux = self.tmux
         result, detail = "answered", ""
         try:
             with anyio.move_on_after(ANSWER_DEADLINE_S) as scope:
@@ -698,7 +727,7 @@ class Monitor:
         event = {"answered": "dialog.answered", "aborted": "dialog.answer_aborted"}.get(
             result, "dialog.answer_failed"
         )
-        await self.ctx.recorder.event(
+        await self.recorder.event(
             event,
             level="info" if result == "answered" else "warning",
             agent=agent,
@@ -713,11 +742,11 @@ class Monitor:
 
     async def _highlight_on(self, agent: str, dialog: Dialog, answer: Plan) -> bool:
         """Re-read the screen until the highlight is on the wanted option (2 s)."""
-        runtime = self.ctx.sup().state_of(agent).runtime
+        runtime = self.agents.state_of(agent).runtime
         with anyio.move_on_after(2.0):
             while True:
                 await anyio.sleep(0.1)
-                seen = detect(runtime, await self.ctx.tmux.capture(agent))
+                seen = detect(runtime, await self.tmux.capture(agent))
                 if seen is None or seen.name != dialog.name:
                     return False
                 hi = seen.highlighted
@@ -727,11 +756,11 @@ class Monitor:
 
     async def _follow(self, agent: str) -> None:
         """Watch the screen for a few seconds after an answer (its absence is evidence)."""
-        end = self.ctx.monotonic() + ANSWER_FOLLOW_S
-        while self.ctx.monotonic() < end:
+        end = self.monotonic() + ANSWER_FOLLOW_S
+        while self.monotonic() < end:
             await anyio.sleep(0.25)
             try:
-                text = await self.ctx.tmux.capture(agent)
+                text = await self.tmux.capture(agent)
             except TmuxError:
                 return
             verdict = await self.observe(agent, text, source="answer")
@@ -746,12 +775,12 @@ class Monitor:
         Shape: ``{"agent", "runtime", "activity", "reason", "since", "evidence",
         "hang_marker", "limit_marker", "dialog_policy", "ts"}``.
         """
-        sup = self.ctx.sup()
+        sup = self.agents
         st = sup.state_of(agent)
         text = None
         if st.alive:
             try:
-                text = await self.ctx.tmux.capture(agent)
+                text = await self.tmux.capture(agent)
             except TmuxError:
                 text = None
         verdict = await self.observe(agent, text, source="why")
@@ -781,38 +810,29 @@ class Monitor:
     async def poll_dialogs(self) -> None:
         """Re-read the screens of agents with a dialog up (settling, or just answered)."""
         agents = [a for a, w in self.watches.items() if w.dialog is not None]
-        sup = self.ctx.sup()
+        sup = self.agents
         agents = [a for a in agents if sup.state_of(a).alive and a not in self._answering]
         if not agents:
             return
         try:
-            snap = await self.ctx.tmux.snapshot(agents, 0)
+            snap = await self.tmux.snapshot(agents, 0)
         except TmuxError:
             return
         for agent in agents:
             if agent in snap.captures:
                 await self.observe(agent, snap.captures[agent], source="poll")
 
+    async def run(self, *, task_status: TaskStatus[Monitor] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Long-running task: host dialog answers; re-read screens with a dialog up every
+        ``dialog_poll_s``. ``await tg.start(monitor.run)`` returns the running monitor."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started(self)
 
-def _counts(ctx: Context, agent: str) -> tuple[int, int]:
-    """(inbox, claimed) envelope counts of ``agent``."""
-    paths = ctx.paths
-    return len(entries(paths.channel(agent, "inbox"))), len(
-        entries(paths.channel(agent, "claimed"))
-    )
+            async def poll() -> None:
+                try:
+                    await self.poll_dialogs()
+                except NetskyError as e:
+                    await self.recorder.event("monitor.error", level="warning", error=str(e))
 
-
-async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """Long-running task: host dialog answers; re-read screens with a dialog up."""
-    mon = ctx.the_monitor()
-    async with anyio.create_task_group() as tg:
-        mon._tg = tg
-        task_status.started()
-
-        async def poll() -> None:
-            try:
-                await mon.poll_dialogs()
-            except NetskyError as e:
-                await ctx.recorder.event("monitor.error", level="warning", error=str(e))
-
-        await every(lambda: ctx.settings.dialog_poll_s, poll)
+            await every(lambda: self.settings().dialog_poll_s, poll)

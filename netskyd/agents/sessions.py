@@ -129,20 +129,17 @@ def parse_event(params: Mapping[str, Any], now: float) -> SessionEvent | None:
 class SessionWatcher:
     """Installs the hooks, keeps them installed, and delivers their events in order.
 
-    ``tmux``: the port. ``command``: ``hook_command(...)``. ``notice``: awaited once per
-    event, one at a time, in arrival order; an exception from it is logged, never
-    fatal. ``clock``: monotonic seconds (stamps ``received_at``). ``reinstall_s``:
-    hooks are set again this often (a restarted tmux server has none). ``sweep_s``:
-    period of the unreaped-pane sweep (None: no sweep). ``max_pending``: events
-    queued beyond this are dropped (logged; the tick is the backstop). An event equal
-    in agent and kind to one still queued is coalesced into it.
+    ``tmux``: the port. ``command``: ``hook_command(...)``. ``clock``: monotonic seconds (stamps
+    ``received_at``). ``reinstall_s``: hooks are set again this often (a restarted tmux server has
+    none). ``sweep_s``: period of the unreaped-pane sweep (None: no sweep). ``max_pending``: events
+    queued beyond this are dropped (logged; the tick is the backstop). An event equal in agent and
+    kind to one still queued is coalesced into it.
     """
 
     def __init__(
         self,
         tmux: Tmux,
         command: str,
-        notice: Callable[[SessionEvent], Awaitable[None]],
         clock: Callable[[], float] = time.monotonic,
         *,
         reinstall_s: float = 30.0,
@@ -151,7 +148,6 @@ class SessionWatcher:
     ) -> None:
         self.tmux = tmux
         self.command = command
-        self.notice = notice
         self.clock = clock
         self.reinstall_s = reinstall_s
         self.sweep_s = sweep_s
@@ -255,8 +251,15 @@ class SessionWatcher:
             self.post(event)
         return events
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Long-running task: install the hooks, say started, then deliver events.
+    async def run(
+        self,
+        notice: Callable[[SessionEvent], Awaitable[None]],
+        *,
+        task_status: TaskStatus[SessionWatcher] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Long-running task: install the hooks, say started, then deliver events to
+        ``notice`` (awaited once per event, one at a time, in arrival order; an exception
+        from it is logged, never fatal: the supervisor's ``on_session_event``).
 
         Re-installs every ``reinstall_s`` and sweeps every ``sweep_s`` alongside, until
         cancelled.
@@ -266,12 +269,14 @@ class SessionWatcher:
             tg.start_soon(self._reinstall_loop)
             if self.sweep_s is not None:
                 tg.start_soon(self._sweep_loop, self.sweep_s)
-            task_status.started()
+            task_status.started(self)
             async with self._receive:
                 async for event in self._receive:
-                    await self._deliver(event)
+                    await self._deliver(notice, event)
 
-    async def _deliver(self, event: SessionEvent) -> None:
+    async def _deliver(
+        self, notice: Callable[[SessionEvent], Awaitable[None]], event: SessionEvent
+    ) -> None:
         self._queued.discard((event.agent, event.event))
         log.info(
             "sessions.event",
@@ -282,7 +287,7 @@ class SessionWatcher:
             queued_s=round(self.clock() - event.received_at, 3),
         )
         try:
-            await self.notice(event)
+            await notice(event)
         except Exception:  # one failing notice must not end the watcher
             log.exception("sessions.notice_failed", agent=event.agent, hook_event=event.event)
         self.delivered += 1

@@ -8,8 +8,9 @@
    ``NETSKY_HOME``, ``NETSKY_PROMPT_FILE`` and a per-spawn nonce
    ``NETSKY_SESSION_ID`` in its environment;
 5. wait for readiness (a readiness record naming this nonce, or the runtime's
-   idle prompt on the pane) until ``ready_timeout_s`` (``is_ready`` here; the
-   wait itself is the supervisor's, which also watches for an early death).
+   idle prompt on the pane, as the activity monitor reads it) until
+   ``ready_timeout_s`` (``Spawner.is_ready`` here; the wait itself is the
+   supervisor's, which also watches for an early death).
 
 Source: ARCHITECTURE.md, "The constellation".
 """
@@ -17,6 +18,7 @@ Source: ARCHITECTURE.md, "The constellation".
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,15 +27,14 @@ import anyio
 from netsky_shared.errors import SpawnFailed, TmuxError
 from netsky_shared.ids import agent_n
 from netsky_shared.maildir import atomic_write_bytes
-from netskyd.activity.classify import custom_idle, read_screen
-from netskyd.activity.dialogs import detect
 from netskyd.agents import seeding as seed
 from netskyd.agents.prompts import render_prompt
 from netskyd.agents.readiness import read_ready_record, record_counts
-from netskyd.agents.tmux import PaneInfo
+from netskyd.agents.tmux import PaneInfo, Tmux
 from netskyd.config import Runtime
-from netskyd.context import Context
+from netskyd.ports import ActivityGate, SettingsView
 from netskyd.runtimes import build_command
+from netskyd.store.recorder import Recorder
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,71 @@ class Spawned:
     pane: PaneInfo
 
 
-async def create_session(
-    ctx: Context, agent: str, runtime: Runtime, constellation: list[str]
-) -> Spawned:
-    """Steps 1-4: prompt, command, tmux session. Returns what was created.
-
-    Raises PromptRenderError, ConfigError (bad custom command) or SpawnFailed.
+class Spawner:
+    """The spawn path, with only what it uses: the settings in force, the daemon's
+    environment (seeding reads the agent's HOME and API key there), the config file
+    the agents are told about, tmux, the Recorder, and the activity monitor (the
+    ``ActivityGate`` port) that reads a pane for readiness and answers start-up dialogs.
     """
-    settings = ctx.settings
-    paths = ctx.paths
+
+    def __init__(
+        self,
+        *,
+        settings: SettingsView,
+        environ: Mapping[str, str],
+        config_path: Path | None,
+        tmux: Tmux,
+        recorder: Recorder,
+        activity: ActivityGate,
+    ) -> None:
+        self.settings = settings
+        self.environ = environ
+        self.config_path = config_path
+        self.tmux = tmux
+        self.recorder = recorder
+        self.activity = activity
+        #: One writer at a time for the runtimes' own settings files (agents.seeding).
+        self.seed_lock = anyio.Lock()
+
+    async def create_session(
+        self, agent: str, runtime: Runtime, constellation: list[str]
+    ) -> Spawned:
+        """Steps 1-4: prompt, command, tmux session. Returns what was created.
+
+        Raises PromptRenderError, ConfigError (bad custom command) or SpawnFailed.
+        """
+        return await create_session(self, agent, runtime, constellation)
+
+    async def seed_runtime(self, agent: str, runtime: Runtime, workdir: Path) -> None:
+        """Seed the runtime's own settings (module function ``seed_runtime``)."""
+        await seed_runtime(self, agent, runtime, workdir)
+
+    async def is_ready(self, agent: str, runtime: Runtime, session_id: str | None) -> bool:
+        """True when the agent's readiness record names ``session_id`` or its pane is idle
+        (the monitor classifies the screen and answers a start-up dialog per policy).
+
+        Raises SessionNotFound when the session is gone.
+        """
+        settings = self.settings()
+        ready_file = settings.paths.ready_file(agent)
+        if record_counts(read_ready_record(ready_file), agent, session_id):
+            return True
+        if runtime is Runtime.DEMO or (
+            runtime is Runtime.CUSTOM and not settings.custom_ready_regex
+        ):
+            return False  # readiness only by record
+        text = await self.tmux.capture(agent)
+        verdict = await self.activity.observe(agent, text, source="ready")
+        evidence = verdict.evidence
+        return evidence.get("dialog") is None and bool(evidence.get("at_prompt"))
+
+
+async def create_session(
+    ctx: Spawner, agent: str, runtime: Runtime, constellation: list[str]
+) -> Spawned:
+    """Steps 1-4 for ``ctx`` (``Spawner.create_session``)."""
+    settings = ctx.settings()
+    paths = settings.paths
     prompt = render_prompt(settings, agent, constellation)
     prompt_file = paths.prompt_file(agent)
     atomic_write_bytes(prompt_file, prompt.encode("utf-8"))
@@ -90,7 +147,7 @@ async def create_session(
     return Spawned(agent, runtime, session_id, pane)
 
 
-async def seed_runtime(ctx: Context, agent: str, runtime: Runtime, workdir: Path) -> None:
+async def seed_runtime(ctx: Spawner, agent: str, runtime: Runtime, workdir: Path) -> None:
     """Seed the runtime's own settings (netskyd/seed.py) for an agent that runs in
     ``workdir`` and record what changed (``state/seeded.jsonl``, ``runtime.seeded``;
     an answer left alone, e.g. an API key the owner rejected: ``runtime.seed_left``).
@@ -102,13 +159,15 @@ async def seed_runtime(ctx: Context, agent: str, runtime: Runtime, workdir: Path
     reported (``runtime.seed_failed``) and left alone; the dialog it would have
     prevented is then the monitor's to answer.
     """
-    policy = ctx.settings.dialog_action
+    settings = ctx.settings()
+    policy = settings.dialog_action
     async with ctx.seed_lock:
         try:
             changes = await anyio.to_thread.run_sync(
                 seed.seed, runtime, ctx.environ, workdir, policy
             )
-            await anyio.to_thread.run_sync(seed.record, ctx.paths.state, agent, runtime, changes)
+            state = settings.paths.state
+            await anyio.to_thread.run_sync(seed.record, state, agent, runtime, changes)
         except (seed.SeedError, OSError) as e:
             await ctx.recorder.event(
                 "runtime.seed_failed",
@@ -140,28 +199,3 @@ async def seed_runtime(ctx: Context, agent: str, runtime: Runtime, workdir: Path
                 value=c.value,
                 note=c.note,
             )
-
-
-async def is_ready(ctx: Context, agent: str, runtime: Runtime, session_id: str | None) -> bool:
-    """True when the agent's readiness record names ``session_id`` or its pane is idle.
-
-    Raises SessionNotFound when the session is gone.
-    """
-    if record_counts(read_ready_record(ctx.paths.ready_file(agent)), agent, session_id):
-        return True
-    if runtime is Runtime.DEMO or (
-        runtime is Runtime.CUSTOM and not ctx.settings.custom_ready_regex
-    ):
-        return False  # readiness only by record
-    text = await ctx.tmux.capture(agent)
-    if ctx.monitor is None:
-        return screen_ready(ctx, runtime, text)
-    # The monitor classifies the screen and answers a start-up dialog per policy.
-    verdict = await ctx.monitor.observe(agent, text, source="ready")
-    return verdict.evidence.get("dialog") is None and bool(verdict.evidence.get("at_prompt"))
-
-
-def screen_ready(ctx: Context, runtime: Runtime, text: str) -> bool:
-    """True when ``text`` shows the runtime's idle prompt and no dialog."""
-    facts = read_screen(runtime, text, custom_idle(ctx.settings))
-    return facts.at_prompt and detect(runtime, text) is None

@@ -37,11 +37,12 @@ import anyio
 
 from netsky_shared.errors import McpLinkError, NetskyError, SessionNotFound, TmuxError, TmuxTimeout
 from netsky_shared.maildir import now_rfc3339
+from netskyd.agents.tmux import Tmux
 from netskyd.bus import confirm as consume
 from netskyd.bus import mcp_link
 from netskyd.bus.envelope import Envelope, render_channel
 from netskyd.config import Runtime
-from netskyd.context import Context
+from netskyd.ports import ActivityGate, AgentView, Monotonic, SettingsView
 from netskyd.runtimes.catalogue import screens_for
 
 #: Pause between two reads of the pane while waiting for the paste to be drawn.
@@ -148,19 +149,30 @@ class PaneDelivery:
 
     via = "pane"
 
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+    def __init__(
+        self,
+        *,
+        agents: AgentView,
+        activity: ActivityGate,
+        settings: SettingsView,
+        tmux: Tmux,
+        monotonic: Monotonic,
+    ) -> None:
+        self.agents = agents
+        self.activity = activity
+        self.settings = settings
+        self.tmux = tmux
+        self.monotonic = monotonic
 
     def available(self, agent: str) -> bool:
-        st = self.ctx.sup().agents.get(agent)
+        st = self.agents.agents.get(agent)
         if st is None or not st.ready or not st.alive:
             return False
-        monitor = self.ctx.monitor
-        return monitor is None or monitor.held(agent) is None
+        return self.activity.held(agent) is None
 
     async def deliver(self, agent: str, envelopes: Sequence[Envelope]) -> PaneReceipt:
         await self.check_screen(agent)
-        st = self.ctx.sup().agents.get(agent)
+        st = self.agents.agents.get(agent)
         runtime = st.runtime if st is not None else Runtime.CUSTOM
         envs = list(envelopes)
         return await self.paste(agent, render_channel(envs), runtime, [e.text for e in envs])
@@ -169,12 +181,12 @@ class PaneDelivery:
         """Never paste into a dialog: a paste's Enter would pick whatever option is
         highlighted. For runtimes with dialogs, read the screen first; a dialog
         there holds the delivery (DeliveryFailed, not delivered) until it is gone."""
-        st = self.ctx.sup().agents.get(agent)
-        monitor = self.ctx.monitor
-        if st is None or monitor is None or not screens_for(st.runtime).dialogs:
+        st = self.agents.agents.get(agent)
+        monitor = self.activity
+        if st is None or not screens_for(st.runtime).dialogs:
             return
         try:
-            text = await self.ctx.tmux.capture(agent)
+            text = await self.tmux.capture(agent)
         except TmuxError as e:
             raise DeliveryFailed(
                 f"reading {agent}'s screen failed: {e}", maybe_delivered=False
@@ -194,8 +206,8 @@ class PaneDelivery:
         """Paste ``text`` (``texts``: the envelopes' own texts, in order) and submit it:
         Enter once the paste is drawn, at the latest after ``paste_settle_ms``.
         Returns the receipt to confirm. Raises DeliveryFailed."""
-        tmux = self.ctx.tmux
-        settle_s = self.ctx.settings.paste_settle_ms / 1000
+        tmux = self.tmux
+        settle_s = self.settings().paste_settle_ms / 1000
         marks = consume.marks_for(text, list(texts) or [text])
         at_once = settle_s == 0 or not consume.draws_paste(runtime)
         buffer = f"netsky-{agent}-{uuid.uuid4().hex[:8]}"
@@ -228,16 +240,16 @@ class PaneDelivery:
                     f"Enter into {agent} failed: {e}", maybe_delivered=True
                 ) from e
         return PaneReceipt(
-            self, agent, runtime, before, marks, self.ctx.monotonic(), now_rfc3339(), drawn_ms
+            self, agent, runtime, before, marks, self.monotonic(), now_rfc3339(), drawn_ms
         )
 
     async def read(self, agent: str, deadline_s: float) -> str | None:
         """The visible pane, or None when tmux did not answer within ``deadline_s``
         (seconds, at most ``tmux_timeout_s``). Raises SessionNotFound."""
-        deadline_s = max(0.001, min(deadline_s, self.ctx.settings.tmux_timeout_s))
+        deadline_s = max(0.001, min(deadline_s, self.settings().tmux_timeout_s))
         with anyio.move_on_after(deadline_s):
             try:
-                return await self.ctx.tmux.capture(agent)
+                return await self.tmux.capture(agent)
             except SessionNotFound:
                 raise
             except TmuxError:
@@ -248,7 +260,7 @@ class PaneDelivery:
         self, agent: str, runtime: Runtime, before: str, marks: consume.PasteMarks, max_s: float
     ) -> float | None:
         """Read the pane until the paste is drawn; ms it took, None when ``max_s`` passed."""
-        clock = self.ctx.monotonic
+        clock = self.monotonic
         start = clock()
         limit = start + max_s
         while True:
@@ -275,8 +287,8 @@ class PaneDelivery:
         agent, runtime = receipt.agent, receipt.runtime
         if consume.composer_for(runtime) is None:
             return Consumption("unchecked", reason=f"runtime {runtime.value}: no known composer")
-        clock = self.ctx.monotonic
-        timeout_s = self.ctx.settings.consume_timeout_s
+        clock = self.monotonic
+        timeout_s = self.settings().consume_timeout_s
         deadline = receipt.at + timeout_s
         retried = False
         last = ""
@@ -311,15 +323,15 @@ class PaneDelivery:
 
     async def _retry_enter(self, agent: str, screen: str) -> None:
         """Press Enter once more, unless the monitor sees a dialog on ``screen``."""
-        monitor = self.ctx.monitor
-        st = self.ctx.sup().agents.get(agent)
-        if monitor is not None and st is not None and screens_for(st.runtime).dialogs and screen:
+        monitor = self.activity
+        st = self.agents.agents.get(agent)
+        if st is not None and screens_for(st.runtime).dialogs and screen:
             await monitor.observe(agent, screen, source="delivery")
             if monitor.held(agent) is not None:
                 return
-        with anyio.move_on_after(self.ctx.settings.tmux_timeout_s):
+        with anyio.move_on_after(self.settings().tmux_timeout_s):
             try:
-                await self.ctx.tmux.send_keys(agent, "Enter")
+                await self.tmux.send_keys(agent, "Enter")
             except TmuxError:
                 pass
 
@@ -338,18 +350,18 @@ class McpDelivery:
 
     via = "mcp"
 
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+    def __init__(self, settings: SettingsView) -> None:
+        self.settings = settings
 
     def available(self, agent: str) -> bool:
-        return mcp_link.is_connected(self.ctx.paths.mcp_socket(agent))
+        return mcp_link.is_connected(self.settings().paths.mcp_socket(agent))
 
     async def deliver(self, agent: str, envelopes: Sequence[Envelope]) -> None:
         try:
             await mcp_link.deliver(
-                self.ctx.paths.mcp_socket(agent),
+                self.settings().paths.mcp_socket(agent),
                 [e.to_json() for e in envelopes],
-                self.ctx.settings.mcp_timeout_s,
+                self.settings().mcp_timeout_s,
             )
         except McpLinkError as e:
             raise DeliveryFailed(

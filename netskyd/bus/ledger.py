@@ -23,15 +23,21 @@ from typing import Any
 from netsky_shared.errors import NetskyError
 from netskyd.bus.delivery import Consumption
 from netskyd.bus.envelope import Envelope
-from netskyd.context import Context
-from netskyd.escalation.spool import escalate, resolve
+from netskyd.ports import Pager, SettingsView
+from netskyd.store.db import Store
+from netskyd.store.recorder import Recorder
 
 
 class Ledger:
     """Consumption results of one daemon's deliveries (module docstring)."""
 
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+    def __init__(
+        self, *, settings: SettingsView, recorder: Recorder, store: Store, pager: Pager
+    ) -> None:
+        self.settings = settings
+        self.recorder = recorder
+        self.store = store
+        self.pager = pager
         self.consumed_count = 0
         self.unconsumed_count = 0
         #: Unconsumed envelopes in a row, per agent (reset by a consumed one).
@@ -61,10 +67,10 @@ class Ledger:
         if result.state == "unconsumed":
             for r in rows:
                 r.update(reason=result.reason, screen=list(result.screen))
-            await self.ctx.recorder.events("envelope.unconsumed", rows, level="warning")
+            await self.recorder.events("envelope.unconsumed", rows, level="warning")
         elif result.state == "consumed":
-            await self.ctx.recorder.events("envelope.consumed", rows)
-        await self.ctx.store.set_consumption(
+            await self.recorder.events("envelope.consumed", rows)
+        await self.store.set_consumption(
             agent, ids, result.state, result.consumed_at, result.retried
         )
         if result.state == "consumed":
@@ -75,7 +81,7 @@ class Ledger:
             self.unconsumed_count += len(batch)
             streak = self._unconsumed_streak.get(agent, 0) + len(batch)
             self._unconsumed_streak[agent] = streak
-            if streak >= self.ctx.settings.unconsumed_page_after:
+            if streak >= self.settings().unconsumed_page_after:
                 await self._page_unconsumed(agent, streak, ids, result)
 
     async def _page_unconsumed(
@@ -91,11 +97,11 @@ class Ledger:
         if result.screen:
             body += "\nIts screen ends:\n" + "\n".join(f"  | {ln}" for ln in result.screen)
         try:
-            await escalate(
-                self.ctx, f"{agent} is not taking its envelopes", body, f"unconsumed:{agent}"
+            await self.pager.escalate(
+                f"{agent} is not taking its envelopes", body, f"unconsumed:{agent}"
             )
         except (NetskyError, OSError, ValueError) as e:
-            await self.ctx.recorder.event(
+            await self.recorder.event(
                 "bus.page_failed", level="error", agent=agent, error=f"{type(e).__name__}: {e}"
             )
             return
@@ -103,13 +109,12 @@ class Ledger:
 
     async def _resolve_unconsumed(self, agent: str) -> None:
         key = f"unconsumed:{agent}"
-        spool = self.ctx.spool
-        if agent not in self._paged_unconsumed and (spool is None or key not in spool.open_keys):
+        if agent not in self._paged_unconsumed and not self.pager.is_open(key):
             return  # the hot path: nothing open, no incident files read
         try:
-            await resolve(self.ctx, key, f"{agent} took an envelope again.")
+            await self.pager.resolve(key, f"{agent} took an envelope again.")
         except (NetskyError, OSError) as e:
-            await self.ctx.recorder.event(
+            await self.recorder.event(
                 "bus.resolve_failed", level="error", agent=agent, error=f"{type(e).__name__}: {e}"
             )
             return
@@ -122,6 +127,6 @@ class Ledger:
 
         Shape: ``{"streak", "envelopes": [{"id", "file", "delivered_ts", "submitted_at",
         "enter_retries"}], "last_consumed_at", "in_delivered": [ids]}``."""
-        report = await self.ctx.store.unconsumed(agent, limit)
-        report["in_delivered"] = await self.ctx.store.unconsumed_in(agent, delivered)
+        report = await self.store.unconsumed(agent, limit)
+        report["in_delivered"] = await self.store.unconsumed_in(agent, delivered)
         return report

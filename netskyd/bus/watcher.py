@@ -46,7 +46,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,9 @@ from watchfiles import Change, awatch
 
 from netsky_shared.errors import EnvelopeRejected, InboxFull, NetskyError
 from netsky_shared.ids import is_agent_id, sort_key
-from netsky_shared.maildir import atomic_write_bytes, fsync_dir, now_rfc3339, send
+from netsky_shared.maildir import atomic_write_bytes, box_entries, fsync_dir, now_rfc3339, send
+from netsky_shared.paths import Paths
+from netskyd.agents.tmux import Tmux
 from netskyd.bus import outbox
 from netskyd.bus.delivery import (
     Consumption,
@@ -69,20 +71,13 @@ from netskyd.bus.delivery import (
 from netskyd.bus.envelope import Envelope, parse_ts
 from netskyd.bus.ledger import Ledger
 from netskyd.bus.validate import validate
-from netskyd.context import Context
+from netskyd.ports import ActivityGate, AgentView, Clock, Monotonic, Pager, SettingsView
+from netskyd.store.db import Store
+from netskyd.store.recorder import Recorder
 
 #: At most this many envelopes, and this many bytes of text, go in one paste.
 BATCH_MAX_ENVELOPES = 64
 BATCH_MAX_TEXT_BYTES = 64 * 1024
-
-
-def entries(directory: Path) -> list[str]:
-    """Names in a channel box, sorted (send order), without dot-files; [] if missing."""
-    try:
-        with os.scandir(directory) as it:
-            return sorted(e.name for e in it if not e.name.startswith("."))
-    except FileNotFoundError:
-        return []
 
 
 def batches(items: Sequence[tuple[Path, Envelope]]) -> list[list[tuple[Path, Envelope]]]:
@@ -141,12 +136,37 @@ def _unique(directory: Path, name: str) -> Path:
 
 
 class Bus:
-    """Moves envelopes from inboxes into agents; one drain at a time per agent."""
+    """Moves envelopes from inboxes into agents; one drain at a time per agent.
 
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.pane = PaneDelivery(ctx)
-        self.mcp = McpDelivery(ctx)
+    Built with only what it uses: the agents (``AgentView``: who is up and ready), the
+    activity monitor (``ActivityGate``: deliveries held while a dialog or a usage limit
+    is up), the settings in force, tmux, the Store, the Recorder, the ``Pager`` (pages
+    about unconsumed envelopes) and the clocks.
+    """
+
+    def __init__(
+        self,
+        *,
+        agents: AgentView,
+        activity: ActivityGate,
+        settings: SettingsView,
+        tmux: Tmux,
+        store: Store,
+        recorder: Recorder,
+        pager: Pager,
+        clock: Clock = time.time,
+        monotonic: Monotonic = time.monotonic,
+    ) -> None:
+        self.agents = agents
+        self.settings = settings
+        self.store = store
+        self.recorder = recorder
+        self.clock = clock
+        self.monotonic = monotonic
+        self.pane = PaneDelivery(
+            agents=agents, activity=activity, settings=settings, tmux=tmux, monotonic=monotonic
+        )
+        self.mcp = McpDelivery(settings)
         #: Delivery paths in order of preference.
         self.deliveries: list[Delivery] = [self.mcp, self.pane]
         self._tg: TaskGroup | None = None
@@ -161,27 +181,54 @@ class Bus:
         self.poisoned_count = 0
         self.forwarded_count = 0
         #: Consumption records, streaks and their pages (netskyd/consumption.py).
-        self.consumption = Ledger(ctx)
+        self.consumption = Ledger(settings=settings, recorder=recorder, store=store, pager=pager)
+
+    async def run(
+        self,
+        wakeups: AsyncIterable[str],
+        *,
+        task_status: TaskStatus[Bus] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Long-running task: reconcile, adopt and scan, then watch every inbox (and take
+        ``wakeups``: agent ids whose inbox may go in now, netskyd.ports.Wake) until
+        cancelled. ``await tg.start(bus.run, wakeups)`` returns the running bus."""
+        self.paths.channels.mkdir(parents=True, exist_ok=True)
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await self.reconcile()
+            self.rescan()
+            tg.start_soon(self._take_wakeups, wakeups)
+            task_status.started(self)
+            await watch(self)
+            tg.cancel_scope.cancel()
+
+    async def _take_wakeups(self, wakeups: AsyncIterable[str]) -> None:
+        async for agent in wakeups:
+            self.kick(agent)
+
+    @property
+    def paths(self) -> Paths:
+        return self.settings().paths
 
     # -- scheduling ---------------------------------------------------------------
 
     def agents_with_channels(self) -> list[str]:
         """Agents that have a channel directory, in reading order."""
-        names = [n for n in entries(self.ctx.paths.channels) if is_agent_id(n)]
+        names = [n for n in box_entries(self.paths.channels) if is_agent_id(n)]
         return sorted(names, key=sort_key)
 
     def in_flight(self) -> int:
         """Envelopes claimed but not yet acked or poisoned, across all agents."""
-        return sum(len(entries(self.ctx.paths.channel(a, "claimed")))
+        return sum(len(box_entries(self.paths.channel(a, "claimed")))
                    for a in self.agents_with_channels())
 
     def rescan(self) -> None:
         """Kick every agent with pending, claimed or outbox entries (startup and each tick)."""
-        p = self.ctx.paths
+        p = self.paths
         for agent in self.agents_with_channels():
-            if entries(p.channel(agent, "inbox")) or entries(p.channel(agent, "claimed")):
+            if box_entries(p.channel(agent, "inbox")) or box_entries(p.channel(agent, "claimed")):
                 self.kick(agent)
-            if entries(p.channel(agent, "outbox")):
+            if box_entries(p.channel(agent, "outbox")):
                 self.kick_outbox(agent)
 
     def kick(self, agent: str) -> None:
@@ -208,9 +255,9 @@ class Bus:
                 try:
                     await fn(key)
                 except Exception as e:  # never out of the watcher: the lease re-queues claims
-                    self.ctx.recorder.log.exception("bus.error", key=key)
+                    self.recorder.log.exception("bus.error", key=key)
                     with contextlib.suppress(Exception):
-                        await self.ctx.recorder.event(
+                        await self.recorder.event(
                             "bus.error", level="error", key=key, error=f"{type(e).__name__}: {e}"
                         )
                 if key not in self._again:
@@ -222,15 +269,15 @@ class Bus:
 
     def claim(self, agent: str) -> list[Path]:
         """Rename every inbox entry into ``claimed/``; return all claimed entries in order."""
-        paths = self.ctx.paths
+        paths = self.paths
         inbox, claimed = paths.channel(agent, "inbox"), paths.channel(agent, "claimed")
         claimed.mkdir(parents=True, exist_ok=True)
-        now = self.ctx.monotonic()
-        for name in entries(inbox):
+        now = self.monotonic()
+        for name in box_entries(inbox):
             with contextlib.suppress(FileNotFoundError):
                 os.rename(inbox / name, claimed / name)
                 self._claimed_at[str(claimed / name)] = now
-        return [claimed / n for n in entries(claimed)]
+        return [claimed / n for n in box_entries(claimed)]
 
     def available(self, agent: str) -> list[Delivery]:
         """The delivery paths that can take envelopes for ``agent`` now, preferred first."""
@@ -258,8 +305,8 @@ class Bus:
         return delivered
 
     async def _check(self, agent: str, claimed: list[Path]) -> list[tuple[Path, Envelope]]:
-        s = self.ctx.settings
-        now = self.ctx.clock()
+        s = self.settings()
+        now = self.clock()
         good: list[tuple[Path, Envelope]] = []
         bad: list[tuple[Path, str, str]] = []
         for f in claimed:
@@ -272,7 +319,7 @@ class Bus:
             else:
                 good.append((f, env))
         known, attempted = (
-            await self.ctx.store.prior([e.id for _, e in good]) if good else (set(), set())
+            await self.store.prior([e.id for _, e in good]) if good else (set(), set())
         )
         self._attempted.update(attempted)
         seen: set[str] = set()
@@ -290,7 +337,7 @@ class Bus:
         return unique
 
     async def _deliver(self, agent: str, batch: list[tuple[Path, Envelope]]) -> int:
-        store = self.ctx.store
+        store = self.store
         ids = [env.id for _, env in batch]
         repeats = {i for i in ids if i in self._attempted}
         self._attempted.difference_update(ids)
@@ -304,7 +351,7 @@ class Bus:
                     repeats.update(ids)
                 else:
                     await store.forget_attempts(ids, ts)
-                await self.ctx.recorder.event(
+                await self.recorder.event(
                     "envelope.delivery_failed",
                     level="warning",
                     agent=agent,
@@ -343,14 +390,14 @@ class Bus:
             }
             for f, env in batch
         ]
-        ts = await self.ctx.recorder.events("envelope.delivered", rows)
-        delivered_dir = self.ctx.paths.channel(agent, "delivered")
+        ts = await self.recorder.events("envelope.delivered", rows)
+        delivered_dir = self.paths.channel(agent, "delivered")
         delivered_dir.mkdir(parents=True, exist_ok=True)
         for f, _ in batch:
             os.rename(f, delivered_dir / f.name)
             self._claimed_at.pop(str(f), None)
         fsync_dir(delivered_dir)
-        await self.ctx.store.add_messages(
+        await self.store.add_messages(
             [
                 message_row(
                     agent, f.name, env, "delivered", ts, via,
@@ -364,10 +411,10 @@ class Bus:
                 for f, env in batch
             ]
         )
-        st = self.ctx.sup().agents.get(agent)
+        st = self.agents.agents.get(agent)
         if st is not None:
             st.last_delivery_ts = ts
-            st.last_delivery_at = self.ctx.clock()
+            st.last_delivery_at = self.clock()
         self.delivered_count += len(batch)
         self.duplicate_count += sum(1 for _, env in batch if env.id in repeats)
 
@@ -375,7 +422,7 @@ class Bus:
         self, agent: str, batch: list[tuple[Path, Envelope]], receipt: Receipt
     ) -> Consumption:
         """Wait (bounded) for ``agent`` to take the batch, record it, page or resolve."""
-        s = self.ctx.settings
+        s = self.settings()
         limit_s = 2 * s.consume_timeout_s + 3 * s.tmux_timeout_s + 1
         result = Consumption("unconsumed", reason=f"no answer within {limit_s:g}s")
         with anyio.move_on_after(limit_s):
@@ -385,11 +432,11 @@ class Bus:
 
     async def unconsumed(self, agent: str, limit: int = 20) -> dict[str, Any]:
         """What ``agent`` was given and did not take (``Ledger.report``)."""
-        delivered = entries(self.ctx.paths.channel(agent, "delivered"))
+        delivered = box_entries(self.paths.channel(agent, "delivered"))
         return await self.consumption.report(agent, delivered, limit)
 
     def _requeue(self, agent: str, files: list[Path]) -> None:
-        inbox = self.ctx.paths.channel(agent, "inbox")
+        inbox = self.paths.channel(agent, "inbox")
         for f in files:
             with contextlib.suppress(FileNotFoundError):
                 os.rename(f, inbox / f.name)
@@ -398,7 +445,7 @@ class Bus:
     async def poison_many(self, agent: str, items: list[tuple[Path, str, str]]) -> None:
         """Move bad entries to ``poison/``, each beside ``<name>.reason.json``; never raises
         for one entry (a failed move is recorded in its reason as ``move_error``)."""
-        poison_dir = self.ctx.paths.channel(agent, "poison")
+        poison_dir = self.paths.channel(agent, "poison")
         poison_dir.mkdir(parents=True, exist_ok=True)
         rows: list[dict[str, Any]] = []
         ts = now_rfc3339()
@@ -419,8 +466,8 @@ class Bus:
         with contextlib.suppress(OSError):
             fsync_dir(poison_dir)
         self.poisoned_count += len(rows)
-        await self.ctx.recorder.events("envelope.poisoned", rows, level="warning")
-        await self.ctx.store.add_messages(
+        await self.recorder.events("envelope.poisoned", rows, level="warning")
+        await self.store.add_messages(
             [
                 {
                     "recipient": agent,
@@ -441,16 +488,16 @@ class Bus:
         (agent0 by default); a bad entry is poisoned in ``agent``'s channel; a full
         target inbox leaves the entry for the next tick. Returns how many were forwarded.
         """
-        s = self.ctx.settings
-        box = self.ctx.paths.channel(agent, "outbox")
+        s = self.settings()
+        box = self.paths.channel(agent, "outbox")
         forwarded = 0
         bad: list[tuple[Path, str, str]] = []
-        for name in entries(box):
+        for name in box_entries(box):
             f = box / name
             try:
                 envelope = outbox.envelope_for(agent, f, s.envelope_max_bytes)
                 landed = send(
-                    self.ctx.paths,
+                    self.paths,
                     envelope,
                     inbox_max_pending=s.inbox_max_pending,
                     envelope_max_bytes=s.envelope_max_bytes,
@@ -459,7 +506,7 @@ class Bus:
                 bad.append((f, e.rule, e.detail))
                 continue
             except InboxFull as e:
-                await self.ctx.recorder.event(
+                await self.recorder.event(
                     "envelope.forward_deferred", level="warning", agent=agent, file=name,
                     error=str(e),
                 )
@@ -467,11 +514,11 @@ class Bus:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f)
             forwarded += 1
-            await self.ctx.recorder.event(
+            await self.recorder.event(
                 "envelope.forwarded", agent=agent, file=name, envelope_id=envelope["id"],
                 to=envelope["to"], kind=envelope["kind"], landed=landed.name,
             )
-            await self.ctx.store.add_messages(
+            await self.store.add_messages(
                 [
                     {
                         "envelope_id": envelope["id"],
@@ -494,22 +541,22 @@ class Bus:
 
     async def expire_leases(self) -> int:
         """Return claims older than ``claim_lease_s`` (and not being drained) to the queue."""
-        lease = self.ctx.settings.claim_lease_s
-        now = self.ctx.monotonic()
+        lease = self.settings().claim_lease_s
+        now = self.monotonic()
         returned = 0
         for agent in self.agents_with_channels():
             if agent in self._running:
                 continue
-            claimed = self.ctx.paths.channel(agent, "claimed")
+            claimed = self.paths.channel(agent, "claimed")
             expired = [
                 claimed / n
-                for n in entries(claimed)
+                for n in box_entries(claimed)
                 if now - self._claimed_at.setdefault(str(claimed / n), now) > lease
             ]
             if expired:
                 self._requeue(agent, expired)
                 returned += len(expired)
-                await self.ctx.recorder.event(
+                await self.recorder.event(
                     "envelope.lease_expired",
                     level="warning",
                     agent=agent,
@@ -523,12 +570,12 @@ class Bus:
     async def prune(self) -> dict[str, int]:
         """Delete ``delivered/`` entries older than ``delivered_max_age_s``, then the oldest
         beyond ``delivered_max_count`` per agent. Returns ``{agent: removed}``."""
-        s = self.ctx.settings
-        cutoff_ns = int((self.ctx.clock() - s.delivered_max_age_s) * 1e9)
+        s = self.settings()
+        cutoff_ns = int((self.clock() - s.delivered_max_age_s) * 1e9)
         removed: dict[str, int] = {}
         for agent in self.agents_with_channels():
-            box = self.ctx.paths.channel(agent, "delivered")
-            names = entries(box)
+            box = self.paths.channel(agent, "delivered")
+            names = box_entries(box)
             old = [n for n in names if _sent_ns(box / n) < cutoff_ns]
             keep = [n for n in names if n not in set(old)]
             excess = keep[: max(0, len(keep) - s.delivered_max_count)]
@@ -543,7 +590,7 @@ class Bus:
                     continue
             if gone:
                 removed[agent] = gone
-                await self.ctx.recorder.event(
+                await self.recorder.event(
                     "channel.pruned",
                     agent=agent,
                     removed=gone,
@@ -558,14 +605,14 @@ class Bus:
         the ack's rename and its rows); return how many were added."""
         added = 0
         for agent in self.agents_with_channels():
-            box = self.ctx.paths.channel(agent, "delivered")
-            names = entries(box)
+            box = self.paths.channel(agent, "delivered")
+            names = box_entries(box)
             if not names:
                 continue
-            recorded = await self.ctx.store.recorded_files(agent, "delivered")
+            recorded = await self.store.recorded_files(agent, "delivered")
             missing = [n for n in names if n not in recorded]
             found: list[tuple[str, Envelope]] = []
-            max_bytes = self.ctx.settings.envelope_max_bytes
+            max_bytes = self.settings().envelope_max_bytes
             for n in missing:
                 try:
                     found.append((n, validate(box / n, agent, max_bytes)))
@@ -573,7 +620,7 @@ class Bus:
                     continue
             # The ack journalled the repeat flag before the rename; the attempt rows,
             # written before each hand-over, say the same: two or more is a repeat.
-            tries = await self.ctx.store.attempt_counts([env.id for _, env in found])
+            tries = await self.store.attempt_counts([env.id for _, env in found])
             rows = []
             for n, env in found:
                 count, via = tries.get(env.id, (0, "unknown"))
@@ -587,7 +634,7 @@ class Bus:
                     )
                 )
             if rows:
-                await self.ctx.recorder.events(
+                await self.recorder.events(
                     "envelope.reconciled",
                     [
                         {
@@ -600,7 +647,7 @@ class Bus:
                     ],
                     level="warning",
                 )
-                await self.ctx.store.add_messages(rows)
+                await self.store.add_messages(rows)
                 added += len(rows)
         return added
 
@@ -614,11 +661,11 @@ class Bus:
         available (the agent is not up) or every path fails.
         """
         since_epoch = parse_ts(since).timestamp()
-        box = self.ctx.paths.channel(agent, "delivered")
+        box = self.paths.channel(agent, "delivered")
         chosen: list[tuple[Path, Envelope]] = []
-        for n in entries(box):
+        for n in box_entries(box):
             try:
-                env = validate(box / n, agent, self.ctx.settings.envelope_max_bytes)
+                env = validate(box / n, agent, self.settings().envelope_max_bytes)
             except EnvelopeRejected:
                 continue
             if env.ts_epoch >= since_epoch:
@@ -635,20 +682,20 @@ class Bus:
                 try:
                     receipt = await path.deliver(agent, [env for _, env in batch])
                 except DeliveryFailed as e:
-                    await self.ctx.recorder.event(
+                    await self.recorder.event(
                         "envelope.replay_failed", level="warning", agent=agent, via=path.via,
                         error=str(e),
                     )
                     continue
                 state = "unchecked"
                 if receipt is not None:  # the next paste waits until this one is taken
-                    with anyio.move_on_after(2 * self.ctx.settings.consume_timeout_s + 5):
+                    with anyio.move_on_after(2 * self.settings().consume_timeout_s + 5):
                         state = (await receipt.confirm()).state
                 rows = [{"agent": agent, "envelope_id": env.id, "file": f.name, "via": path.via,
                          "consumption": state}
                         for f, env in batch]
-                ts = await self.ctx.recorder.events("envelope.replayed", rows)
-                await self.ctx.store.add_messages(
+                ts = await self.recorder.events("envelope.replayed", rows)
+                await self.store.add_messages(
                     [
                         message_row(agent, f.name, env, "replayed", ts, path.via,
                                     reason=f"replay since {since}")
@@ -692,7 +739,7 @@ async def watch(bus: Bus) -> None:
     """Watch every agent's ``inbox/`` and ``outbox/`` (not the other boxes: claims and
     acks would triple the events) plus the channels root for new agents; a new agent
     restarts the watch with its boxes added, then a rescan covers the switch-over."""
-    paths = bus.ctx.paths
+    paths = bus.paths
     root = str(paths.channels)
     while not bus.stop.is_set():
         agents = bus.agents_with_channels()
@@ -729,16 +776,3 @@ async def watch(bus: Bus) -> None:
                             restart.set()
             tg.cancel_scope.cancel()
         bus.rescan()
-
-
-async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """Long-running task: reconcile, adopt and scan, then watch every inbox until cancelled."""
-    bus = ctx.the_bus()
-    ctx.paths.channels.mkdir(parents=True, exist_ok=True)
-    async with anyio.create_task_group() as tg:
-        bus._tg = tg
-        await bus.reconcile()
-        bus.rescan()
-        task_status.started()
-        await watch(bus)
-        tg.cancel_scope.cancel()

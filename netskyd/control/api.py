@@ -1,14 +1,15 @@
 """Control methods: what each JSON-RPC method of ``netsky_shared.protocol`` does.
 
-Each handler takes ``(ctx, params)`` and returns a JSON-able result, or raises
-RpcError (or a NetskyError, mapped to an error code by ``control``).
-Shapes are documented in ``docs/protocol.md``.
+Each handler takes ``(svc, params)`` (``Services``: the running components) and returns a JSON-able
+result, or raises RpcError (or a NetskyError, mapped to an error code by ``control``). Shapes are
+documented in ``docs/protocol.md``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from netsky_shared import protocol
@@ -18,10 +19,35 @@ from netsky_shared.incidents import list_incidents
 from netsky_shared.maildir import now_rfc3339
 from netsky_shared.protocol import SCHEMA_VERSION
 from netskyd import __version__
+from netskyd.activity.monitor import Monitor
+from netskyd.agents.sessions import SessionWatcher
+from netskyd.bus.watcher import Bus
 from netskyd.config import Runtime
-from netskyd.context import Context
+from netskyd.escalation.spool import Spool
+from netskyd.ports import Clock, SettingsView, TickView
+from netskyd.store.db import Store
+from netskyd.supervision.supervisor import Supervisor
 
-Handler = Callable[[Context, dict[str, Any]], Awaitable[Any]]
+
+@dataclass(frozen=True)
+class Services:
+    """What the control socket's methods may reach: the running components, each
+    started and ready when the socket opens (netskyd.app.wiring builds it)."""
+
+    settings: SettingsView
+    clock: Clock
+    ticks: TickView
+    store: Store
+    pager: Spool
+    supervisor: Supervisor
+    monitor: Monitor
+    bus: Bus
+    sessions: SessionWatcher | None
+    #: Rebuild and write the health report now (netskyd.keepalive.health.refresh).
+    refresh_health: Callable[[], Awaitable[dict[str, Any]]]
+
+
+Handler = Callable[[Services, dict[str, Any]], Awaitable[Any]]
 
 
 class RpcError(Exception):
@@ -57,7 +83,7 @@ def _agent(params: dict[str, Any]) -> str:
         raise RpcError(protocol.UNKNOWN_AGENT, str(e)) from e
 
 
-async def hello(ctx: Context, params: dict[str, Any]) -> Any:
+async def hello(svc: Services, params: dict[str, Any]) -> Any:
     theirs = params.get("api_version")
     if theirs != protocol.API_VERSION:
         raise RpcError(
@@ -69,40 +95,40 @@ async def hello(ctx: Context, params: dict[str, Any]) -> Any:
     return {"api_version": protocol.API_VERSION, "version": __version__, "pid": os.getpid()}
 
 
-async def ping(ctx: Context, params: dict[str, Any]) -> Any:
+async def ping(svc: Services, params: dict[str, Any]) -> Any:
     return {"pong": True, "ts": now_rfc3339()}
 
 
-async def status(ctx: Context, params: dict[str, Any]) -> Any:
-    sup = ctx.sup()
-    now = ctx.clock()
+async def status(svc: Services, params: dict[str, Any]) -> Any:
+    sup = svc.supervisor
+    now = svc.clock()
     return {
         "daemon": {
             "pid": os.getpid(),
             "version": __version__,
             "api_version": protocol.API_VERSION,
             "schema_version": SCHEMA_VERSION,
-            "home": str(ctx.settings.home),
-            "tmux_socket": ctx.settings.tmux_socket,
-            "uptime_s": round(now - ctx.started_at, 1),
-            "ticks": ctx.tick_count,
-            "tick_interval_s": ctx.settings.tick_interval_s,
+            "home": str(svc.settings().home),
+            "tmux_socket": svc.settings().tmux_socket,
+            "uptime_s": round(now - svc.ticks.started_at, 1),
+            "ticks": svc.ticks.tick_count,
+            "tick_interval_s": svc.settings().tick_interval_s,
             "last_tick_age_s": None
-            if ctx.last_tick_at is None
-            else round(now - ctx.last_tick_at, 1),
+            if svc.ticks.last_tick_at is None
+            else round(now - svc.ticks.last_tick_at, 1),
         },
         "desired": {"state": "up" if sup.desired.up else "down", "agents": sup.desired.wanted()},
         "agents": sup.rows(),
         "unknown_sessions": sup.unknown_sessions,
-        "restarts": ctx.the_watchdog().rows(),
-        "last_restarts": _last_per_agent(await ctx.store.restarts(None, 200)),
-        "incidents": list_incidents(ctx.paths),
+        "restarts": svc.supervisor.restarts.rows(),
+        "last_restarts": _last_per_agent(await svc.store.restarts(None, 200)),
+        "incidents": list_incidents(svc.settings().paths),
         "bus": {
-            "delivered": ctx.the_bus().delivered_count,
-            "duplicates": ctx.the_bus().duplicate_count,
-            "poisoned": ctx.the_bus().poisoned_count,
-            "forwarded": ctx.the_bus().forwarded_count,
-            "in_flight": ctx.the_bus().in_flight(),
+            "delivered": svc.bus.delivered_count,
+            "duplicates": svc.bus.duplicate_count,
+            "poisoned": svc.bus.poisoned_count,
+            "forwarded": svc.bus.forwarded_count,
+            "in_flight": svc.bus.in_flight(),
         },
     }
 
@@ -114,23 +140,23 @@ def _last_per_agent(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return last
 
 
-def _agent_rows(ctx: Context, agents: list[str]) -> list[dict[str, Any]]:
-    return [r for r in ctx.sup().rows() if r["agent"] in agents]
+def _agent_rows(svc: Services, agents: list[str]) -> list[dict[str, Any]]:
+    return [r for r in svc.supervisor.rows() if r["agent"] in agents]
 
 
-async def up(ctx: Context, params: dict[str, Any]) -> Any:
+async def up(svc: Services, params: dict[str, Any]) -> Any:
     clones = _int(params, "clones", None)
-    timeout_s = _float(params, "timeout_s", ctx.settings.ready_timeout_s + 5)
-    agents = await ctx.sup().set_up(clones)
-    ready = await ctx.sup().wait_ready(agents, timeout_s) if params.get("wait", True) else None
-    return {"agents": _agent_rows(ctx, agents), "ready": ready}
+    timeout_s = _float(params, "timeout_s", svc.settings().ready_timeout_s + 5)
+    agents = await svc.supervisor.set_up(clones)
+    ready = await svc.supervisor.wait_ready(agents, timeout_s) if params.get("wait", True) else None
+    return {"agents": _agent_rows(svc, agents), "ready": ready}
 
 
-async def down(ctx: Context, params: dict[str, Any]) -> Any:
-    return {"killed": await ctx.sup().set_down()}
+async def down(svc: Services, params: dict[str, Any]) -> Any:
+    return {"killed": await svc.supervisor.set_down()}
 
 
-async def agent(ctx: Context, params: dict[str, Any]) -> Any:
+async def agent(svc: Services, params: dict[str, Any]) -> Any:
     name = _agent(params)
     runtime = params.get("runtime")
     try:
@@ -139,74 +165,74 @@ async def agent(ctx: Context, params: dict[str, Any]) -> Any:
         raise RpcError(
             protocol.INVALID_PARAMS, f"unknown runtime {runtime!r} (one of {', '.join(Runtime)})"
         ) from e
-    timeout_s = _float(params, "timeout_s", ctx.settings.ready_timeout_s + 5)
-    agents = await ctx.sup().add_agent(name, rt)
-    ready = await ctx.sup().wait_ready(agents, timeout_s) if params.get("wait", True) else None
-    return {"agents": _agent_rows(ctx, agents), "ready": ready}
+    timeout_s = _float(params, "timeout_s", svc.settings().ready_timeout_s + 5)
+    agents = await svc.supervisor.add_agent(name, rt)
+    ready = await svc.supervisor.wait_ready(agents, timeout_s) if params.get("wait", True) else None
+    return {"agents": _agent_rows(svc, agents), "ready": ready}
 
 
-async def kill(ctx: Context, params: dict[str, Any]) -> Any:
-    return await ctx.sup().kill(_agent(params))
+async def kill(svc: Services, params: dict[str, Any]) -> Any:
+    return await svc.supervisor.kill(_agent(params))
 
 
-async def channel_replay(ctx: Context, params: dict[str, Any]) -> Any:
+async def channel_replay(svc: Services, params: dict[str, Any]) -> Any:
     name = _agent(params)
     since = params.get("since")
     if not isinstance(since, str) or not since:
         raise RpcError(protocol.INVALID_PARAMS, "since must be an RFC 3339 timestamp")
     try:
-        replayed = await ctx.the_bus().replay(name, since)
+        replayed = await svc.bus.replay(name, since)
     except ValueError as e:
         raise RpcError(protocol.INVALID_PARAMS, str(e)) from e
     return {"agent": name, "since": since, "replayed": replayed, "count": len(replayed)}
 
 
-async def restart_(ctx: Context, params: dict[str, Any]) -> Any:
+async def restart_(svc: Services, params: dict[str, Any]) -> Any:
     handoff = params.get("handoff")
     if handoff is not None and not isinstance(handoff, str):
         raise RpcError(protocol.INVALID_PARAMS, "handoff must be a string")
-    if not ctx.sup().desired.up:
+    if not svc.supervisor.desired.up:
         raise NetskyError("the constellation is down; run 'netskyctl up' first")
     clones = _int(params, "clones", None)
     text = handoff or "netsky: planned restart requested by the owner (no handoff text given)."
-    m = await ctx.the_watchdog().request(
+    m = await svc.supervisor.restarts.request(
         text, clones=clones, by="owner", force=bool(params.get("force", True))
     )
     return {"agent": m.agent, "restart_id": m.restart_id, "state": m.state.value}
 
 
-async def restarts(ctx: Context, params: dict[str, Any]) -> Any:
+async def restarts(svc: Services, params: dict[str, Any]) -> Any:
     name = params.get("agent")
     if name is not None:
         name = _agent(params)
     limit = _int(params, "limit", 50) or 50
-    return {"restarts": await ctx.store.restarts(name, limit)}
+    return {"restarts": await svc.store.restarts(name, limit)}
 
 
-async def session_event(ctx: Context, params: dict[str, Any]) -> Any:
+async def session_event(svc: Services, params: dict[str, Any]) -> Any:
     event = params.get("event")
     if event not in ("pane-died", "session-closed") or not isinstance(params.get("session"), str):
         raise RpcError(protocol.INVALID_PARAMS, "event must be pane-died or session-closed")
-    if ctx.sessions is None:
+    if svc.sessions is None:
         return {"accepted": False}
-    return {"accepted": ctx.sessions.post_params(params)}
+    return {"accepted": svc.sessions.post_params(params)}
 
 
-async def why(ctx: Context, params: dict[str, Any]) -> Any:
+async def why(svc: Services, params: dict[str, Any]) -> Any:
     name = _agent(params)
-    sup = ctx.sup()
+    sup = svc.supervisor
     if name not in sup.agents and name not in sup.desired.wanted():
         raise RpcError(protocol.UNKNOWN_AGENT, f"{name} is not part of the constellation")
-    result = await ctx.the_monitor().why(name)
+    result = await svc.monitor.why(name)
     # Envelopes pasted but not taken (netskyd/consume.py): {streak, envelopes: [{id,
     # file, delivered_ts, submitted_at, enter_retries}], last_consumed_at, in_delivered}.
-    result["unconsumed"] = await ctx.the_bus().unconsumed(name)
+    result["unconsumed"] = await svc.bus.unconsumed(name)
     return result
 
 
-async def escalate_(ctx: Context, params: dict[str, Any]) -> Any:
+async def escalate_(svc: Services, params: dict[str, Any]) -> Any:
     from netsky_shared.incidents import SEVERITIES
-    from netskyd.escalation.spool import escalate, result_json
+    from netskyd.escalation.spool import result_json
 
     subject, body, key = (params.get(k) for k in ("subject", "body", "key"))
     severity = params.get("severity", "warning")
@@ -217,20 +243,18 @@ async def escalate_(ctx: Context, params: dict[str, Any]) -> Any:
     if severity not in SEVERITIES:
         raise RpcError(protocol.INVALID_PARAMS, f"severity must be one of {', '.join(SEVERITIES)}")
     assert isinstance(subject, str) and isinstance(key, str)
-    incident = await escalate(ctx, subject, body, key, severity, wait=True)
-    return result_json(ctx.settings.home, incident, "daemon")
+    incident = await svc.pager.escalate(subject, body, key, severity, wait=True)
+    return result_json(svc.settings().home, incident, "daemon")
 
 
-async def health_(ctx: Context, params: dict[str, Any]) -> Any:
-    from netskyd.keepalive.health import refresh
-
-    return await refresh(ctx)
+async def health_(svc: Services, params: dict[str, Any]) -> Any:
+    return await svc.refresh_health()
 
 
-async def debug_block_loop(ctx: Context, params: dict[str, Any]) -> Any:
+async def debug_block_loop(svc: Services, params: dict[str, Any]) -> Any:
     from netskyd.keepalive.heartbeat import block_loop
 
-    if not ctx.settings.debug_rpc:
+    if not svc.settings().debug_rpc:
         raise RpcError(protocol.METHOD_NOT_FOUND, "debug methods need the debug_rpc setting")
     return block_loop(_float(params, "seconds", 1.0))
 

@@ -28,8 +28,7 @@ from netsky_shared.errors import (
     UnknownAgent,
 )
 from netskyd import log as logmod
-from netskyd.context import Context
-from netskyd.control.api import HANDLERS, RpcError
+from netskyd.control.api import HANDLERS, RpcError, Services
 from netskyd.unixsock import listen_private, peer_uid
 
 log = logmod.get("netskyd.control.server")
@@ -46,7 +45,7 @@ def error_code_for(exc: NetskyError) -> int:
     return protocol.NETSKY_ERROR
 
 
-async def dispatch(ctx: Context, line: bytes) -> dict[str, Any]:
+async def dispatch(svc: Services, line: bytes) -> dict[str, Any]:
     """Answer one request line; never raises."""
     try:
         req = json.loads(line)
@@ -63,7 +62,7 @@ async def dispatch(ctx: Context, line: bytes) -> dict[str, Any]:
     if not isinstance(params, dict):
         return protocol.error(req_id, protocol.INVALID_PARAMS, "params must be an object")
     try:
-        return protocol.result(req_id, await handler(ctx, params))
+        return protocol.result(req_id, await handler(svc, params))
     except RpcError as e:
         return protocol.error(req_id, e.code, e.message, e.data)
     except NetskyError as e:
@@ -73,7 +72,7 @@ async def dispatch(ctx: Context, line: bytes) -> dict[str, Any]:
         return protocol.error(req_id, protocol.INTERNAL_ERROR, f"internal error: {e!r}")
 
 
-async def handle(ctx: Context, stream: SocketStream) -> None:
+async def handle(svc: Services, stream: SocketStream) -> None:
     """Serve one client connection until it closes."""
     async with stream:
         try:
@@ -96,17 +95,17 @@ async def handle(ctx: Context, stream: SocketStream) -> None:
                     return
                 if not line.strip():
                     continue
-                response = await dispatch(ctx, line)
+                response = await dispatch(svc, line)
                 await stream.send((json.dumps(response, default=str) + "\n").encode())
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             return
 
 
-async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+async def run(svc: Services, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """Long-running task: listen on ``netskyd.sock`` (mode 0600) until cancelled."""
-    path = ctx.paths.socket
+    path = svc.settings().paths.socket
     path.unlink(missing_ok=True)  # we hold the daemon lock, so any socket here is stale
     listener = await listen_private(path)
     async with listener:
         task_status.started()
-        await listener.serve(partial(handle, ctx))
+        await listener.serve(partial(handle, svc))

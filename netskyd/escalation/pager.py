@@ -53,7 +53,7 @@ from netsky_shared.incidents import IncidentsLock, is_open, rfc3339
 from netsky_shared.markers import write_marker
 from netsky_shared.paths import Paths
 from netskyd.config.legs import LegContext, LegResult, Page, configured, severity_rank
-from netskyd.supervision.restart.machine import exp_backoff_s
+from netskyd.timing import exp_backoff_s
 
 if TYPE_CHECKING:
     from netskyd.config import Settings

@@ -28,9 +28,11 @@ from netsky_shared.incidents import rfc3339
 from netsky_shared.maildir import atomic_write_bytes
 from netskyd import __version__
 from netskyd import log as logmod
-from netskyd.app.ticker import tick_deadline_s
-from netskyd.context import Context
+from netskyd.keepalive.sdnotify import Notifier
 from netskyd.periodic import every
+from netskyd.ports import Clock, SettingsView, TickView
+from netskyd.store.recorder import Recorder
+from netskyd.timing import tick_deadline_s
 
 log = logmod.get("netskyd")
 
@@ -118,11 +120,27 @@ def mark_stopped(path: Path, now: float) -> None:
 
 
 class Pulse:
-    """One beat at a time: heartbeat plus ``WATCHDOG=1`` while ticks are fresh."""
+    """One beat at a time: heartbeat plus ``WATCHDOG=1`` while ticks are fresh.
 
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.install = install_kind(sys.executable, ctx.paths.lkg)
+    Built with only what it uses: the settings in force, the ticker's record
+    (``TickView``), the sd_notify channel, the Recorder and a wall clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: SettingsView,
+        ticks: TickView,
+        notifier: Notifier,
+        recorder: Recorder,
+        clock: Clock,
+    ) -> None:
+        self.settings = settings
+        self.ticks = ticks
+        self.notifier = notifier
+        self.recorder = recorder
+        self.clock = clock
+        self.install = install_kind(sys.executable, settings().paths.lkg)
         #: Epoch seconds of the first beat that found the tick stale (None: not stalled).
         self.stalled_since: float | None = None
         self.beats = 0
@@ -131,30 +149,30 @@ class Pulse:
     async def beat(self) -> bool:
         """Check the last tick; when fresh, write the heartbeat and ping the watchdog.
         Returns True when it did."""
-        ctx = self.ctx
-        now = ctx.clock()
-        s = ctx.settings
+        now = self.clock()
+        s = self.settings()
+        last_tick_at, started_at = self.ticks.last_tick_at, self.ticks.started_at
         stall_s = stall_after_s(s.tick_stall_s, s.tick_interval_s, s.tmux_timeout_s)
-        if tick_is_stale(ctx.last_tick_at, ctx.started_at, now, stall_s):
+        if tick_is_stale(last_tick_at, started_at, now, stall_s):
             if self.stalled_since is None:
                 # FRESH -> STALLED: no heartbeat, no pings, until a tick finishes.
                 self.stalled_since = now
-                await ctx.recorder.event(
+                await self.recorder.event(
                     "daemon.tick_stalled",
                     level="warning",
-                    last_tick_ts=None if ctx.last_tick_at is None else rfc3339(ctx.last_tick_at),
-                    tick_age_s=round(tick_age_s(ctx.last_tick_at, ctx.started_at, now), 1),
+                    last_tick_ts=None if last_tick_at is None else rfc3339(last_tick_at),
+                    tick_age_s=round(tick_age_s(last_tick_at, started_at, now), 1),
                     stall_s=stall_s,
                 )
             return False
         if self.stalled_since is not None:
             # STALLED -> FRESH
-            await ctx.recorder.event(
+            await self.recorder.event(
                 "daemon.tick_recovered", stalled_s=round(now - self.stalled_since, 1)
             )
             self.stalled_since = None
         self._write(now)
-        ctx.notifier.watchdog()
+        self.notifier.watchdog()
         self.beats += 1
         return True
 
@@ -164,31 +182,30 @@ class Pulse:
         record = heartbeat_record(
             pid=os.getpid(),
             now=now,
-            last_tick_at=self.ctx.last_tick_at,
+            last_tick_at=self.ticks.last_tick_at,
             install=self.install,
             executable=sys.executable,
         )
         try:
-            write_heartbeat(self.ctx.paths.heartbeat, record)
+            write_heartbeat(self.settings().paths.heartbeat, record)
         except OSError as e:
             if not self._write_failing:
-                log.warning(
-                    "heartbeat.write_failed", path=str(self.ctx.paths.heartbeat), error=str(e)
-                )
+                path = str(self.settings().paths.heartbeat)
+                log.warning("heartbeat.write_failed", path=path, error=str(e))
             self._write_failing = True
             return
         self._write_failing = False
 
 
-async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """Long-running task: a beat at once, then one every ``pulse_interval_s`` until
-    cancelled (the interval is re-read each time: SIGHUP may change ``heartbeat_s``)."""
-    pulse = Pulse(ctx)
-    await pulse.beat()
-    task_status.started()
-    await every(
-        lambda: pulse_interval_s(ctx.settings.heartbeat_s, ctx.notifier.watchdog_s), pulse.beat
-    )
+    async def run(self, *, task_status: TaskStatus[Pulse] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Long-running task: a beat at once, then one every ``pulse_interval_s`` until
+        cancelled (the interval is re-read each time: SIGHUP may change ``heartbeat_s``)."""
+        await self.beat()
+        task_status.started(self)
+        await every(
+            lambda: pulse_interval_s(self.settings().heartbeat_s, self.notifier.watchdog_s),
+            self.beat,
+        )
 
 
 def block_loop(seconds: float) -> dict[str, Any]:

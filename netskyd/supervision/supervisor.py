@@ -1,19 +1,19 @@
 """The supervisor: desired state, adoption, liveness, and the one spawn path's bookkeeping.
 
-Long-running task ``run(ctx)`` owns a task group in which first spawns run, so a
-slow readiness wait never holds up a tick or a control request. ``check()`` is the
-liveness pass, run by every tick and at once when a tmux hook reports a death
-(netskyd/sessions.py): it compares tmux's sessions with the desired set, spawns
-agents that were never up, and hands every death of an agent that was up to the
-watchdog (netskyd/watchdog.py), whose restart state machine decides what happens
-next. While a restart covers an agent, its liveness is the watchdog's, except that
-the death of a session the restart itself spawned is handed on too (it fails the
-attempt at once, e.g. while verifying).
+Long-running task ``Supervisor.run`` owns a task group in which first spawns run, so a slow
+readiness wait never holds up a tick or a control request. ``check()`` is the liveness pass, run by
+every tick and at once when a tmux hook reports a death (netskyd.agents.sessions): it compares
+tmux's sessions with the desired set, spawns agents that were never up, and hands every death of an
+agent that was up to the restart runner (netskyd.supervision.restart.runner), whose restart state
+machine decides what happens next. While a restart covers an agent, its liveness is the watchdog's,
+except that the death of a session the restart itself spawned is handed on too (it fails the attempt
+at once, e.g. while verifying).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -31,52 +31,73 @@ from netsky_shared.errors import (
 from netsky_shared.ids import ROOT, WATCHDOG, is_agent_id, role_of, sort_key
 from netsky_shared.maildir import now_rfc3339, pending_count
 from netsky_shared.markers import read_marker, write_marker
-from netskyd.agents.spawn import Spawned, create_session, is_ready
-from netskyd.agents.tmux import PaneInfo
+from netsky_shared.paths import Paths
+from netskyd.agents.sessions import SessionEvent, SessionWatcher
+from netskyd.agents.spawn import Spawned, Spawner
+from netskyd.agents.tmux import PaneInfo, Tmux
 from netskyd.config import Runtime
-from netskyd.context import Context
+from netskyd.ports import ActivityView, Clock, Monotonic, Pager, SettingsView, Wake
+from netskyd.store.db import Store
+from netskyd.store.recorder import Recorder
 from netskyd.supervision import desired as desired_mod
 from netskyd.supervision.desired import Desired
+from netskyd.supervision.restart.runner import RestartRunner
+from netskyd.supervision.table import AgentState, AgentTable
 
 DESIRED_MARKER = "desired.json"
 READY_POLL_S = 0.1
 _NO_PANE = PaneInfo(session="", session_id="", pane_id="", pane_pid=0, pane_dead=False, created=0)
 
 
-@dataclass
-class AgentState:
-    """What the daemon knows of one agent right now."""
-
-    agent: str
-    runtime: Runtime
-    session_id: str | None = None
-    pane_pid: int | None = None
-    alive: bool = False
-    ready: bool = False
-    spawning: bool = False
-    spawned_at: str | None = None
-    spawns: int = 0
-    last_delivery_ts: str | None = None
-    #: When the last delivery to it was acknowledged (epoch s; the hang check's input).
-    last_delivery_at: float | None = None
-    last_error: str | None = None
-    #: Exit status of the pane's process when tmux kept the dead pane (remain-on-exit).
-    exit_status: int | None = None
-    #: True once this agent was up under netsky (spawned, adopted, or recorded in
-    #: meta.db): from then on its disappearance is a death, not a first start.
-    known: bool = False
-    #: Hash of the pane's text at the last tick, and when it last changed (epoch s).
-    pane_hash: str | None = None
-    pane_changed_at: float | None = None
-
-
 class Supervisor:
-    """Keeps the running constellation equal to the desired one."""
+    """Keeps the running constellation equal to the desired one.
 
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.desired = Desired(up=False)
-        self.agents: dict[str, AgentState] = {}
+    Built with only what it uses (the wiring, netskyd.app.wiring): the agent table it
+    keeps, the spawn path, tmux, the Recorder and the Store, the settings in force, the
+    activity monitor's last word (``ActivityView``, for a spawn failure's reason), the
+    bus's ``Wake``, the session watcher (None: the tick alone notices deaths), the
+    ``Pager`` and the clocks. It owns its restart runner (``self.restarts``,
+    netskyd.supervision.restart.runner), which reaches back only through the
+    ``AgentControl`` methods below (kill, spawn and wait for restart, still up, pane
+    tail, set clones, the desired set).
+    """
+
+    def __init__(
+        self,
+        *,
+        table: AgentTable,
+        spawner: Spawner,
+        settings: SettingsView,
+        tmux: Tmux,
+        recorder: Recorder,
+        store: Store,
+        activity: ActivityView,
+        wake: Wake,
+        pager: Pager,
+        sessions: SessionWatcher | None = None,
+        clock: Clock = time.time,
+        monotonic: Monotonic = time.monotonic,
+    ) -> None:
+        self.table = table
+        self.spawner = spawner
+        self.settings = settings
+        self.tmux = tmux
+        self.recorder = recorder
+        self.store = store
+        self.activity = activity
+        self.wake = wake
+        self.sessions = sessions
+        self.monotonic = monotonic
+        self.restarts = RestartRunner(
+            control=self,
+            settings=settings,
+            tmux=tmux,
+            recorder=recorder,
+            store=store,
+            pager=pager,
+            wake=wake,
+            clock=clock,
+        )
         self.unknown_sessions: list[str] = []
         self._tg: TaskGroup | None = None
         self._changed = anyio.Event()
@@ -86,44 +107,54 @@ class Supervisor:
 
     async def load_desired(self) -> None:
         """Read ``state/desired.json``; with none, the constellation is up (first start)."""
-        path = self.ctx.paths.marker(DESIRED_MARKER)
+        path = self.paths.marker(DESIRED_MARKER)
         try:
             value = read_marker(path)
             loaded = Desired.from_json(value) if value is not None else None
         except (CorruptMarker, ValueError) as e:
-            await self.ctx.recorder.event("desired.corrupt", level="error", error=str(e))
+            await self.recorder.event("desired.corrupt", level="error", error=str(e))
             loaded = None
         if loaded is None:
-            loaded = desired_mod.constellation(self.ctx.settings.clones)
+            loaded = desired_mod.constellation(self.settings().clones)
             await self._save(loaded, by="start")
-        self.desired = loaded
-        await self.ctx.recorder.event(
+        self.table.desired = loaded
+        await self.recorder.event(
             "desired.loaded", state="up" if loaded.up else "down", agents=loaded.wanted()
         )
 
+    @property
+    def paths(self) -> Paths:
+        return self.settings().paths
+
+    @property
+    def desired(self) -> Desired:
+        """The desired constellation (the table's)."""
+        return self.table.desired
+
+    @property
+    def agents(self) -> Mapping[str, AgentState]:
+        """Every agent seen so far (the table's)."""
+        return self.table.agents
+
     async def _save(self, desired: Desired, by: str) -> None:
-        write_marker(self.ctx.paths.marker(DESIRED_MARKER), desired.to_json(by))
-        self.desired = desired
+        write_marker(self.paths.marker(DESIRED_MARKER), desired.to_json(by))
+        self.table.desired = desired
 
     def runtime_of(self, agent: str) -> Runtime:
-        override = self.desired.agents.get(agent)
-        return Runtime(override) if override else self.ctx.settings.runtime_for(agent)
+        return self.table.runtime_of(agent)
 
     def state_of(self, agent: str) -> AgentState:
-        st = self.agents.get(agent)
-        if st is None:
-            st = self.agents[agent] = AgentState(agent, self.runtime_of(agent))
-        return st
+        return self.table.state_of(agent)
 
     async def set_up(self, clones: int | None) -> list[str]:
         """``up [N]``: want agent0, N clones (default ``clones``) and agentinfinity."""
-        n = self.ctx.settings.clones if clones is None else clones
+        n = self.settings().clones if clones is None else clones
         new = desired_mod.constellation(n, self.desired)
         await self._save(new, by="up")
-        await self.ctx.recorder.event("desired.up", clones=n, agents=new.wanted())
+        await self.recorder.event("desired.up", clones=n, agents=new.wanted())
         extra = [a for a in self.agents if a not in new.agents and self.agents[a].alive]
         for agent in extra:  # clones beyond N are stopped
-            await self.ctx.the_watchdog().cancel(agent, "up")
+            await self.restarts.cancel(agent, "up")
             await self._kill_session(agent, reason="up")
         await self.check(reason="up")
         return new.wanted()
@@ -131,10 +162,10 @@ class Supervisor:
     async def set_down(self) -> list[str]:
         """``down``: stop every agent and remember it (the marker survives restarts)."""
         await self._save(Desired(up=False, agents=self.desired.agents), by="down")
-        await self.ctx.recorder.event("desired.down")
-        await self.ctx.the_watchdog().cancel_all("down")
+        await self.recorder.event("desired.down")
+        await self.restarts.cancel_all("down")
         killed = []
-        panes = await self.ctx.tmux.list_panes()
+        panes = await self.tmux.list_panes()
         for name in sorted(panes, key=sort_key):
             if is_agent_id(name) and await self._kill_session(name, reason="down"):
                 killed.append(name)
@@ -161,7 +192,7 @@ class Supervisor:
             raise UnknownAgent(f"not an agent id: {agent!r}")
         if agent not in (ROOT, WATCHDOG) and agent in self.desired.agents:
             await self._save(desired_mod.without_clone(self.desired, agent), by="kill")
-        await self.ctx.the_watchdog().cancel(agent, "kill")
+        await self.restarts.cancel(agent, "kill")
         killed = await self._kill_session(agent, reason="kill")
         return {"agent": agent, "killed": killed, "desired": agent in self.desired.wanted()}
 
@@ -170,11 +201,11 @@ class Supervisor:
         st = self.agents.get(agent)
         if st is not None:  # before the kill, so the session-closed hook finds it expected
             st.alive = st.ready = st.known = False
-        killed = await self.ctx.tmux.kill_session(agent)
+        killed = await self.tmux.kill_session(agent)
         if st is not None:
             st.session_id = st.pane_pid = None
         if killed:
-            await self.ctx.recorder.event("agent.killed", agent=agent, reason=reason)
+            await self.recorder.event("agent.killed", agent=agent, reason=reason)
         return killed
 
     # ----- liveness ------------------------------------------------------------------------
@@ -188,16 +219,16 @@ class Supervisor:
         with no session but a spawn recorded in meta.db is *known*: the next
         check treats it as dead (crash recovery), not as a first start.
         """
-        panes = await self.ctx.tmux.list_panes()
+        panes = await self.tmux.list_panes()
         unknown = sorted(n for n in panes if not is_agent_id(n))
         for name, pane in sorted(panes.items()):
             if not is_agent_id(name):
                 continue
-            env = await self.ctx.tmux.environment(name)  # one client per session
+            env = await self.tmux.environment(name)  # one client per session
             session_id, home = env.get("NETSKY_SESSION_ID"), env.get("NETSKY_HOME")
-            if session_id is None or home != str(self.ctx.settings.home):
+            if session_id is None or home != str(self.settings().home):
                 unknown.append(name)
-                await self.ctx.recorder.event(
+                await self.recorder.event(
                     "session.unrecognised", level="warning", agent=name, home=home
                 )
                 continue
@@ -209,7 +240,7 @@ class Supervisor:
             if runtime is not None and runtime in {r.value for r in Runtime}:
                 st.runtime = Runtime(runtime)
             st.ready = st.alive and await self._ready_now(st)
-            await self.ctx.recorder.event(
+            await self.recorder.event(
                 "agent.adopted",
                 agent=name,
                 session_id=st.session_id,
@@ -221,12 +252,12 @@ class Supervisor:
         self.unknown_sessions = sorted(set(unknown), key=lambda n: (not is_agent_id(n), n))
         for agent in self.desired.wanted():
             st = self.state_of(agent)
-            if not st.known and await self.ctx.store.last_spawn(agent) is not None:
+            if not st.known and await self.store.last_spawn(agent) is not None:
                 st.known = True
 
     async def _ready_now(self, st: AgentState) -> bool:
         try:
-            return await is_ready(self.ctx, st.agent, st.runtime, st.session_id)
+            return await self.spawner.is_ready(st.agent, st.runtime, st.session_id)
         except TmuxError:
             return False
 
@@ -245,9 +276,9 @@ class Supervisor:
 
     async def _check(self, reason: str, panes: dict[str, PaneInfo] | None) -> dict[str, Any]:
         if panes is None:
-            panes = await self.ctx.tmux.list_panes()
+            panes = await self.tmux.list_panes()
         wanted = self.desired.wanted()
-        wd = self.ctx.the_watchdog()
+        wd = self.restarts
         for agent, st in self.agents.items():
             pane = panes.get(agent)
             st.alive = pane is not None and not pane.pane_dead
@@ -270,11 +301,11 @@ class Supervisor:
                     self.start_spawn(agent, reason="missing" if st.spawns else reason)
             elif not st.ready:
                 if st.session_id is None:  # e.g. new-session timed out after creating it
-                    st.session_id = await self.ctx.tmux.show_env(agent, "NETSKY_SESSION_ID")
+                    st.session_id = await self.tmux.show_env(agent, "NETSKY_SESSION_ID")
                 st.ready = await self._ready_now(st)
                 if st.ready:
-                    await self.ctx.recorder.event("agent.ready", agent=agent, late=True)
-                    self.ctx.the_bus().kick(agent)
+                    await self.recorder.event("agent.ready", agent=agent, late=True)
+                    self.wake.kick(agent)
         for agent in gone:
             if wd.owns(agent) and not wd.fails_on_death(agent):
                 continue  # e.g. a clone, once agent0's restart (which covers it) began
@@ -289,7 +320,7 @@ class Supervisor:
                 if pane is None
                 else "its pane is dead"
             )
-            await self.ctx.recorder.event(
+            await self.recorder.event(
                 "agent.gone",
                 level="warning",
                 agent=agent,
@@ -324,12 +355,12 @@ class Supervisor:
         st = self.state_of(agent)
         try:
             spawned = await self._create(agent, reason)
-            failure = await self._await_ready(spawned, self.ctx.settings.ready_timeout_s)
+            failure = await self._await_ready(spawned, self.settings().ready_timeout_s)
             if failure is not None:
                 raise SpawnFailed(failure[1])
         except NetskyError as e:
             st.last_error = str(e)
-            await self.ctx.recorder.event(
+            await self.recorder.event(
                 "agent.spawn_failed", level="error", agent=agent, error=str(e), reason=reason
             )
             if self._tg is not None:  # a death while spawning: the check hands it on
@@ -338,11 +369,16 @@ class Supervisor:
             st.spawning = False
             self._changed.set()
 
+    async def on_session_event(self, event: SessionEvent) -> None:
+        """A tmux hook (or the session watcher's sweep) said an agent's pane died or its
+        session closed: run the liveness check at once (the watcher's ``notice``)."""
+        await self._check_quietly(f"{event.source}:{event.event}")
+
     async def _check_quietly(self, reason: str) -> None:
         try:
             await self.check(reason=reason)
         except NetskyError as e:
-            await self.ctx.recorder.event("check.failed", level="warning", error=str(e))
+            await self.recorder.event("check.failed", level="warning", error=str(e))
 
     async def _create(self, agent: str, reason: str) -> Spawned:
         """Steps 1-4 of the spawn path, with the records. Raises SpawnFailed and friends."""
@@ -350,8 +386,8 @@ class Supervisor:
         st.runtime = self.runtime_of(agent)
         st.ready = False
         st.exit_status = None
-        spawned = await create_session(self.ctx, agent, st.runtime, self.desired.wanted())
-        sessions = self.ctx.sessions
+        spawned = await self.spawner.create_session(agent, st.runtime, self.desired.wanted())
+        sessions = self.sessions
         if sessions is not None and sessions.hooked_pid is None:
             # The first spawn may have started the tmux server: hook it now, not at the
             # watcher's next sweep, so a death right after start is noticed at once.
@@ -360,7 +396,7 @@ class Supervisor:
         st.alive = st.known = True
         st.spawned_at = now_rfc3339()
         st.spawns += 1
-        await self.ctx.recorder.event(
+        await self.recorder.event(
             "agent.spawned",
             agent=agent,
             role=role_of(agent),
@@ -369,7 +405,7 @@ class Supervisor:
             pane_pid=spawned.pane.pane_pid,
             reason=reason,
         )
-        await self.ctx.store.add_spawn(
+        await self.store.add_spawn(
             st.spawned_at,
             agent,
             spawned.session_id,
@@ -386,16 +422,16 @@ class Supervisor:
         backstop, by asking tmux about this pane every second.
         """
         agent, st = spawned.agent, self.state_of(spawned.agent)
-        start = self.ctx.monotonic()
+        start = self.monotonic()
         next_probe = start + 1.0
         with anyio.move_on_after(timeout_s):
             while True:
                 if st.session_id != spawned.session_id:
                     return "replaced", f"{agent}: session {spawned.session_id[:8]} was replaced"
                 try:
-                    if self.ctx.monotonic() >= next_probe:
-                        next_probe = self.ctx.monotonic() + 1.0
-                        pane = (await self.ctx.tmux.list_panes()).get(agent)
+                    if self.monotonic() >= next_probe:
+                        next_probe = self.monotonic() + 1.0
+                        pane = (await self.tmux.list_panes()).get(agent)
                         st.alive = pane is not None and not pane.pane_dead
                         if pane is not None and pane.pane_dead:
                             st.exit_status = pane.dead_status
@@ -406,7 +442,7 @@ class Supervisor:
                             f"{agent} exited before it was ready (runtime {st.runtime.value}"
                             + (f", exit status {status})" if status is not None else ")")
                         )
-                    if await is_ready(self.ctx, agent, spawned.runtime, spawned.session_id):
+                    if await self.spawner.is_ready(agent, spawned.runtime, spawned.session_id):
                         break
                 except SessionNotFound:
                     st.alive = False
@@ -414,14 +450,14 @@ class Supervisor:
                 except TmuxError:
                     pass  # a slow tmux is not a dead agent; the deadline still holds
                 await anyio.sleep(READY_POLL_S)
-            took = self.ctx.monotonic() - start
+            took = self.monotonic() - start
             st.ready, st.last_error = True, None
-            ts = await self.ctx.recorder.event("agent.ready", agent=agent, took_s=round(took, 3))
-            await self.ctx.store.finish_spawn(spawned.session_id, "ready", ts)
-            self.ctx.the_bus().kick(agent)
+            ts = await self.recorder.event("agent.ready", agent=agent, took_s=round(took, 3))
+            await self.store.finish_spawn(spawned.session_id, "ready", ts)
+            self.wake.kick(agent)
             self._changed.set()
             return None
-        await self.ctx.store.finish_spawn(spawned.session_id, "failed", None)
+        await self.store.finish_spawn(spawned.session_id, "failed", None)
         err = ReadinessTimeout(
             f"{agent} was not ready within {timeout_s:g}s (runtime {spawned.runtime.value})"
             + self._waiting_on(agent)
@@ -431,8 +467,7 @@ class Supervisor:
     def _waiting_on(self, agent: str) -> str:
         """``": waiting on dialog <name> (...)"`` when the monitor last saw a dialog on
         ``agent``'s screen (the reason its readiness never came), else ``""``."""
-        monitor = self.ctx.monitor
-        verdict = monitor.verdict(agent) if monitor is not None else None
+        verdict = self.activity.verdict(agent)
         dialog = verdict.evidence.get("dialog") if verdict is not None else None
         if not isinstance(dialog, dict):
             return ""
@@ -445,22 +480,22 @@ class Supervisor:
 
     async def kill_for_restart(self, agent: str) -> bool:
         """Teardown: end ``agent``'s session (dead or alive); False when there was none."""
-        self.ctx.paths.ready_file(agent).unlink(missing_ok=True)
+        self.paths.ready_file(agent).unlink(missing_ok=True)
         return await self._kill_session(agent, reason="restart")
 
     async def spawn_for_restart(self, agents: list[str], reason: str) -> list[str]:
         """Spawn each of ``agents``, adopting a live session a previous attempt (or a
         daemon killed mid-restart) already created; never a second session. Returns
         the agents spawned now. Raises SpawnFailed (and friends) on the first failure."""
-        panes = await self.ctx.tmux.list_panes()
+        panes = await self.tmux.list_panes()
         spawned = []
         for agent in agents:
             pane = panes.get(agent)
             st = self.state_of(agent)
             if pane is not None and not pane.pane_dead:
-                st.session_id = await self.ctx.tmux.show_env(agent, "NETSKY_SESSION_ID")
+                st.session_id = await self.tmux.show_env(agent, "NETSKY_SESSION_ID")
                 st.alive, st.known, st.pane_pid = True, True, pane.pane_pid
-                await self.ctx.recorder.event(
+                await self.recorder.event(
                     "agent.adopted", agent=agent, session_id=st.session_id, reason=reason
                 )
                 continue
@@ -496,7 +531,7 @@ class Supervisor:
 
     async def still_up(self, agent: str) -> bool:
         """True when ``agent``'s session is alive now (asks tmux)."""
-        pane = (await self.ctx.tmux.list_panes()).get(agent)
+        pane = (await self.tmux.list_panes()).get(agent)
         st = self.state_of(agent)
         st.alive = pane is not None and not pane.pane_dead
         return st.alive
@@ -506,7 +541,7 @@ class Supervisor:
         if lines <= 0:
             return None
         try:
-            text = await self.ctx.tmux.capture(agent, lines=lines)
+            text = await self.tmux.capture(agent, lines=lines)
         except TmuxError:
             return None
         rows = [r for r in text.rstrip().splitlines() if r.strip()]
@@ -515,7 +550,7 @@ class Supervisor:
     async def set_clones(self, clones: int) -> None:
         """Planned restart with N: the desired set becomes agent0, N clones, agentinfinity."""
         await self._save(desired_mod.constellation(clones, self.desired), by="restart")
-        await self.ctx.recorder.event("desired.restart", clones=clones)
+        await self.recorder.event("desired.restart", clones=clones)
 
     async def wait_ready(self, agents: list[str], timeout_s: float) -> bool:
         """Wait until every agent in ``agents`` is ready; False when the deadline passed."""
@@ -543,8 +578,7 @@ class Supervisor:
             st = self.state_of(agent)
             if agent not in wanted and not st.alive and not st.spawning:
                 continue
-            monitor = self.ctx.monitor
-            activity, reason = monitor.activity(agent) if monitor else (None, None)
+            activity, reason = self.activity.activity(agent)
             rows.append(
                 {
                     "agent": agent,
@@ -557,7 +591,7 @@ class Supervisor:
                     "session_id": st.session_id,
                     "pane_pid": st.pane_pid,
                     "spawns": st.spawns,
-                    "inbox_pending": pending_count(self.ctx.paths, agent),
+                    "inbox_pending": pending_count(self.paths, agent),
                     "last_delivery_ts": st.last_delivery_ts,
                     "last_error": st.last_error,
                     "exit_status": st.exit_status,
@@ -569,12 +603,18 @@ class Supervisor:
         return rows
 
 
-async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-    """Long-running task: adopt running agents, then host spawns until cancelled."""
-    sup = ctx.sup()
-    async with anyio.create_task_group() as tg:
-        sup._tg = tg
-        await sup.load_desired()
-        await sup.adopt()
-        task_status.started()
-        await anyio.sleep_forever()
+    # ----- the task ------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: TaskStatus[Supervisor] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Long-running task: adopt running agents and load the restart machines, then
+        host spawns and restart work until cancelled. ``await tg.start(sup.run)``
+        returns the supervisor once both are ready."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await self.load_desired()
+            await self.adopt()
+            await tg.start(self.restarts.run)
+            task_status.started(self)
+            await anyio.sleep_forever()

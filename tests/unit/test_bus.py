@@ -9,10 +9,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from netsky_shared.maildir import box_entries as entries
 from netsky_shared.maildir import new_envelope, rfc3339_from_ns, send
 from netsky_shared.paths import Paths
 from netskyd.bus.delivery import DeliveryFailed
-from netskyd.bus.watcher import BATCH_MAX_ENVELOPES, entries
+from netskyd.bus.watcher import BATCH_MAX_ENVELOPES
 from tests.busctx import bus_on, messages
 
 
@@ -145,7 +146,7 @@ async def test_redelivery_after_an_attempt_is_marked_as_a_repeat(tmp_path: Path)
     p.channel("agent0", "claimed").mkdir(parents=True, exist_ok=True)
     os.rename(p.channel("agent0", "inbox") / name, p.channel("agent0", "claimed") / name)
     async with bus_on(tmp_path) as (bus, rec):
-        await bus.ctx.store.add_attempts("agent0", [str(env["id"])], "2026-01-01T00:00:00Z", "pane")
+        await bus.store.add_attempts("agent0", [str(env["id"])], "2026-01-01T00:00:00Z", "pane")
         assert await bus.drain("agent0") == 1
         (row,) = await messages(bus)
         assert row["duplicate"] == 1 and "repeat" in str(row["reason"])
@@ -161,7 +162,7 @@ async def test_failed_delivery_requeues_and_only_maybe_failures_mark_repeats(
         assert await bus.drain("agent0") == 0
         p = Paths(tmp_path)
         assert len(entries(p.channel("agent0", "inbox"))) == 1
-        assert await bus.ctx.store.count("attempts") == 0
+        assert await bus.store.count("attempts") == 0
         rec.fail = DeliveryFailed("tmux timed out", maybe_delivered=True)
         assert await bus.drain("agent0") == 0
         rec.fail = None
@@ -189,7 +190,7 @@ async def test_expired_claims_go_back_to_the_queue(tmp_path: Path) -> None:
     os.rename(p.channel("agent0", "inbox") / name, p.channel("agent0", "claimed") / name)
     async with bus_on(tmp_path, claim_lease_s=30) as (bus, rec):
         clock = [1000.0]
-        bus.ctx.monotonic = lambda: clock[0]
+        bus.monotonic = lambda: clock[0]
         assert await bus.expire_leases() == 0  # first sight starts the lease
         clock[0] += 29
         assert await bus.expire_leases() == 0
@@ -239,7 +240,7 @@ async def test_reconcile_marks_a_repeat_the_attempts_show(tmp_path: Path) -> Non
     (box / "once.json").write_text(_body(once))
     (box / "twice.json").write_text(_body(twice))
     async with bus_on(tmp_path) as (bus, _):
-        store = bus.ctx.store
+        store = bus.store
         await store.add_attempts("agent0", [str(once["id"]), str(twice["id"])], "t1", "pane")
         await store.add_attempts("agent0", [str(twice["id"])], "t2", "pane")
         assert await bus.reconcile() == 2

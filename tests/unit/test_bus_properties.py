@@ -16,10 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netsky_shared.errors import EnvelopeRejected
-from netsky_shared.maildir import new_envelope
+from netsky_shared.maildir import box_entries, new_envelope
 from netsky_shared.paths import Paths
 from netskyd.bus.validate import validate
-from netskyd.bus.watcher import entries
 from tests.busctx import bus_on
 
 MAX = 2048
@@ -114,7 +113,7 @@ def test_every_entry_is_delivered_as_sent_or_poisoned_with_a_reason(
             async with bus_on(home, envelope_max_bytes=MAX) as (bus, rec):
                 await bus.drain("agent0")  # must not raise, whatever the inbox holds
                 delivered = {e.id: e for e in rec.delivered}
-                box = {b: set(entries(paths.channel("agent0", b))) for b in
+                box = {b: set(box_entries(paths.channel("agent0", b))) for b in
                        ("inbox", "claimed", "delivered", "poison")}
                 assert not box["inbox"] and not box["claimed"]
                 for n in names:

@@ -24,10 +24,8 @@ from hypothesis import strategies as st
 from client.incidents import INCIDENT_COMMANDS, add_parsers, summary_line
 from netsky_shared import incidents
 from netsky_shared.errors import CorruptMarker, UnknownIncident
-from netskyd.agents.tmux import Tmux
 from netskyd.config import Settings
-from netskyd.context import Context
-from netskyd.escalation.spool import Incident, escalate
+from netskyd.escalation.spool import Incident, Spool
 from netskyd.store.db import Store
 from netskyd.store.journal import Journal
 from netskyd.store.recorder import Recorder
@@ -45,7 +43,7 @@ class Clock:
 
 
 @pytest.fixture
-async def ctx(tmp_path: Path) -> AsyncIterator[Context]:
+async def ctx(tmp_path: Path) -> AsyncIterator[Spool]:
     # Only the desktop leg (a file in home): the tmux leg is covered in test_legs.py.
     s = Settings.model_validate(
         {
@@ -58,9 +56,9 @@ async def ctx(tmp_path: Path) -> AsyncIterator[Context]:
         d.mkdir(parents=True, exist_ok=True)
     store = await Store.open(s.paths.db)
     try:
-        yield Context(
-            settings=s,
-            tmux=Tmux("netsky-test-unused", 1.0),
+        yield Spool(
+            settings=lambda: s,
+            environ={},
             store=store,
             recorder=Recorder(Journal(s.paths.logs), store),
             clock=Clock(T0),
@@ -69,24 +67,24 @@ async def ctx(tmp_path: Path) -> AsyncIterator[Context]:
         await store.close()
 
 
-def journal(ctx: Context, prefix: str = "escalation.") -> list[dict[str, Any]]:
+def journal(ctx: Spool, prefix: str = "escalation.") -> list[dict[str, Any]]:
     rows = []
     for f in sorted(ctx.paths.logs.glob("watchdog-events-*.jsonl")):
         rows += [json.loads(line) for line in f.read_text().splitlines()]
     return [r for r in rows if r["event"].startswith(prefix)]
 
 
-def db_events(ctx: Context) -> list[tuple[str, dict[str, Any]]]:
+def db_events(ctx: Spool) -> list[tuple[str, dict[str, Any]]]:
     with sqlite3.connect(ctx.paths.db) as conn:
         rows = conn.execute("SELECT event, fields FROM events ORDER BY id").fetchall()
     return [(e, json.loads(f)) for e, f in rows if e.startswith("escalation.")]
 
 
-def files(ctx: Context) -> list[str]:
+def files(ctx: Spool) -> list[str]:
     return sorted(p.name for p in ctx.paths.escalations.iterdir() if not p.name.startswith("."))
 
 
-def tick(ctx: Context, seconds: float) -> None:
+def tick(ctx: Spool, seconds: float) -> None:
     clock = ctx.clock
     assert isinstance(clock, Clock)
     clock.now += seconds
@@ -95,8 +93,8 @@ def tick(ctx: Context, seconds: float) -> None:
 # -- escalate ------------------------------------------------------------------------------
 
 
-async def test_escalate_writes_an_incident_and_records_the_page(ctx: Context) -> None:
-    inc = await escalate(ctx, "agent0 crash loop", "3 restarts in 600 s", "agent0.crash-loop")
+async def test_escalate_writes_an_incident_and_records_the_page(ctx: Spool) -> None:
+    inc = await ctx.escalate("agent0 crash loop", "3 restarts in 600 s", "agent0.crash-loop")
     assert isinstance(inc, Incident) and inc.paged
     assert inc.path == ctx.paths.escalations / f"{inc.id}.json"
     assert files(ctx) == [f"{inc.id}.json"]  # no tmp file left behind
@@ -134,28 +132,28 @@ async def test_escalate_writes_an_incident_and_records_the_page(ctx: Context) ->
     assert [e for e, _ in db_events(ctx)] == ["escalation.opened", "escalation.sent"]
 
 
-async def test_same_key_while_open_bumps_instead_of_paging(ctx: Context) -> None:
-    first = await escalate(ctx, "agent0 crash loop", "first", "agent0.crash-loop")
+async def test_same_key_while_open_bumps_instead_of_paging(ctx: Spool) -> None:
+    first = await ctx.escalate("agent0 crash loop", "first", "agent0.crash-loop")
     tick(ctx, 90)
-    again = await escalate(ctx, "agent0 crash loop", "second", "agent0.crash-loop")
+    again = await ctx.escalate("agent0 crash loop", "second", "agent0.crash-loop")
     assert not again.paged
     assert (again.id, again.count, again.body) == (first.id, 2, "first")
     assert again.opened_ts == first.opened_ts and again.last_ts == incidents.rfc3339(T0 + 90)
     assert files(ctx) == [f"{first.id}.json"]
     assert json.loads(first.path.read_text())["count"] == 2
-    other = await escalate(ctx, "agent3 hung", "pane still", "agent3.hang")
+    other = await ctx.escalate("agent3 hung", "pane still", "agent3.hang")
     assert other.paged and other.id != first.id
     events = [(r["event"], r.get("count")) for r in journal(ctx) if r["event"] != "escalation.sent"]
     assert events == [("escalation.opened", 1), ("escalation.repeat", 2), ("escalation.opened", 1)]
     assert [e for e, _ in db_events(ctx) if e != "escalation.sent"] == [e for e, _ in events]
 
 
-async def test_after_ack_the_same_key_opens_a_new_incident(ctx: Context) -> None:
-    first = await escalate(ctx, "gave up on agent0", "5 attempts", "agent0.gave-up")
+async def test_after_ack_the_same_key_opens_a_new_incident(ctx: Spool) -> None:
+    first = await ctx.escalate("gave up on agent0", "5 attempts", "agent0.gave-up")
     acked = incidents.ack(ctx.paths, first.id, now_s=T0 + 10)
     assert acked["acked"] is True and acked["acked_ts"] == incidents.rfc3339(T0 + 10)
     tick(ctx, 60)
-    second = await escalate(ctx, "gave up on agent0", "5 attempts again", "agent0.gave-up")
+    second = await ctx.escalate("gave up on agent0", "5 attempts again", "agent0.gave-up")
     assert second.paged and second.id != first.id and second.count == 1
     assert [i["id"] for i in incidents.list_incidents(ctx.paths)] == [second.id]
     every = incidents.list_incidents(ctx.paths, include_acked=True)
@@ -164,11 +162,11 @@ async def test_after_ack_the_same_key_opens_a_new_incident(ctx: Context) -> None
     assert opened == ["escalation.opened", "escalation.opened"]
 
 
-async def test_concurrent_escalations_of_one_key_page_once(ctx: Context) -> None:
+async def test_concurrent_escalations_of_one_key_page_once(ctx: Spool) -> None:
     results: list[Incident] = []
 
     async def page() -> None:
-        results.append(await escalate(ctx, "agentinfinity gone", "x", "agentinfinity.gone"))
+        results.append(await ctx.escalate("agentinfinity gone", "x", "agentinfinity.gone"))
 
     async with anyio.create_task_group() as tg:
         for _ in range(5):
@@ -178,7 +176,7 @@ async def test_concurrent_escalations_of_one_key_page_once(ctx: Context) -> None
     assert json.loads((ctx.paths.escalations / files(ctx)[0]).read_text())["count"] == 5
 
 
-async def test_corrupt_incident_files_are_moved_aside_and_reported(ctx: Context) -> None:
+async def test_corrupt_incident_files_are_moved_aside_and_reported(ctx: Spool) -> None:
     d = ctx.paths.escalations
     d.mkdir(parents=True)
     garbled = d / "20261101T000000Z-deadbeef.json"
@@ -186,7 +184,7 @@ async def test_corrupt_incident_files_are_moved_aside_and_reported(ctx: Context)
     wrong = d / "20261101T000001Z-0badf00d.json"
     wrong_body = {"id": "20261101T000001Z-0badf00d", "key": "agent0.crash-loop", "acked": False}
     wrong.write_text(json.dumps(wrong_body))
-    inc = await escalate(ctx, "agent0 crash loop", "again", "agent0.crash-loop")
+    inc = await ctx.escalate("agent0 crash loop", "again", "agent0.crash-loop")
     # The half-written incident with the same key did not swallow the page.
     assert inc.paged
     assert not garbled.exists() and not wrong.exists()
@@ -204,11 +202,11 @@ async def test_corrupt_incident_files_are_moved_aside_and_reported(ctx: Context)
     assert files(ctx) == sorted([f"{inc.id}.json", *(a.name for a in asides)])
 
 
-async def test_escalate_needs_a_key_and_a_subject(ctx: Context) -> None:
+async def test_escalate_needs_a_key_and_a_subject(ctx: Spool) -> None:
     with pytest.raises(ValueError, match="key"):
-        await escalate(ctx, "subject", "body", " ")
+        await ctx.escalate("subject", "body", " ")
     with pytest.raises(ValueError, match="subject"):
-        await escalate(ctx, "", "body", "k")
+        await ctx.escalate("", "body", "k")
     assert not ctx.paths.escalations.exists()
 
 

@@ -292,7 +292,8 @@ class _Recorder:
         return ""
 
 
-def _ctx(home: Path, *, alive: bool, last_tick_at: float | None) -> Any:
+def _ctx(home: Path, *, alive: bool, last_tick_at: float | None) -> dict[str, Any]:
+    """The keyword arguments of ``refresh`` (each port a small stand-in)."""
     from netsky_shared.paths import Paths
     from netskyd.supervision.desired import constellation
 
@@ -303,20 +304,19 @@ def _ctx(home: Path, *, alive: bool, last_tick_at: float | None) -> Any:
     settings = SimpleNamespace(
         home=home, paths=Paths(home), tick_interval_s=1.0, escalation_leg_failing_after=3
     )
-    return SimpleNamespace(
-        settings=settings,
+    return dict(
+        settings=lambda: settings,
         clock=lambda: NOW,
-        started_at=NOW - 100,
-        last_tick_at=last_tick_at,
+        ticks=SimpleNamespace(started_at=NOW - 100, last_tick_at=last_tick_at, tick_count=1),
         notifier=Notifier("/run/x", watchdog_usec=30_000_000),
-        supervisor=SimpleNamespace(desired=constellation(0), agents=agents),
-        monitor=SimpleNamespace(activity=lambda agent: ("idle", "at its prompt")),
+        agents=SimpleNamespace(desired=constellation(0), agents=agents),
+        activity=SimpleNamespace(activity=lambda agent: ("idle", "at its prompt")),
         recorder=_Recorder(),
     )
 
 
 async def test_refresh_ok_writes_the_file(tmp_path: Path) -> None:
-    report = await refresh(_ctx(tmp_path, alive=True, last_tick_at=NOW - 0.5))
+    report = await refresh(**_ctx(tmp_path, alive=True, last_tick_at=NOW - 0.5))
     assert report["status"] == "ok" and report["reasons"] == [] and report["source"] == "daemon"
     assert report["agents"] == [
         {"agent": "agent0", "alive": True, "ready": True, "activity": "idle"},
@@ -329,7 +329,7 @@ async def test_refresh_ok_writes_the_file(tmp_path: Path) -> None:
 
 
 async def test_refresh_degraded_for_dead_agents_and_a_stale_tick(tmp_path: Path) -> None:
-    report = await refresh(_ctx(tmp_path, alive=False, last_tick_at=NOW - 10))
+    report = await refresh(**_ctx(tmp_path, alive=False, last_tick_at=NOW - 10))
     assert report["status"] == "degraded"
     assert report["reasons"] == [
         "the last tick was 10s ago (due every 1s)",

@@ -22,16 +22,19 @@ import pytest
 
 from netsky_shared.incidents import ack, list_incidents
 from netsky_shared.maildir import new_envelope, send
+from netsky_shared.paths import Paths
 from netskyd.activity.classify import Activity
 from netskyd.activity.monitor import Monitor
+from netskyd.agents.spawn import Spawner
 from netskyd.agents.tmux import Tmux
 from netskyd.bus.watcher import Bus
 from netskyd.config import Settings
-from netskyd.context import Context
+from netskyd.escalation.spool import Spool
 from netskyd.store.db import Store
 from netskyd.store.journal import Journal
 from netskyd.store.recorder import Recorder
 from netskyd.supervision.supervisor import Supervisor
+from netskyd.supervision.table import AgentTable
 from tests.busctx import FakeClock
 from tests.harness import closed_port, kill_tmux_server, private_socket
 
@@ -45,9 +48,17 @@ HANG_AFTER_S = 600.0
 AGENT = "agent1"
 
 
+class NoWake:
+    """The Wake port with no running bus (the test drains the bus itself)."""
+
+    def kick(self, agent: str) -> None:
+        pass
+
+
 @dataclass
 class Rig:
-    ctx: Context
+    paths: Paths
+    tmux: Tmux
     clock: FakeClock
     monitor: Monitor
     bus: Bus
@@ -56,7 +67,7 @@ class Rig:
     async def tick(self) -> Activity:
         """One simulated tick: the clock moves on, the monitor reads the real screen."""
         self.clock.now += TICK_S
-        snap = await self.ctx.tmux.snapshot([AGENT], 0)
+        snap = await self.tmux.snapshot([AGENT], 0)
         await self.monitor.observe_all(snap.captures)
         verdict = self.monitor.verdict(AGENT)
         assert verdict is not None
@@ -65,12 +76,12 @@ class Rig:
     async def deliver(self, text: str) -> None:
         """Send an envelope from agent2 and let the bus deliver it into the pane."""
         self.clock.now += 1.0
-        send(self.ctx.paths, new_envelope("agent2", AGENT, text))
+        send(self.paths, new_envelope("agent2", AGENT, text))
         assert await self.bus.drain(AGENT) == 1
 
     def events(self, name: str) -> list[dict[str, Any]]:
         rows = []
-        for f in sorted(self.ctx.paths.logs.glob("watchdog-events-*.jsonl")):
+        for f in sorted(self.paths.logs.glob("watchdog-events-*.jsonl")):
             rows += [json.loads(line) for line in f.read_text().splitlines()]
         return [r for r in rows if r["event"] == name]
 
@@ -121,21 +132,44 @@ async def rig(tmp_path: Path, **extra: Any) -> AsyncIterator[Rig]:
         d.mkdir(parents=True, exist_ok=True)
     store = await Store.open(settings.paths.db)
     clock = FakeClock(1_800_000_000.0)
-    ctx = Context(
-        settings=settings,
-        tmux=Tmux(socket, 5.0),
+    tmux = Tmux(socket, 5.0)
+    recorder = Recorder(Journal(settings.paths.logs), store)
+    s = lambda: settings  # noqa: E731 - the SettingsView port
+    table = AgentTable(s)
+    pager = Spool(settings=s, environ={}, recorder=recorder, store=store, clock=clock)
+    wake = NoWake()
+    monitor = Monitor(
+        agents=table, settings=s, tmux=tmux, recorder=recorder, pager=pager, wake=wake, clock=clock
+    )
+    spawner = Spawner(
+        settings=s, environ={}, config_path=None, tmux=tmux, recorder=recorder, activity=monitor
+    )
+    sup = Supervisor(
+        table=table,
+        spawner=spawner,
+        settings=s,
+        tmux=tmux,
+        recorder=recorder,
         store=store,
-        recorder=Recorder(Journal(settings.paths.logs), store),
+        activity=monitor,
+        wake=wake,
+        pager=pager,
         clock=clock,
     )
-    ctx.supervisor = Supervisor(ctx)
-    ctx.bus = Bus(ctx)
-    ctx.monitor = Monitor(ctx)
+    bus = Bus(
+        agents=table,
+        activity=monitor,
+        settings=s,
+        tmux=tmux,
+        store=store,
+        recorder=recorder,
+        pager=pager,
+        clock=clock,
+    )
     try:
-        sup = ctx.supervisor
         spawned = await sup._create(AGENT, "test")
         assert await sup.wait_for_restart([AGENT], 20.0) == {}
-        r = Rig(ctx, clock, ctx.monitor, ctx.bus, socket)
+        r = Rig(settings.paths, tmux, clock, monitor, bus, socket)
         await _wait(lambda: r.pane().rstrip().endswith(f"{AGENT}>"), "the demo agent's prompt")
         assert spawned.session_id == sup.state_of(AGENT).session_id
         yield r
@@ -154,8 +188,8 @@ async def test_idle_with_nothing_pending_stays_idle_for_hours(tmp_path: Path) ->
         assert verdict is not None
         assert verdict.evidence["fingerprint_age_s"] >= 6 * 3600 - TICK_S
         assert verdict.evidence["at_prompt"] is True
-        assert not (r.ctx.paths.state / "hang" / f"{AGENT}.json").exists()
-        assert r.events("hang.suspected") == [] and list_incidents(r.ctx.paths) == []
+        assert not (r.paths.state / "hang" / f"{AGENT}.json").exists()
+        assert r.events("hang.suspected") == [] and list_incidents(r.paths) == []
 
 
 async def test_hang_with_work_pending_is_hung_and_pages_once_then_moving_output_clears_it(
@@ -173,11 +207,11 @@ async def test_hang_with_work_pending_is_hung_and_pages_once_then_moving_output_
         assert set(classes[first_hung:]) == {Activity.HUNG}
         assert first_hung * TICK_S >= HANG_AFTER_S - TICK_S
 
-        marker_path = r.ctx.paths.state / "hang" / f"{AGENT}.json"
+        marker_path = r.paths.state / "hang" / f"{AGENT}.json"
         marker = json.loads(marker_path.read_text())
         assert marker["paged"] is True and marker["incident"]
         assert "no answer to a delivery" in marker["reason"]
-        pages = list_incidents(r.ctx.paths)
+        pages = list_incidents(r.paths)
         assert [(i["key"], i["count"]) for i in pages] == [(f"hang:{AGENT}", 1)]
         assert len(r.events("hang.paged")) == 1 and len(r.events("hang.suspected")) == 1
         assert "hanging (ignoring input)" in pages[0]["body"]
@@ -189,13 +223,13 @@ async def test_hang_with_work_pending_is_hung_and_pages_once_then_moving_output_
         assert not marker_path.exists()
         cleared = r.events("hang.cleared")
         assert [(c["agent"], c["by"]) for c in cleared] == [(AGENT, "pane moved")]
-        archived = list((r.ctx.paths.state / "archive").glob(f"hang-{AGENT}-*.json"))
+        archived = list((r.paths.state / "archive").glob(f"hang-{AGENT}-*.json"))
         assert len(archived) == 1 and json.loads(archived[0].read_text())["paged"] is True
         # ...and its incident is closed with an all-clear.
-        assert list_incidents(r.ctx.paths) == []
-        [closed] = list_incidents(r.ctx.paths, include_acked=True)
+        assert list_incidents(r.paths) == []
+        [closed] = list_incidents(r.paths, include_acked=True)
         assert closed["resolved_ts"] and "no longer hung (pane moved)" in closed["resolution"]
-        rows = r.ctx.paths.owner_pages.read_text().splitlines()
+        rows = r.paths.owner_pages.read_text().splitlines()
         assert "all-clear" in [json.loads(row)["kind"] for row in rows]
 
 
@@ -213,13 +247,13 @@ async def test_a_hang_counts_as_paged_only_once_a_leg_delivered_it(tmp_path: Pat
         await r.deliver("ping")
         for _ in range(int(HANG_AFTER_S // TICK_S) + 3):
             await r.tick()
-        marker_path = r.ctx.paths.state / "hang" / f"{AGENT}.json"
+        marker_path = r.paths.state / "hang" / f"{AGENT}.json"
         marker = json.loads(marker_path.read_text())
         assert marker["paged"] is False and marker["incident"]
         assert r.events("hang.paged") == []
-        [incident] = list_incidents(r.ctx.paths)
+        [incident] = list_incidents(r.paths)
         assert incident["legs"]["hook"]["status"] == "failed" and incident["count"] == 1
-        ack(r.ctx.paths, incident["id"])
+        ack(r.paths, incident["id"])
         await r.tick()
         marker = json.loads(marker_path.read_text())
         assert marker["paged"] is True and marker["paged_on"] == []

@@ -17,9 +17,9 @@ from netskyd.activity.classify import read_screen
 from netskyd.agents.demo_agent import CRASH_EXIT_CODE, DemoAgent
 from netskyd.agents.readiness import record_counts
 from netskyd.config import Runtime, load_settings
-from netskyd.periodic import next_deadline
 from netskyd.runtimes import build_command
 from netskyd.supervision import desired as d
+from netskyd.timing import next_deadline
 
 
 @pytest.mark.parametrize(

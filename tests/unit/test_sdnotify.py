@@ -2,7 +2,7 @@
 
 The Notifier's datagrams are read back from a socket bound by the test (a file-system
 path and an abstract ``@name``); the pulse's decisions are tables; one beat runs on a
-real Context (meta.db, journal) with an injected clock.
+real Recorder (meta.db, journal) with an injected clock.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from netskyd.agents.tmux import Tmux
 from netskyd.config import Settings
-from netskyd.context import Context
 from netskyd.keepalive.heartbeat import (
     Pulse,
     heartbeat_record,
@@ -280,7 +278,7 @@ def test_heartbeat_record_shape() -> None:
     assert later["last_tick_ts"] == "2023-11-14T22:13:24.500000Z"
 
 
-# One beat at a time, on a real Context.
+# One beat at a time, on a real Recorder.
 
 
 class Clock:
@@ -291,22 +289,33 @@ class Clock:
         return self.now
 
 
+class Ticks:
+    """A TickView (netskyd.ports) the test moves by hand."""
+
+    def __init__(self, started_at: float) -> None:
+        self.started_at = started_at
+        self.last_tick_at: float | None = None
+        self.tick_count = 0
+
+
 @asynccontextmanager
-async def pulse_ctx(home: Path, notifier: Notifier, clock: Clock) -> AsyncIterator[Context]:
+async def pulse_ctx(
+    home: Path, notifier: Notifier, clock: Clock
+) -> AsyncIterator[tuple[Pulse, Ticks, Settings]]:
     s = Settings(home=home, tick_interval_s=1.0, tick_stall_s=10.0)
     for d in (s.paths.state, s.paths.logs):
         d.mkdir(parents=True, exist_ok=True)
     store = await Store.open(s.paths.db)
     try:
-        yield Context(
-            settings=s,
-            tmux=Tmux("netsky-test-unused", 1.0),
-            store=store,
+        ticks = Ticks(clock.now)
+        pulse = Pulse(
+            settings=lambda: s,
+            ticks=ticks,
+            notifier=notifier,
             recorder=Recorder(Journal(s.paths.logs), store),
             clock=clock,
-            started_at=clock.now,
-            notifier=notifier,
         )
+        yield pulse, ticks, s
     finally:
         await store.close()
 
@@ -325,9 +334,8 @@ async def test_beats_only_while_ticks_are_fresh(
     clock = Clock(1_700_000_000.0)
     notifier = Notifier.from_environ({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "4000000"})
     home = tmp_path / "home"
-    async with pulse_ctx(home, notifier, clock) as ctx:
-        pulse = Pulse(ctx)
-        heartbeat = ctx.paths.heartbeat
+    async with pulse_ctx(home, notifier, clock) as (pulse, ticks, settings):
+        heartbeat = settings.paths.heartbeat
 
         # Fresh (start-up, no tick yet): heartbeat plus a ping.
         assert await pulse.beat()
@@ -339,7 +347,7 @@ async def test_beats_only_while_ticks_are_fresh(
         assert heartbeat.read_text().count("\n") == 1
         assert [p.name for p in heartbeat.parent.iterdir() if "tmp" in p.name] == []
 
-        ctx.last_tick_at = clock.now = 1_700_000_005.0
+        ticks.last_tick_at = clock.now = 1_700_000_005.0
         assert await pulse.beat()
         assert recv(sock) == b"WATCHDOG=1"
         assert json.loads(heartbeat.read_text())["epoch"] == 1_700_000_005
@@ -354,7 +362,7 @@ async def test_beats_only_while_ticks_are_fresh(
         assert len(stalled) == 1 and stalled[0]["stall_s"] == 10.0
 
         # A tick finishes again: beats resume and the recovery is recorded once.
-        ctx.last_tick_at = clock.now = 1_700_000_031.0
+        ticks.last_tick_at = clock.now = 1_700_000_031.0
         assert await pulse.beat()
         assert recv(sock) == b"WATCHDOG=1"
         assert json.loads(heartbeat.read_text())["epoch"] == 1_700_000_031

@@ -18,10 +18,9 @@ from typing import Any
 import pytest
 
 from netskyd.agents import seeding as seed
-from netskyd.agents.spawn import seed_runtime
+from netskyd.agents.spawn import Spawner, seed_runtime
 from netskyd.agents.tmux import Tmux
 from netskyd.config import Runtime, Settings
-from netskyd.context import Context
 from netskyd.store.db import Store
 from netskyd.store.journal import Journal
 from netskyd.store.recorder import Recorder
@@ -203,7 +202,7 @@ def test_other_runtimes_are_never_seeded(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def ctx(tmp_path: Path) -> AsyncIterator[Context]:
+async def ctx(tmp_path: Path) -> AsyncIterator[Spawner]:
     s = Settings.model_validate(
         {"home": tmp_path / "home", "tmux_socket": "netsky-test-unused", "runtime": "claude"}
     )
@@ -211,34 +210,36 @@ async def ctx(tmp_path: Path) -> AsyncIterator[Context]:
         d.mkdir(parents=True, exist_ok=True)
     store = await Store.open(s.paths.db)
     try:
-        yield Context(
-            settings=s,
-            tmux=Tmux("netsky-test-unused", 1.0),
-            store=store,
-            recorder=Recorder(Journal(s.paths.logs), store),
+        yield Spawner(
+            settings=lambda: s,
             environ={"HOME": str(tmp_path / "user"), "ANTHROPIC_API_KEY": KEY},
+            config_path=None,
+            tmux=Tmux("netsky-test-unused", 1.0),
+            recorder=Recorder(Journal(s.paths.logs), store),
+            activity=None,  # type: ignore[arg-type]  # seeding never reads a screen
         )
     finally:
         await store.close()
 
 
-def _events(ctx: Context, name: str) -> list[dict[str, Any]]:
-    with sqlite3.connect(ctx.paths.db) as conn:
+def _events(ctx: Spawner, name: str) -> list[dict[str, Any]]:
+    with sqlite3.connect(ctx.settings().paths.db) as conn:
         rows = conn.execute("SELECT fields FROM events WHERE event = ? ORDER BY id", (name,))
         return [json.loads(f) for (f,) in rows.fetchall()]
 
 
-def _journal(ctx: Context) -> str:
-    return "".join(f.read_text() for f in ctx.paths.logs.glob("watchdog-events-*.jsonl"))
+def _journal(ctx: Spawner) -> str:
+    return "".join(f.read_text() for f in ctx.settings().paths.logs.glob("watchdog-events-*.jsonl"))
 
 
 async def test_seed_runtime_records_and_journals_every_change_but_never_the_key(
-    ctx: Context, tmp_path: Path
+    ctx: Spawner, tmp_path: Path
 ) -> None:
     work = tmp_path / "work"
     work.mkdir()
     await seed_runtime(ctx, "agent0", Runtime.CLAUDE, work)
-    rows = [json.loads(x) for x in (ctx.paths.state / "seeded.jsonl").read_text().splitlines()]
+    seeded = ctx.settings().paths.state / "seeded.jsonl"
+    rows = [json.loads(x) for x in seeded.read_text().splitlines()]
     assert [(r["agent"], r["key"], r["action"]) for r in rows] == [
         ("agent0", "hasCompletedOnboarding", "set"),
         ("agent0", f"projects[{json.dumps(str(work))}].hasTrustDialogAccepted", "set"),
@@ -246,13 +247,13 @@ async def test_seed_runtime_records_and_journals_every_change_but_never_the_key(
     ]
     (event,) = _events(ctx, "runtime.seeded")
     assert [c["key"] for c in event["changes"]] == [r["key"] for r in rows]
-    on_disk = (ctx.paths.state / "seeded.jsonl").read_text() + _journal(ctx)
+    on_disk = (ctx.settings().paths.state / "seeded.jsonl").read_text() + _journal(ctx)
     assert SUFFIX not in on_disk and KEY not in on_disk  # the key is redacted everywhere
     assert state_of(tmp_path / "user")["customApiKeyResponses"]["approved"] == [SUFFIX]
 
 
 async def test_seed_runtime_reports_a_rejected_key_and_an_unparseable_file(
-    ctx: Context, tmp_path: Path
+    ctx: Spawner, tmp_path: Path
 ) -> None:
     user = tmp_path / "user"
     user.mkdir()

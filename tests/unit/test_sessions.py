@@ -116,11 +116,11 @@ async def watching(tmux: Tmux, sock_path: Path) -> AsyncIterator[Watching]:
         await send.send(event)
 
     watcher = SessionWatcher(
-        tmux, hook_command(sys.executable, sock_path), notice, reinstall_s=30.0, sweep_s=0.2
+        tmux, hook_command(sys.executable, sock_path), reinstall_s=30.0, sweep_s=0.2
     )
     async with fake_daemon(sock_path, watcher.post_params) as requests:
         async with anyio.create_task_group() as tg:
-            await tg.start(watcher.run)
+            await tg.start(watcher.run, notice)
             try:
                 yield Watching(watcher, receive, requests)
             finally:
@@ -212,9 +212,9 @@ async def test_sweep_reports_a_vanished_session_without_hooks(tmux: Tmux) -> Non
     async def notice(event: SessionEvent) -> None:
         await send.send(event)
 
-    watcher = SessionWatcher(tmux, "true", notice, sweep_s=0.1)  # the hooks report nothing
+    watcher = SessionWatcher(tmux, "true", sweep_s=0.1)  # the hooks report nothing
     async with anyio.create_task_group() as tg:
-        await tg.start(watcher.run)
+        await tg.start(watcher.run, notice)
         await anyio.sleep(0.5)  # a few sweeps have seen agent6
         assert await tmux.kill_session("agent6")
         with anyio.fail_after(EVENT_TIMEOUT_S):
@@ -246,9 +246,9 @@ async def test_sweep_reports_a_dead_pane_without_hooks(tmux: Tmux) -> None:
     async def notice(event: SessionEvent) -> None:
         await send.send(event)
 
-    watcher = SessionWatcher(tmux, "true", notice, sweep_s=0.1)  # the hooks report nothing
+    watcher = SessionWatcher(tmux, "true", sweep_s=0.1)  # the hooks report nothing
     async with anyio.create_task_group() as tg:
-        await tg.start(watcher.run)
+        await tg.start(watcher.run, notice)
         await start(tmux, "agent8", "sleep 0.3; exit 8")
         with anyio.fail_after(EVENT_TIMEOUT_S):
             event = await receive.receive()
@@ -414,14 +414,14 @@ async def test_watcher_coalesces_and_survives_a_failing_notice(tmux: Tmux) -> No
         if event.agent == "agent1":
             raise RuntimeError("boom")
 
-    watcher = SessionWatcher(tmux, "true", notice, sweep_s=None)
+    watcher = SessionWatcher(tmux, "true", sweep_s=None)
     assert watcher.post(SessionEvent("agent1", "pane-died", 1, 0.0))
     assert not watcher.post(SessionEvent("agent1", "pane-died", 1, 0.1))  # coalesced
     assert not watcher.post(SessionEvent("bogus", "pane-died", 1, 0.1))
     assert watcher.post(SessionEvent("agent2", "session-closed", None, 0.2))
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
-            await tg.start(watcher.run)
+            await tg.start(watcher.run, notice)
             while watcher.delivered < 2:  # noqa: ASYNC110 - waiting on the task's counter
                 await anyio.sleep(0.01)
             tg.cancel_scope.cancel()

@@ -13,7 +13,7 @@ import pytest
 from netsky_shared.health import read_install_selected
 from netsky_shared.ids import rfc3339
 from netsky_shared.maildir import atomic_write_bytes
-from netskyd.supervision.restart.machine import exp_backoff_s
+from netskyd.timing import exp_backoff_s
 
 T0 = 1_763_719_200.123456  # 2025-11-21T10:00:00.123456Z
 

@@ -58,7 +58,6 @@ async def test_a_wake_never_ticks_before_its_time() -> None:
     60 s tick would wake it. Here the wall clock runs 1% slow against the event loop's
     monotonic timer (as a loop firing early, or a slewed clock, makes it)."""
     import time
-    from types import SimpleNamespace
 
     from netskyd.supervision.restart import machine as restart
     from netskyd.supervision.restart.steps import RestartSteps
@@ -69,7 +68,8 @@ async def test_a_wake_never_ticks_before_its_time() -> None:
         return start_wall + (time.monotonic() - start_mono) * 0.99
 
     steps = RestartSteps()
-    steps.ctx = SimpleNamespace(clock=slow_clock, sup=lambda: None)  # type: ignore[assignment]
+    steps.clock = slow_clock
+    steps.control = None  # type: ignore[assignment]  # a Wake touches no agent
     at = slow_clock() + 0.2
     event = await steps._act("agent1", restart.Wake(at))
     assert isinstance(event, restart.Tick)

@@ -19,8 +19,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -31,9 +32,8 @@ from netsky_shared.paths import Paths
 from netskyd.keepalive.lkg.install import fingerprint_of_running
 from netskyd.keepalive.lkg.snapshot import LkgError, read_manifest, running_from_lkg
 from netskyd.periodic import every
-
-if TYPE_CHECKING:
-    from netskyd.context import Context
+from netskyd.ports import Clock, Monotonic, SettingsView, TickView
+from netskyd.store.recorder import Recorder
 
 #: After a record attempt (or finding the recorded one current), look again this much later.
 RECHECK_S = 3600.0
@@ -73,14 +73,47 @@ def unhealthy_reason(
     return None
 
 
-async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+class LkgTask:
+    """The daemon's last-known-good recorder, with only what it uses: the settings in
+    force, the ticker's record (``TickView``), the Recorder, the daemon's environment
+    (the child ``promote`` runs in it) and the clocks."""
+
+    def __init__(
+        self,
+        *,
+        settings: SettingsView,
+        ticks: TickView,
+        recorder: Recorder,
+        environ: Mapping[str, str],
+        clock: Clock = time.time,
+        monotonic: Monotonic = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.ticks = ticks
+        self.recorder = recorder
+        self.environ = environ
+        self.clock = clock
+        self.monotonic = monotonic
+
+    @property
+    def paths(self) -> Paths:
+        return self.settings().paths
+
+    async def run(self, *, task_status: TaskStatus[LkgTask] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The long-running task (module function ``run``)."""
+        await run(self, task_status=task_status)
+
+
+async def run(
+    ctx: LkgTask, *, task_status: TaskStatus[LkgTask] = anyio.TASK_STATUS_IGNORED
+) -> None:
     """Long-running task: after ``lkg_after_s`` of healthy running (fresh ticks, no open
     gave-up or crash-loop marker), record the running install as last-known-good when
     ``lkg/current`` holds another one; then look again every ``RECHECK_S``. Never raises
     (but cancellation). Records nothing when ``lkg_after_s`` is 0, while
     ``state/install-selected`` says ``lkg`` (the live install is distrusted), or when this
     daemon runs from ``lkg/``."""
-    task_status.started()
+    task_status.started(ctx)
     if running_from_lkg(ctx.paths.lkg):
         await ctx.recorder.event("lkg.skipped", reason=f"netskyd runs from {sys.executable}")
         await anyio.sleep_forever()
@@ -98,7 +131,7 @@ async def run(ctx: Context, *, task_status: TaskStatus[None] = anyio.TASK_STATUS
         except Exception as e:  # noqa: BLE001 - the task must never take the daemon down
             await ctx.recorder.event("lkg.record_failed", level="warning", error=str(e))
 
-    await every(lambda: min(max(ctx.settings.tick_interval_s, 0.5), 30.0), check)
+    await every(lambda: min(max(ctx.settings().tick_interval_s, 0.5), 30.0), check)
 
 
 class _Watch:
@@ -109,9 +142,9 @@ class _Watch:
         self.next_check_at = 0.0
         self.distrusted = False
 
-    async def due(self, ctx: Context) -> bool:
+    async def due(self, ctx: LkgTask) -> bool:
         """Whether to attempt a record now (then the next one is ``RECHECK_S`` away)."""
-        settings = ctx.settings  # SIGHUP may change it
+        settings = ctx.settings()  # SIGHUP may change it
         now = ctx.clock()
         if settings.lkg_after_s <= 0:
             return False
@@ -126,7 +159,7 @@ class _Watch:
             return False
         self.distrusted = False
         why = unhealthy_reason(
-            now, ctx.last_tick_at, settings.tick_interval_s, open_markers(ctx.paths)
+            now, ctx.ticks.last_tick_at, settings.tick_interval_s, open_markers(ctx.paths)
         )
         if why is not None:
             self.healthy_since = None
@@ -138,7 +171,7 @@ class _Watch:
         return True
 
 
-async def _record_if_changed(ctx: Context, started_fp: str) -> None:
+async def _record_if_changed(ctx: LkgTask, started_fp: str) -> None:
     """Record the running install unless ``lkg/current`` already is it."""
     manifest = read_manifest(ctx.paths.lkg_current)
     if manifest is not None and manifest.get("fingerprint") == started_fp:
@@ -164,7 +197,7 @@ async def _record_if_changed(ctx: Context, started_fp: str) -> None:
         "--json",
     ]
     t0 = ctx.monotonic()
-    rc, out, err = await run_child(cmd, ctx.settings.lkg_timeout_s, ctx.environ or None)
+    rc, out, err = await run_child(cmd, ctx.settings().lkg_timeout_s, ctx.environ or None)
     duration_ms = int((ctx.monotonic() - t0) * 1000)
     try:
         result = json.loads(out)

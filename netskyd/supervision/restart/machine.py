@@ -44,6 +44,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from netsky_shared.errors import IllegalTransition
+from netskyd.timing import exp_backoff_s
 
 ROOT = "agent0"
 _T = TypeVar("_T")
@@ -438,25 +439,6 @@ Action = (
 def handoff_envelope_id(restart_id: str) -> str:
     """The fixed envelope id of a restart's handoff: redoing the step never sends two."""
     return hashlib.sha256(f"handoff:{restart_id}".encode()).hexdigest()[:32]
-
-
-def exp_backoff_s(
-    attempt: int, base_s: float, cap_s: float, *, jitter: float = 0.0, key: str = ""
-) -> float:
-    """Seconds to wait before retry ``attempt`` (1-based; 0 counts as 1) of anything that
-    failed: ``base_s * 2^(attempt-1)``, times a jitter factor, capped at ``cap_s``.
-
-    The one exponential backoff (restarts, escalation legs). ``jitter`` in [0, 1): the
-    factor lies in [1 - jitter, 1 + jitter] and comes from a hash of (``key``,
-    ``attempt``): deterministic, yet different keys do not retry in step. ``jitter=0``
-    (the default) is the plain, unjittered exponential. Returns a float.
-    """
-    raw = base_s * 2.0 ** max(0, attempt - 1)
-    if jitter:
-        digest = hashlib.sha256(f"{key}:{attempt}".encode()).digest()
-        u = int.from_bytes(digest[:4], "big") / 0xFFFFFFFF * 2 - 1  # in [-1, 1]
-        raw *= 1 + jitter * u
-    return float(min(cap_s, raw))
 
 
 def backoff_s(budget: Budget, attempts: int, restart_id: str) -> float:

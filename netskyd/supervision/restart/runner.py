@@ -1,6 +1,6 @@
 """The restart runner: carries out the restart state machine's actions, one machine per agent.
 
-``Watchdog.feed(agent, event)`` applies ``restart.step``, persists every machine
+``RestartRunner.feed(agent, event)`` applies ``restart.step``, persists every machine
 in ``state/restart-inflight.json`` (before any effect, so a daemon killed at any
 point resumes from the last decided state), records the transition
 (``restart.transition`` in the journal, the log and meta.db), runs the quick
@@ -10,8 +10,9 @@ own cancel scope. When the task is done it feeds the answer back, unless the
 machine moved on meanwhile (a newer event won; the old task is cancelled).
 
 The files under ``state/`` (request, in-flight machines, gave-up and crash-loop
-markers) are described in ``netskyd/restart_files.py``; the slow steps live in
-``netskyd/restart_steps.py``. On start,
+markers) are described in ``netskyd.supervision.restart.markers``; the slow steps live in
+``netskyd.supervision.restart.steps``. The supervisor owns the runner and is its
+``AgentControl`` port (netskyd.ports). On start,
 ``load()`` reconciles: a corrupt file is moved aside and reported; a marker
 entry that disagrees with its machine is archived as stale; an unfinished
 machine resumes where it stopped (each step is idempotent: teardown kills what
@@ -27,13 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from netsky_shared.errors import CorruptMarker, IllegalTransition, NetskyError, RestartBusy
 from netsky_shared.ids import ROOT, TEARDOWN_RE, sort_key
 from netsky_shared.maildir import now_rfc3339
 from netsky_shared.markers import read_marker
-from netskyd.context import Context
+from netsky_shared.paths import Paths
+from netskyd.agents.tmux import Tmux
+from netskyd.config import Settings
+from netskyd.ports import AgentControl, Clock, Pager, SettingsView, Wake
+from netskyd.store.db import Store
+from netskyd.store.recorder import Recorder
 from netskyd.supervision.restart import machine as restart
 from netskyd.supervision.restart.machine import Budget, Machine, State
 from netskyd.supervision.restart.markers import (
@@ -52,9 +58,8 @@ from netskyd.supervision.restart.markers import (
 from netskyd.supervision.restart.steps import RestartSteps, action_name, failure_class, is_slow
 
 
-def budget_of(ctx: Context) -> Budget:
+def budget_of(s: Settings) -> Budget:
     """The restart budget from the settings."""
-    s = ctx.settings
     return Budget(
         backoff_base_s=s.restart_backoff_base_s,
         backoff_cap_s=s.restart_backoff_cap_s,
@@ -77,11 +82,34 @@ class _Work:
     scope: anyio.CancelScope
 
 
-class Watchdog(RestartSteps):
-    """Owns every agent's restart machine and the tasks that carry them out."""
+class RestartRunner(RestartSteps):
+    """Owns every agent's restart machine and the tasks that carry them out.
 
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+    Built by the supervisor with only what it uses: the supervisor itself as the
+    ``AgentControl`` port, the settings in force, tmux, the Recorder, the Store, the
+    ``Pager``, the bus's ``Wake`` and a wall clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        control: AgentControl,
+        settings: SettingsView,
+        tmux: Tmux,
+        recorder: Recorder,
+        store: Store,
+        pager: Pager,
+        wake: Wake,
+        clock: Clock,
+    ) -> None:
+        self.control = control
+        self.settings = settings
+        self.tmux = tmux
+        self.recorder = recorder
+        self.store = store
+        self.pager = pager
+        self.wake = wake
+        self.clock = clock
         self.machines: dict[str, Machine] = {}
         self._gen: dict[str, int] = {}
         self._work: dict[str, _Work] = {}
@@ -92,8 +120,12 @@ class Watchdog(RestartSteps):
         self._tails: dict[str, str] = {}
 
     @property
+    def paths(self) -> Paths:
+        return self.settings().paths
+
+    @property
     def budget(self) -> Budget:
-        return budget_of(self.ctx)
+        return budget_of(self.settings())
 
     def machine(self, agent: str) -> Machine:
         return self.machines.get(agent) or Machine(agent)
@@ -117,14 +149,14 @@ class Watchdog(RestartSteps):
     # ----- persistence -----------------------------------------------------------------------
 
     def _path(self, name: str) -> Path:
-        return self.ctx.paths.marker(name)
+        return self.paths.marker(name)
 
     def _persist(self) -> None:
-        save_machines(self.ctx.paths, self.machines)
+        save_machines(self.paths, self.machines)
 
     async def load(self) -> list[str]:
         """Read the persisted machines and reconcile markers; return the agents to resume."""
-        rec = self.ctx.recorder
+        rec = self.recorder
         try:
             value = read_marker(self._path(INFLIGHT))
         except CorruptMarker as e:
@@ -153,12 +185,12 @@ class Watchdog(RestartSteps):
         try:
             value = read_marker(self._path(name))
         except CorruptMarker as e:
-            await self.ctx.recorder.event("marker.corrupt", level="error", error=str(e))
+            await self.recorder.event("marker.corrupt", level="error", error=str(e))
             return
         for agent in list(((value or {}).get("agents") or {}).keys()):
             if self.machine(agent).state != MARKER_STATE[kind]:
-                archive_entry(self.ctx.paths, kind, agent, why="stale")
-                await self.ctx.recorder.event(
+                archive_entry(self.paths, kind, agent, why="stale")
+                await self.recorder.event(
                     "marker.stale",
                     level="warning",
                     agent=agent,
@@ -179,14 +211,14 @@ class Watchdog(RestartSteps):
             if gen is not None and gen != self._gen.get(agent, 0):
                 return self.machine(agent)
             old = self.machine(agent)
-            now = self.ctx.clock()
+            now = self.clock()
             new, actions = restart.step(old, event, now, self.budget)
             if new == old and not actions:
                 return old
             self.machines[agent] = new
             self._persist()
             if new.state != old.state:
-                await self.ctx.recorder.event(
+                await self.recorder.event(
                     "restart.transition",
                     level="warning" if new.state in restart.PARKED else "info",
                     agent=agent,
@@ -212,7 +244,7 @@ class Watchdog(RestartSteps):
     def resume(self, agent: str) -> None:
         """Carry on a machine loaded from disk (after a daemon restart)."""
         m = self.machine(agent)
-        for action in restart.resume_actions(m, self.ctx.clock(), self.budget):
+        for action in restart.resume_actions(m, self.clock(), self.budget):
             self._start(agent, action)
 
     def _cancel_work(self, agent: str) -> None:
@@ -244,14 +276,14 @@ class Watchdog(RestartSteps):
         try:
             await self.feed(agent, answer, gen=gen)
         except IllegalTransition as e:
-            await self.ctx.recorder.event(
+            await self.recorder.event(
                 "restart.illegal", level="error", agent=agent, error=str(e)
             )
 
     # ----- quick effects ------------------------------------------------------------------------
 
     async def _effect(self, m: Machine, action: restart.Action) -> None:
-        rec, store, ts = self.ctx.recorder, self.ctx.store, now_rfc3339()
+        rec, store, ts = self.recorder, self.store, now_rfc3339()
         if isinstance(action, restart.RestartStarted):
             await store.add_restart(
                 action.restart_id, action.attempt, m.agent, m.cause, m.reason, ts
@@ -278,7 +310,7 @@ class Watchdog(RestartSteps):
                 failure=action.failure,
             )
             if action.outcome == "failed" and m.state == restart.State.FAILED:
-                retry = f"{m.retry_at - self.ctx.clock():.0f}s" if m.retry_at else "a while"
+                retry = f"{m.retry_at - self.clock():.0f}s" if m.retry_at else "a while"
                 await self._escalate(
                     f"{m.agent}: restart attempt {action.attempt} failed ({action.failure})",
                     f"Restarting {m.agent} failed: {m.reason}. netsky tries again in {retry} "
@@ -289,60 +321,49 @@ class Watchdog(RestartSteps):
                     "info",
                 )
         elif isinstance(action, restart.WriteMarker):
-            write_entry(self.ctx.paths, action.name, m.agent, action.entry)
+            write_entry(self.paths, action.name, m.agent, action.entry)
             await rec.event("marker.written", level="warning", agent=m.agent, marker=action.name)
         elif isinstance(action, restart.ArchiveMarkers):
             for kind in MARKERS:
-                if archive_entry(self.ctx.paths, kind, m.agent, why="verified"):
+                if archive_entry(self.paths, kind, m.agent, why="verified"):
                     await rec.event("marker.archived", agent=m.agent, marker=kind)
             await self._all_clear(m.agent)
         elif isinstance(action, restart.Page):
             await self._escalate(action.subject, action.body, action.key, action.severity)
 
     async def _escalate(self, subject: str, body: str, key: str, severity: str) -> None:
-        """Page in the spool's task group when it runs: the incident files' lock and
+        """Page in the runner's task group when it runs: the incident files' lock and
         fsyncs never delay a restart step."""
-        from netskyd.escalation.spool import the_spool
-
-        spool = the_spool(self.ctx)
-        if spool is not None and spool.tg is not None:  # the_spool says tg is set
-            spool.tg.start_soon(self._escalate_now, subject, body, key, severity)
+        if self._tg is not None:
+            self._tg.start_soon(self._escalate_now, subject, body, key, severity)
         else:
             await self._escalate_now(subject, body, key, severity)
 
     async def _escalate_now(self, subject: str, body: str, key: str, severity: str) -> None:
-        from netskyd.escalation.spool import escalate
-
         try:
-            await escalate(self.ctx, subject, body, key, severity)
+            await self.pager.escalate(subject, body, key, severity)
         except (OSError, NetskyError, ValueError) as e:
-            await self.ctx.recorder.event(
+            await self.recorder.event(
                 "restart.page_failed", level="error", key=key, error=str(e)
             )
 
     async def _all_clear(self, agent: str) -> None:
         """The agent is back (restart verified) or the owner cancelled the restart: close
-        its restart incidents with an all-clear (in the spool's task group when it runs)."""
-        from netskyd.escalation.spool import the_spool
-
-        spool = the_spool(self.ctx)
-        if spool is not None and spool.tg is not None:
-            spool.tg.start_soon(self._all_clear_now, agent)
+        its restart incidents with an all-clear (in the runner's task group when it runs)."""
+        if self._tg is not None:
+            self._tg.start_soon(self._all_clear_now, agent)
         else:
             await self._all_clear_now(agent)
 
     async def _all_clear_now(self, agent: str) -> None:
-        from netskyd.escalation.spool import resolve
-
         for what in ("gave-up", "crash-loop", "restart-failed"):
             try:
-                await resolve(
-                    self.ctx,
+                await self.pager.resolve(
                     f"{agent}:{what}",
                     f"{agent} is back: its restart was verified (or the owner cancelled it).",
                 )
             except (OSError, NetskyError) as e:
-                await self.ctx.recorder.event(
+                await self.recorder.event(
                     "escalation.resolve_failed", level="error", key=f"{agent}:{what}", error=str(e)
                 )
 
@@ -366,21 +387,21 @@ class Watchdog(RestartSteps):
         (``fails_on_death``), that attempt fails at once. ``failure``: ``exit-N`` or
         ``session-gone``; ``noticed_by``: e.g. ``hook:pane-died``, ``tick``.
         """
-        if self.fails_on_death(agent) and await self.ctx.sup().still_up(agent):
+        if self.fails_on_death(agent) and await self.control.still_up(agent):
             # The check's pane list may predate the fresh session (a tick's snapshot, a
             # check queued behind another): only a death tmux confirms now fails it.
-            await self.ctx.recorder.event(
+            await self.recorder.event(
                 "restart.death_unconfirmed",
                 agent=agent,
                 state=self.machine(agent).state.value,
                 noticed_by=noticed_by,
             )
             return
-        tail = await self.ctx.sup().pane_tail(agent, self.ctx.settings.crash_tail_lines)
+        tail = await self.control.pane_tail(agent, self.settings().crash_tail_lines)
         self._tails.pop(agent, None)
         if tail is not None:
             self._tails[agent] = tail  # the claim's synthetic handoff quotes this death's
-        await self.ctx.recorder.event(
+        await self.recorder.event(
             "agent.crashed",
             level="warning",
             agent=agent,
@@ -390,7 +411,7 @@ class Watchdog(RestartSteps):
             noticed_by=noticed_by,
             session_id=session_id,
         )
-        await self.ctx.store.add_crash(
+        await self.store.add_crash(
             now_rfc3339(), agent, session_id, exit_status, failure, noticed_by, tail
         )
         if agent == ROOT and await self.claim_request():
@@ -468,7 +489,7 @@ class Watchdog(RestartSteps):
                 f"{cut}\n\n[netsky: handoff truncated from {raw_len} bytes; the full text is "
                 f"in state/{ARCHIVE_DIR}/restart-request-{restart_id}]"
             )
-        await self.ctx.recorder.event(
+        await self.recorder.event(
             "restart.request_claimed",
             agent=ROOT,
             restart_id=restart_id,
@@ -506,7 +527,7 @@ class Watchdog(RestartSteps):
                 f.rename(archive / f"restart-request-{f.stem}")
                 continue
             f.rename(self._path(REQUEST))
-            await self.ctx.recorder.event("restart.request_recovered", agent=ROOT, file=f.name)
+            await self.recorder.event("restart.request_recovered", agent=ROOT, file=f.name)
 
     async def tick(self) -> dict[str, Any]:
         """The watchdog's part of a tick: wake due machines, claim a pending request."""
@@ -514,7 +535,7 @@ class Watchdog(RestartSteps):
             try:
                 await self.feed(agent, restart.Tick())
             except IllegalTransition as e:  # pragma: no cover - Tick is legal everywhere
-                await self.ctx.recorder.event("restart.illegal", level="error", error=str(e))
+                await self.recorder.event("restart.illegal", level="error", error=str(e))
         claimed = await self.claim_request()
         return {
             "restarts": {
@@ -522,6 +543,20 @@ class Watchdog(RestartSteps):
             },
             "request_claimed": claimed,
         }
+
+    async def run(
+        self, *, task_status: TaskStatus[RestartRunner] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Long-running task: load and resume machines, then host their work and watch
+        for ``state/restart-request`` until cancelled."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            resume = await self.load()
+            await self.recover_claimed()
+            for agent in resume:
+                self.resume(agent)
+            task_status.started(self)
+            await _watch_requests(self)
 
     def rows(self) -> list[dict[str, Any]]:
         """Status rows: every machine that is not pristine (shape in docs/protocol.md)."""
@@ -540,7 +575,7 @@ class Watchdog(RestartSteps):
                     "failure": m.failure,
                     "retry_at": m.retry_at,
                     "restarts_in_window": len(
-                        restart.recent_starts(m, self.budget, self.ctx.clock())
+                        restart.recent_starts(m, self.budget, self.clock())
                     ),
                     "loops": m.loops,
                     "last_ok_at": m.last_ok_at,
@@ -549,24 +584,11 @@ class Watchdog(RestartSteps):
         return out
 
 
-async def run(ctx: Context, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-    """Long-running task: load and resume machines, then host their work until cancelled."""
-    wd = ctx.the_watchdog()
-    async with anyio.create_task_group() as tg:
-        wd._tg = tg
-        resume = await wd.load()
-        await wd.recover_claimed()
-        for agent in resume:
-            wd.resume(agent)
-        task_status.started()
-        await _watch_requests(wd)
-
-
-async def _watch_requests(wd: Watchdog) -> None:
+async def _watch_requests(wd: RestartRunner) -> None:
     """Claim ``state/restart-request`` as soon as it appears (the tick is the backstop)."""
     from watchfiles import awatch
 
-    state = wd.ctx.paths.state
+    state = wd.paths.state
     state.mkdir(parents=True, exist_ok=True)
     await wd.claim_request()
     async for changes in awatch(
@@ -583,4 +605,4 @@ async def _watch_requests(wd: Watchdog) -> None:
             try:
                 await wd.claim_request()
             except NetskyError as e:
-                await wd.ctx.recorder.event("restart.request_failed", level="error", error=str(e))
+                await wd.recorder.event("restart.request_failed", level="error", error=str(e))

@@ -1,11 +1,11 @@
 """The restart runner's slow steps: claim, teardown, spawn, readiness, handoff, verify.
 
-A mixin of ``netskyd.supervision.restart.runner.Watchdog``: ``_act(agent, action)`` carries out one
-slow action of ``netskyd.supervision.restart.machine`` and returns the event that answers it (or
-raises a NetskyError / TimeoutError, which the runner turns into StepFailed).
-Each step is idempotent, so a daemon that resumes a restart may run it again:
-teardown kills what is there, spawn adopts a session it already created, the
-handoff envelope has a fixed id and is sent only when no box holds it.
+A mixin of ``netskyd.supervision.restart.runner.RestartRunner``: ``_act(agent, action)`` carries out
+one slow action of ``netskyd.supervision.restart.machine`` and returns the event that answers it (or
+raises a NetskyError / TimeoutError, which the runner turns into StepFailed). Each step is
+idempotent, so a daemon that resumes a restart may run it again: teardown kills what is there, spawn
+adopts a session it already created, the handoff envelope has a fixed id and is sent only when no
+box holds it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ from netskyd.supervision.restart.machine import Machine
 from netskyd.supervision.restart.markers import CONTROL_CHARS, synthetic_handoff
 
 if TYPE_CHECKING:
-    from netskyd.context import Context
+    from netskyd.agents.tmux import Tmux
+    from netskyd.ports import AgentControl, Clock, SettingsView, Wake
+    from netskyd.store.db import Store
+    from netskyd.store.recorder import Recorder
 
 
 #: A Wake sleeps this much past its time, so its Tick never lands before ``retry_at``.
@@ -31,10 +34,18 @@ WAKE_MARGIN_S = 0.005
 
 
 class RestartSteps:
-    """The slow actions; the host class provides ``ctx``, ``machine``, ``machines``,
-    ``cancel`` and ``_tails``."""
+    """The slow actions; the host class provides its ports (``control``, ``wake``),
+    ``settings``, ``tmux``, ``recorder``, ``store``, ``clock``, ``machine``,
+    ``machines``, ``cancel`` and ``_tails``."""
 
-    ctx: Context
+    control: AgentControl
+    wake: Wake
+    tmux: Tmux
+    recorder: Recorder
+    store: Store
+    clock: Clock
+    settings: SettingsView
+
     machines: dict[str, Machine]
     _tails: dict[str, str]
 
@@ -47,12 +58,12 @@ class RestartSteps:
     # ----- slow steps ---------------------------------------------------------------------------
 
     async def _act(self, agent: str, action: restart.Action) -> restart.Event | None:
-        sup = self.ctx.sup()
+        sup = self.control
         if isinstance(action, restart.Wake):
             # Never early: the event loop may fire a timer up to its resolution (uvloop:
             # 1 ms) before it is due, and a Tick before ``retry_at`` is "still waiting"
             # with nothing left to wake the machine but the next tick (up to 60 s).
-            await anyio.sleep(max(0.0, action.at - self.ctx.clock()) + WAKE_MARGIN_S)
+            await anyio.sleep(max(0.0, action.at - self.clock()) + WAKE_MARGIN_S)
             return restart.Tick()
         if isinstance(action, restart.Claim):
             return restart.Claimed(await self._claim(self.machine(agent)))
@@ -66,10 +77,10 @@ class RestartSteps:
             return restart.Spawned()
         if isinstance(action, restart.AwaitReady):
             scope = self._spawn_scope(restart.Spawn(agent, action.constellation, None))
-            failures = await sup.wait_for_restart(scope, self.ctx.settings.ready_timeout_s)
+            failures = await sup.wait_for_restart(scope, self.settings().ready_timeout_s)
             for other, (failure, detail) in sorted(failures.items()):
                 if other != agent:  # a clone that did not come up is its own machine's
-                    await self.ctx.recorder.event(
+                    await self.recorder.event(
                         "restart.clone_not_ready",
                         level="warning",
                         agent=other,
@@ -83,7 +94,7 @@ class RestartSteps:
             await self._deliver_handoff(action)
             return restart.HandedOff()
         if isinstance(action, restart.Verify):
-            await anyio.sleep(max(0.0, action.at - self.ctx.clock()))
+            await anyio.sleep(max(0.0, action.at - self.clock()))
             if not await sup.still_up(agent):
                 return restart.StepFailed("died-verifying", f"{agent} did not stay up")
             return restart.Verified()
@@ -100,13 +111,13 @@ class RestartSteps:
                     await self.cancel(other, f"restart of {m.agent}")
         if m.cause == "planned":
             if m.clones is not None and m.constellation:
-                await self.ctx.sup().set_clones(m.clones)
+                await self.control.set_clones(m.clones)
             return m.handoff if m.constellation else None
         if not m.constellation:
             return None
         tail = self._tails.pop(m.agent, None)
         if tail is None:  # e.g. resumed after a daemon restart: the dead pane may remain
-            tail = await self.ctx.sup().pane_tail(m.agent, self.ctx.settings.crash_tail_lines)
+            tail = await self.control.pane_tail(m.agent, self.settings().crash_tail_lines)
         return synthetic_handoff(
             m.agent, m.reason or "no reason recorded", tail, m.restart_id or ""
         )
@@ -114,18 +125,18 @@ class RestartSteps:
     async def _teardown_scope(self, action: restart.TearDown) -> list[str]:
         if not action.constellation:
             return [action.agent]
-        panes = await self.ctx.tmux.list_panes()
+        panes = await self.tmux.list_panes()
         names = {n for n in panes if TEARDOWN_RE.match(n)} | {action.agent}
         return sorted(names, key=sort_key)
 
     def _spawn_scope(self, action: restart.Spawn) -> list[str]:
         if not action.constellation:
             return [action.agent]
-        wanted = self.ctx.sup().desired.wanted()
+        wanted = self.control.desired.wanted()
         return [a for a in wanted if TEARDOWN_RE.match(a)] or [action.agent]
 
     async def _deliver_handoff(self, action: restart.DeliverHandoff) -> None:
-        paths = self.ctx.paths
+        paths = self.settings().paths
         boxes = ("inbox", "claimed", "delivered", "poison")
         suffix = f"-{action.envelope_id}.json"
 
@@ -140,7 +151,7 @@ class RestartSteps:
             return None
 
         if where() is None:
-            delivered, _ = await self.ctx.store.prior([action.envelope_id])
+            delivered, _ = await self.store.prior([action.envelope_id])
             if not delivered:
                 try:
                     envelope = new_envelope("netsky", ROOT, action.text, kind="handoff")
@@ -151,22 +162,22 @@ class RestartSteps:
                         CONTROL_CHARS.sub("", action.text.replace("<", "‹")),
                         kind="handoff",
                     )
-                    await self.ctx.recorder.event("handoff.cleaned", level="warning", rule=e.rule)
+                    await self.recorder.event("handoff.cleaned", level="warning", rule=e.rule)
                 envelope["id"] = action.envelope_id
                 send(
                     paths,
                     envelope,
                     inbox_max_pending=10**9,  # the handoff must never be refused
-                    envelope_max_bytes=max(self.ctx.settings.envelope_max_bytes, 1 << 20),
+                    envelope_max_bytes=max(self.settings().envelope_max_bytes, 1 << 20),
                 )
-                await self.ctx.recorder.event(
+                await self.recorder.event(
                     "handoff.sent",
                     agent=ROOT,
                     envelope_id=action.envelope_id,
                     bytes=len(action.text.encode()),
                 )
-        self.ctx.the_bus().kick(ROOT)
-        with anyio.fail_after(self.ctx.settings.handoff_timeout_s):
+        self.wake.kick(ROOT)
+        with anyio.fail_after(self.settings().handoff_timeout_s):
             while True:
                 box = where()
                 if box == "delivered":
@@ -174,7 +185,7 @@ class RestartSteps:
                 if box == "poison":
                     raise HandoffPoisoned(f"the handoff envelope {action.envelope_id} was poisoned")
                 if box is None:
-                    delivered, _ = await self.ctx.store.prior([action.envelope_id])
+                    delivered, _ = await self.store.prior([action.envelope_id])
                     if delivered:
                         return
                 await anyio.sleep(0.05)
