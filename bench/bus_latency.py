@@ -6,7 +6,7 @@ the moment the sender renames it into the target's ``inbox/``:
 
 - **submitted**: to the Enter sent after the paste (netskyd's ``messages.submitted_at``);
 - **consumed**: to the daemon confirming on the agent's screen that it took it
-  (``messages.consumed_at``; netskyd/consume.py);
+  (``messages.consumed_at``; netskyd/bus/confirm.py);
 - text in pane (secondary): to the pasted text showing in the pane's output.
 
 Then it stops the daemon (the agents' tmux sessions outlive it) and measures the same

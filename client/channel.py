@@ -227,7 +227,7 @@ DB_TIMEOUT_S = 2.0
 
 def unconsumed_records(home: str) -> dict[str, list[tuple[str, str]]]:
     """``{agent: [(envelope id, file), ...]}`` of the deliveries recorded unconsumed in
-    ``meta.db`` (``messages.consumption``, netskyd/consume.py), oldest first.
+    ``meta.db`` (``messages.consumption``, netskyd/bus/confirm.py), oldest first.
 
     Read-only (works while netskyd is down); {} when there is no database, or it is
     older than the column, or it cannot be read within DB_TIMEOUT_S.

@@ -1,7 +1,7 @@
 """``netskyctl why AGENT``: an agent's activity class, the reason, and the evidence.
 
 Stdlib only, like the rest of the client. The daemon reads the agent's screen
-afresh, classifies it (netskyd/activity.py) and answers with the verdict; this
+afresh, classifies it (netskyd/activity/classify.py) and answers with the verdict; this
 prints it for people (``--json``: the daemon's result as is, docs/protocol.md).
 """
 

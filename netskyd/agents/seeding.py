@@ -3,7 +3,7 @@
 Dialogs netsky can answer are still better never shown. Before spawning a
 ``claude`` or ``codex`` agent (``seed_runtime_settings = true``, the default), for
 each setup dialog whose policy is ``approve`` (``Settings.dialog_action``; names in
-netskyd/catalogue.py), the answer is written where the runtime keeps it:
+netskyd/runtimes/catalogue.py), the answer is written where the runtime keeps it:
 
 - Claude Code 2.1 (``$CLAUDE_CONFIG_DIR/.claude.json``, else ``$HOME/.claude.json``):
   ``claude.folder-trust``: ``projects[<cwd>].hasTrustDialogAccepted = true``;
@@ -52,7 +52,7 @@ SEEDED_LOG = "seeded.jsonl"
 #: Claude Code stores this many trailing characters of an approved or rejected key.
 API_KEY_SUFFIX_CHARS = 20
 APPROVE = "approve"
-#: The dialogs each seeding stands in for (netskyd/catalogue.py names).
+#: The dialogs each seeding stands in for (netskyd/runtimes/catalogue.py names).
 CLAUDE_TRUST = "claude.folder-trust"
 CLAUDE_ONBOARDING = "claude.onboarding"
 CLAUDE_API_KEY = "claude.api-key"

@@ -3,7 +3,7 @@
 1. render the prompt (base.md + 0.md + role stanza, StrictUndefined);
 2. write it to ``state/prompts/<agent>.md``;
 3. seed the runtime's own settings (``claude``, ``codex``) so known first-run
-   screens never show (netskyd/seed.py), then build its command line;
+   screens never show (netskyd/agents/seeding.py), then build its command line;
 4. create a detached tmux session named after the agent, with ``AGENT_N``,
    ``NETSKY_HOME``, ``NETSKY_PROMPT_FILE`` and a per-spawn nonce
    ``NETSKY_SESSION_ID`` in its environment;
@@ -148,7 +148,7 @@ async def create_session(
 
 
 async def seed_runtime(ctx: Spawner, agent: str, runtime: Runtime, workdir: Path) -> None:
-    """Seed the runtime's own settings (netskyd/seed.py) for an agent that runs in
+    """Seed the runtime's own settings (netskyd/agents/seeding.py) for an agent that runs in
     ``workdir`` and record what changed (``state/seeded.jsonl``, ``runtime.seeded``;
     an answer left alone, e.g. an API key the owner rejected: ``runtime.seed_left``).
 

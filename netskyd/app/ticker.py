@@ -2,7 +2,7 @@
 
 A tick: one batched tmux snapshot (every pane's state and the live agents' screens),
 the liveness check (first spawns, deaths handed to the watchdog, late readiness),
-the activity monitor (classes, hang check, dialogs, usage limits; netskyd/monitor.py),
+the activity monitor (classes, hang check, dialogs, usage limits; netskyd/activity/monitor.py),
 the watchdog's tick (due retries, a pending
 restart request), lease expiry, pruning, and an inbox rescan as the watcher's
 backstop. A tmux that does not answer is an incident (``escalate``), not a

@@ -1,6 +1,6 @@
 """Did the agent get it? Pure checks on pane text: is a paste drawn, is it consumed.
 
-A pane delivery is one bracketed paste, then Enter (netskyd/delivery.py). Two
+A pane delivery is one bracketed paste, then Enter (netskyd/bus/delivery.py). Two
 questions are asked of the pane, each a pure function of screens and the marks of
 what was pasted:
 
@@ -20,7 +20,7 @@ what was pasted:
   (``shell``, ``custom``): nothing can be told from its screen.
 
 The composers, from real screens (Claude Code 2.1.332, Codex 0.171.0, recorded under
-``tests/screens/``; the demo agent of netskyd/demo_agent.py):
+``tests/screens/``; the demo agent of netskyd/agents/demo_agent.py):
 
 | runtime | composer: its last line matching | draws the paste |
 |---|---|---|

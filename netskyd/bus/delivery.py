@@ -11,7 +11,7 @@
   the agent alive and ready, so nothing lands in a pane that is still starting
   up, and not *held* by the activity monitor (a dialog on screen, a usage limit):
   for runtimes with dialogs the screen is read just before the paste, since a
-  paste's Enter on a menu would choose its highlighted option (netskyd/monitor.py).
+  paste's Enter on a menu would choose its highlighted option (netskyd/activity/monitor.py).
   It returns a ``PaneReceipt``; its ``confirm()`` polls the pane until the agent
   has taken the paste (``netskyd.bus.confirm.consumed``), presses Enter once more after
   ``consume_timeout_s``, and gives up as long again after that: a ``Consumption``.

@@ -180,7 +180,7 @@ class Bus:
         self.duplicate_count = 0
         self.poisoned_count = 0
         self.forwarded_count = 0
-        #: Consumption records, streaks and their pages (netskyd/consumption.py).
+        #: Consumption records, streaks and their pages (netskyd/bus/ledger.py).
         self.consumption = Ledger(settings=settings, recorder=recorder, store=store, pager=pager)
 
     async def run(

@@ -82,7 +82,7 @@ class Settings(BaseModel):
     mcp_timeout_s: float = Field(2.0, gt=0)
     #: Claude agents load ``netskyd channel-server`` as their ``agent`` channel.
     claude_mcp_channel: bool = False
-    # Restart budget (netskyd/restart.py; README "Supervision").
+    # Restart budget (netskyd/supervision/restart/machine.py; README "Supervision").
     #: First retry delay after a failed restart; doubles per attempt, +/- jitter, capped.
     restart_backoff_base_s: float = Field(2.0, gt=0)
     restart_backoff_cap_s: float = Field(300.0, gt=0)

@@ -224,7 +224,7 @@ async def why(svc: Services, params: dict[str, Any]) -> Any:
     if name not in sup.agents and name not in sup.desired.wanted():
         raise RpcError(protocol.UNKNOWN_AGENT, f"{name} is not part of the constellation")
     result = await svc.monitor.why(name)
-    # Envelopes pasted but not taken (netskyd/consume.py): {streak, envelopes: [{id,
+    # Envelopes pasted but not taken (netskyd/bus/confirm.py): {streak, envelopes: [{id,
     # file, delivered_ts, submitted_at, enter_retries}], last_consumed_at, in_delivered}.
     result["unconsumed"] = await svc.bus.unconsumed(name)
     return result

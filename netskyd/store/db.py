@@ -86,7 +86,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         3,
         """
-        -- One row per attempt of a restart (netskyd/restart.py): started when the
+        -- One row per attempt of a restart (supervision/restart/machine.py): started when the
         -- machine enters CLAIMED, finished when it is verified or a step fails.
         CREATE TABLE restarts (
             id INTEGER PRIMARY KEY,
@@ -164,7 +164,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         5,
         """
-        -- Did the agent take it (netskyd/consume.py)? On delivered rows: submitted_at
+        -- Did the agent take it (netskyd/bus/confirm.py)? On delivered rows: submitted_at
         -- (the pane's Enter sent), consumption (pending while the daemon watches the
         -- pane, then consumed, unconsumed or unchecked), consumed_at (confirmed on the
         -- screen) and enter_retries (Enter pressed once more). NULL on other rows.

@@ -476,7 +476,7 @@ class Supervisor:
         shown = f"; screen: {' | '.join(lines[:6])}" if lines else ""
         return f": waiting on dialog {dialog.get('name')} (options: {options}){shown}"
 
-    # ----- the restart runner's primitives (netskyd/watchdog.py) ---------------------------
+    # ----- the AgentControl port: the restart runner's primitives ----------------------------
 
     async def kill_for_restart(self, agent: str) -> bool:
         """Teardown: end ``agent``'s session (dead or alive); False when there was none."""

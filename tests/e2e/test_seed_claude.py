@@ -1,7 +1,7 @@
 """End to end: seeding before asking, with the real Claude Code CLI.
 
 netskyd spawns agent0 on the ``claude`` runtime with an empty HOME: nothing but
-netsky's seeding (netskyd/seed.py) stands between Claude Code and its first-run
+netsky's seeding (netskyd/agents/seeding.py) stands between Claude Code and its first-run
 screens. With the default dialog policy (approve), the API-key question, the folder
 trust dialog and onboarding never show (no ``dialog.answered``: the monitor had
 nothing to answer) and the idle screen does not say "Not logged in". The working

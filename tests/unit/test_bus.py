@@ -322,7 +322,7 @@ async def test_the_watcher_delivers_without_a_tick_even_to_a_new_agent(tmp_path:
             bus.stop.set()
 
 
-# -- consumption (netskyd/consume.py): confirmed, unconsumed, paged once, resolved ---------
+# -- consumption (netskyd/bus/confirm.py): confirmed, unconsumed, paged once, resolved ---------
 
 
 class _Receipt:

@@ -1,4 +1,5 @@
-"""The restart state machine (netskyd/restart.py): tables, pure rules and a simulated runner.
+"""The restart state machine (supervision/restart/machine.py): tables, pure rules, a simulated
+runner.
 
 - ROWS has at least one row for every ``# OLD -> NEW`` branch in restart.py (checked against
   the source, so a new branch without a row fails), and every (state, event type) pair

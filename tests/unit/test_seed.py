@@ -1,4 +1,4 @@
-"""Seeding before asking (netskyd/seed.py, spawn.seed_runtime): the answers the dialog
+"""Seeding before asking (netskyd/agents/seeding.py, spawn.seed_runtime): the answers the dialog
 policy approves are written into the runtime's own settings before a spawn.
 
 Claude Code's ``customApiKeyResponses`` shape, the 20-character suffix and the

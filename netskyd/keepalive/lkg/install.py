@@ -189,7 +189,7 @@ def dist_ids(dists: Iterable[metadata.Distribution]) -> list[tuple[str, str]]:
 
 def fingerprint(version: str, packages: Sequence[Path], dists: Iterable[tuple[str, str]]) -> str:
     """sha256 (hex) over ``version``, each ``.py`` file's path (relative to its package's
-    parent, e.g. ``netskyd/cli.py``) and content under ``packages``, and each
+    parent, e.g. ``netskyd/app/cli.py``) and content under ``packages``, and each
     ``(name, version)`` of ``dists``: equal for an install and its copy."""
     files: list[tuple[str, Path]] = []
     for pkg in packages:

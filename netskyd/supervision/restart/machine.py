@@ -17,7 +17,7 @@ IllegalTransition for any (state, event) pair not listed. The function reads no
 clock and no randomness: ``now`` (seconds since the epoch) is passed in, and the
 backoff jitter is derived from the restart id and attempt number, so a table
 test or a replay gives the same answer every time. The daemon's restart runner
-(``netskyd/watchdog.py``) persists each new machine in
+(``netskyd/supervision/restart/runner.py``) persists each new machine in
 ``state/restart-inflight.json``, records the transition, then carries out the
 actions, each of which reports back with the next event.
 
