@@ -86,7 +86,7 @@ def direct(args: argparse.Namespace, key: str, environ: Mapping[str, str]) -> An
     import json
     import subprocess
 
-    from client.selfrepair_io import this_python
+    from netsky_shared.bundled import this_python
     from netsky_shared.errors import NetskyError
 
     timeout_s = 3 * setting(environ, "escalation_leg_timeout_s", 30) + 30

@@ -4,7 +4,7 @@
 the live install in ``lkg/`` (``python -m netskyd.keepalive.lkg.snapshot promote``, which does the
 copying), ``rollback`` selects the last-known-good install in ``state/install-selected`` and
 restarts the daemon so it runs. Contracts: docs/keepalive.md. Stdlib only; every child process has a
-deadline (its whole process group is killed at it; client.selfrepair_io).
+deadline (its whole process group is killed at it; client.installs).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import sys
 
 from client.common import Usage, home_of, out, setting
-from client.selfrepair_io import (
+from client.installs import (
     SELFTEST_TIMEOUT_S,
     daemon_info,
     home_env,

@@ -373,11 +373,11 @@ def test_run_child_returns_output() -> None:
     assert anyio.run(main) == (3, "out\n", "err\n")
 
 
-# --- client/selfrepair_io.py helpers ---------------------------------------------------
+# --- client/installs.py helpers ---------------------------------------------------
 
 
 def test_service_env_is_read_like_sh(tmp_path: Path) -> None:
-    from client import selfrepair_io
+    from client import installs
 
     (tmp_path / "service.env").write_text(
         "# written by netskyctl service install\n"
@@ -386,33 +386,33 @@ def test_service_env_is_read_like_sh(tmp_path: Path) -> None:
         "NETSKY_QUOTED='it'\\''s'\n"
         "not a line\n"
     )
-    values = selfrepair_io.service_env(str(tmp_path), {})
+    values = installs.service_env(str(tmp_path), {})
     assert values["NETSKY_SERVICE_MANAGER"] == "systemd"
     assert values["NETSKY_LIVE_BIN"] == "/opt/my netsky/bin"
     assert values["NETSKY_QUOTED"] == "it's"
     env = {"NETSKY_SERVICE_MANAGER": "none"}  # the environment wins, as in the shim
-    assert selfrepair_io.service_env(str(tmp_path), env)["NETSKY_SERVICE_MANAGER"] == "none"
+    assert installs.service_env(str(tmp_path), env)["NETSKY_SERVICE_MANAGER"] == "none"
 
 
 def test_install_selected_round_trip(tmp_path: Path) -> None:
-    from client import selfrepair_io
+    from client import installs
 
     home = str(tmp_path)
-    assert selfrepair_io.read_selected(home) == "live"  # absent = live
-    selfrepair_io.write_selected(home, "lkg")
+    assert installs.read_selected(home) == "live"  # absent = live
+    installs.write_selected(home, "lkg")
     assert (tmp_path / "state" / "install-selected").read_text() == "lkg\n"
-    assert selfrepair_io.read_selected(home) == "lkg"
+    assert installs.read_selected(home) == "lkg"
     (tmp_path / "state" / "install-selected").write_text("garbage")
-    assert selfrepair_io.read_selected(home) == "live"
+    assert installs.read_selected(home) == "live"
     assert os.listdir(tmp_path / "state") == ["install-selected"]
 
 
 @pytest.mark.timeout(30)
 def test_client_run_kills_the_group_at_the_deadline(tmp_path: Path) -> None:
-    from client import selfrepair_io
+    from client import installs
 
     pidfile = tmp_path / "grandchild.pid"
-    rc, _out, err = selfrepair_io.run(["sh", "-c", f"sleep 60 & echo $! > {pidfile}; wait"], 1.0)
+    rc, _out, err = installs.run(["sh", "-c", f"sleep 60 & echo $! > {pidfile}; wait"], 1.0)
     assert rc is None and "killed after 1s" in err
     grandchild = int(pidfile.read_text())
     deadline = time.monotonic() + 5
@@ -426,7 +426,7 @@ def test_client_run_kills_the_group_at_the_deadline(tmp_path: Path) -> None:
 
 
 def test_client_run_reports_a_missing_command() -> None:
-    from client import selfrepair_io
+    from client import installs
 
-    rc, _out, err = selfrepair_io.run(["/nonexistent/netskyd", "selftest"], 5)
+    rc, _out, err = installs.run(["/nonexistent/netskyd", "selftest"], 5)
     assert rc == 127 and "cannot run" in err

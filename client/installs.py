@@ -1,4 +1,4 @@
-"""Processes and files for netskyctl self-repair (client/selfrepair.py).
+"""The installs netskyctl self-repair works on, and children with deadlines (client/selfrepair.py).
 
 ``run(cmd, timeout_s)`` runs a child in its own process group: ``(exit code | None at the
 deadline | 127 when it cannot start, stdout, stderr)``; ``selftest`` asks an install's
