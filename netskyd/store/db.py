@@ -1,6 +1,7 @@
 """meta.db: SQLite in WAL mode through aiosqlite, with versioned migrations.
 
-The schema version is the highest applied entry of MIGRATIONS, recorded in
+The schema version is the highest applied entry of MIGRATIONS (netskyd.store.migrations),
+recorded in
 ``schema_migrations`` and mirrored in ``PRAGMA user_version``. Migrations only
 ever append: an existing entry is never edited once released. Every write here
 comes after the same fact was written to the JSONL journal.
@@ -15,167 +16,8 @@ from typing import Any
 
 import aiosqlite
 
-from netsky_shared.protocol import SCHEMA_VERSION
+from netskyd.store.migrations import MIGRATIONS as MIGRATIONS
 
-#: (version, SQL script). Append new versions; never edit released ones.
-MIGRATIONS: list[tuple[int, str]] = [
-    (
-        1,
-        """
-        CREATE TABLE events (
-            id INTEGER PRIMARY KEY,
-            ts TEXT NOT NULL,
-            event TEXT NOT NULL,
-            agent TEXT,
-            fields TEXT NOT NULL
-        );
-        CREATE INDEX events_ts ON events(ts);
-        CREATE TABLE ticks (
-            id INTEGER PRIMARY KEY,
-            started_ts TEXT NOT NULL,
-            finished_ts TEXT NOT NULL,
-            duration_ms REAL NOT NULL,
-            summary TEXT NOT NULL
-        );
-        CREATE TABLE spawns (
-            id INTEGER PRIMARY KEY,
-            ts TEXT NOT NULL,
-            agent TEXT NOT NULL,
-            session_id TEXT NOT NULL,
-            runtime TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            pane_pid INTEGER,
-            ready_ts TEXT,
-            outcome TEXT NOT NULL DEFAULT 'spawned'
-        );
-        CREATE INDEX spawns_agent ON spawns(agent, ts);
-        CREATE TABLE messages (
-            id INTEGER PRIMARY KEY,
-            envelope_id TEXT,
-            sender TEXT,
-            recipient TEXT NOT NULL,
-            kind TEXT,
-            envelope_ts TEXT,
-            file TEXT NOT NULL,
-            status TEXT NOT NULL,
-            delivered_ts TEXT,
-            via TEXT,
-            duplicate INTEGER NOT NULL DEFAULT 0,
-            reason TEXT
-        );
-        CREATE INDEX messages_recipient ON messages(recipient, delivered_ts);
-        CREATE INDEX messages_envelope ON messages(envelope_id);
-        """,
-    ),
-    (
-        2,
-        """
-        -- One row per envelope handed to a delivery path, written before the paste:
-        -- after a crash, a redelivery of an id found here is marked as a possible repeat.
-        CREATE TABLE attempts (
-            id INTEGER PRIMARY KEY,
-            envelope_id TEXT NOT NULL,
-            recipient TEXT NOT NULL,
-            ts TEXT NOT NULL,
-            via TEXT NOT NULL
-        );
-        CREATE INDEX attempts_envelope ON attempts(envelope_id);
-        CREATE INDEX messages_file ON messages(recipient, file);
-        """,
-    ),
-    (
-        3,
-        """
-        -- One row per attempt of a restart (supervision/restart/machine.py): started when the
-        -- machine enters CLAIMED, finished when it is verified or a step fails.
-        CREATE TABLE restarts (
-            id INTEGER PRIMARY KEY,
-            restart_id TEXT NOT NULL,
-            attempt INTEGER NOT NULL,
-            agent TEXT NOT NULL,
-            cause TEXT,
-            reason TEXT,
-            started_ts TEXT NOT NULL,
-            finished_ts TEXT,
-            outcome TEXT NOT NULL DEFAULT 'running',
-            failure TEXT,
-            UNIQUE (restart_id, attempt)
-        );
-        CREATE INDEX restarts_agent ON restarts(agent, started_ts);
-        -- One row per agent death the daemon noticed (tmux hook or tick).
-        CREATE TABLE crashes (
-            id INTEGER PRIMARY KEY,
-            ts TEXT NOT NULL,
-            agent TEXT NOT NULL,
-            session_id TEXT,
-            exit_status INTEGER,
-            failure TEXT NOT NULL,
-            noticed_by TEXT NOT NULL,
-            pane_tail TEXT
-        );
-        CREATE INDEX crashes_agent ON crashes(agent, ts);
-        """,
-    ),
-    (
-        4,
-        """
-        -- state/owner-pages.jsonl imported row by row (escalation.pager; the file is written
-        -- first, also by netskyctl escalate --direct): file_offset is the row's byte
-        -- offset in the file, so an import that runs twice adds nothing twice.
-        CREATE TABLE owner_pages (
-            id INTEGER PRIMARY KEY,
-            file_offset INTEGER NOT NULL UNIQUE,
-            ts TEXT NOT NULL,
-            incident TEXT,
-            key TEXT,
-            severity TEXT,
-            kind TEXT NOT NULL,
-            round INTEGER,
-            try INTEGER,
-            leg TEXT,
-            status TEXT NOT NULL,
-            reason TEXT,
-            duration_ms REAL,
-            via TEXT
-        );
-        CREATE INDEX owner_pages_incident ON owner_pages(incident, ts);
-        -- The incidents of state/escalations/, as last seen by the daemon.
-        CREATE TABLE incidents (
-            id TEXT PRIMARY KEY,
-            key TEXT NOT NULL,
-            subject TEXT NOT NULL,
-            body TEXT NOT NULL,
-            severity TEXT NOT NULL,
-            opened_ts TEXT NOT NULL,
-            last_ts TEXT NOT NULL,
-            count INTEGER NOT NULL,
-            rounds INTEGER NOT NULL,
-            state TEXT NOT NULL,
-            acked_ts TEXT,
-            resolved_ts TEXT,
-            resolution TEXT,
-            legs TEXT NOT NULL
-        );
-        CREATE INDEX incidents_key ON incidents(key, opened_ts);
-        -- Named positions, e.g. how far owner-pages.jsonl has been imported.
-        CREATE TABLE cursors (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-        """,
-    ),
-    (
-        5,
-        """
-        -- Did the agent take it (netskyd/bus/confirm.py)? On delivered rows: submitted_at
-        -- (the pane's Enter sent), consumption (pending while the daemon watches the
-        -- pane, then consumed, unconsumed or unchecked), consumed_at (confirmed on the
-        -- screen) and enter_retries (Enter pressed once more). NULL on other rows.
-        ALTER TABLE messages ADD COLUMN submitted_at TEXT;
-        ALTER TABLE messages ADD COLUMN consumption TEXT;
-        ALTER TABLE messages ADD COLUMN consumed_at TEXT;
-        ALTER TABLE messages ADD COLUMN enter_retries INTEGER NOT NULL DEFAULT 0;
-        CREATE INDEX messages_consumption ON messages(recipient, consumption);
-        """,
-    ),
-]
 #: Values of ``messages.consumption`` (NULL on rows that are not deliveries).
 CONSUMPTION_STATES = ("pending", "consumed", "unconsumed", "unchecked")
 #: Columns of an ``owner_pages`` row besides ``id`` (netskyd.escalation.pager has the JSON rows).
@@ -222,8 +64,6 @@ MESSAGE_COLUMNS = (
     "submitted_at",
     "consumption",
 )
-if MIGRATIONS[-1][0] != SCHEMA_VERSION:  # the next migration bumps both
-    raise RuntimeError("netsky_shared.protocol.SCHEMA_VERSION must be the last migration's")
 
 
 class Store:
