@@ -11,7 +11,7 @@ test:
 	scripts/test
 
 lint: install
-	.venv/bin/ruff check netskyd client tests bench
+	.venv/bin/ruff check netskyd netsky_shared client tests bench
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 
