@@ -43,13 +43,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import re
 import selectors
 import shlex
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -70,6 +68,7 @@ sys.path.insert(0, str(REPO))
 import anyio  # noqa: E402
 import anyio.from_thread  # noqa: E402
 
+from bench.common import logger, machine_facts, p99, stop_on_sigterm  # noqa: E402
 from netsky_shared.errors import EnvelopeRejected, TmuxError  # noqa: E402
 from netsky_shared.maildir import (  # noqa: E402
     DEFAULT_ENVELOPE_MAX_BYTES,
@@ -115,9 +114,7 @@ TOKEN = re.compile(rb"nsbl[0-9a-f]{16}")
 TAIL_BYTES = 128
 
 
-def log(msg: str) -> None:
-    sys.stderr.write(f"[bus_latency] {msg}\n")
-    sys.stderr.flush()
+log = logger("bus_latency")
 
 
 def constellation(n: int) -> list[str]:
@@ -128,9 +125,8 @@ def constellation(n: int) -> list[str]:
 def summary(samples_ms: list[float]) -> dict[str, float]:
     if not samples_ms:
         return {"p50_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
-    p99 = (statistics.quantiles(samples_ms, n=100, method="inclusive")[98]
-           if len(samples_ms) > 1 else samples_ms[0])
-    return {"p50_ms": round(statistics.median(samples_ms), 2), "p99_ms": round(p99, 2),
+    high = p99(samples_ms)
+    return {"p50_ms": round(statistics.median(samples_ms), 2), "p99_ms": round(high, 2),
             "max_ms": round(max(samples_ms), 2)}
 
 
@@ -602,9 +598,6 @@ def real_phase(kind: str, binary: Path, samples: int, tmp: Path) -> dict[str, An
             ns.cleanup()
 
 
-def _sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -634,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("tmux") is None:
         log("tmux is not installed")
         return 1
-    signal.signal(signal.SIGTERM, _sigterm)
+    stop_on_sigterm()
     sys.setswitchinterval(0.0005)  # the tap thread must not wait 5 ms for the GIL
 
     tmp = Path(tempfile.mkdtemp(prefix="netsky-bench-"))
@@ -750,9 +743,7 @@ def main(argv: list[str] | None = None) -> int:
                    "agents": TARGET_AGENTS, "real_submitted_p50_ms": REAL_TARGET_P50_MS},
         "meets_target": meets,
         "real_meets_target": real_meets,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        **machine_facts(),
     }
     text = json.dumps(result, indent=2, ensure_ascii=False)
     print(text)

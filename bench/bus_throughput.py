@@ -39,7 +39,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import shutil
 import signal
 import sqlite3
@@ -54,6 +53,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import logger, machine_facts, stop_on_sigterm  # noqa: E402
 from netsky_shared.errors import InboxFull  # noqa: E402
 from netsky_shared.maildir import fsync_dir, new_envelope, publish, send, stage  # noqa: E402
 from netsky_shared.paths import Paths  # noqa: E402
@@ -70,9 +70,7 @@ PASTE_SETTLE_MS = 250  # netskyd's default
 SENDERS = 4
 
 
-def log(msg: str) -> None:
-    sys.stderr.write(f"[bus_throughput] {msg}\n")
-    sys.stderr.flush()
+log = logger("bus_throughput")
 
 
 def constellation(n: int) -> list[str]:
@@ -362,9 +360,6 @@ def _thread(frames: list[str]) -> str:
     return frames[-1]
 
 
-def _sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
 
 class DaemonDied(Exception):
     """Raised when netskyd exits in the middle of a run."""
@@ -475,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("tmux") is None:
         log("tmux is not installed")
         return 1
-    signal.signal(signal.SIGTERM, _sigterm)
+    stop_on_sigterm()
 
     agents = constellation(n_agents)
     tmp = Path(tempfile.mkdtemp(prefix="netsky-bench-"))
@@ -527,9 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         "judged_on": "burst" if "burst" in runs else "stream",
         "meets_target": meets,
         "bus_faults": faults,
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        **machine_facts(),
     }
     text = json.dumps(result, indent=2)
     print(text)

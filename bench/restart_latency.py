@@ -53,7 +53,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -66,6 +65,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import logger, stop_on_sigterm  # noqa: E402
 from client.rpc import Client  # noqa: E402
 from netsky_shared.errors import NetskyError  # noqa: E402
 from netsky_shared.paths import Paths  # noqa: E402
@@ -105,9 +105,7 @@ TRANSITIONS = [
 ]
 
 
-def log(msg: str) -> None:
-    sys.stderr.write(f"[restart_latency] {msg}\n")
-    sys.stderr.flush()
+log = logger("restart_latency")
 
 
 def stats(samples: list[float]) -> dict[str, Any]:
@@ -452,9 +450,6 @@ def run(
         netsky.cleanup()
 
 
-def _sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -479,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("tmux") is None:
         log("tmux is not installed")
         return 1
-    signal.signal(signal.SIGTERM, _sigterm)
+    stop_on_sigterm()
     rng = random.Random(args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="netsky-bench-"))
     result: dict[str, Any] = {"benchmark": "P3 restart latency", "agent": AGENT}

@@ -18,7 +18,6 @@ import argparse
 import json
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.common import logger, p99, stop_on_sigterm  # noqa: E402
 from tests.harness import Netsky, wait_for  # noqa: E402
 
 CLONES = 8
@@ -40,9 +40,7 @@ TARGET_RATIO = 2.5
 TOP_IMPORTS = 5
 
 
-def log(msg: str) -> None:
-    sys.stderr.write(f"[status_latency] {msg}\n")
-    sys.stderr.flush()
+log = logger("status_latency")
 
 
 def netskyctl_cmd() -> list[str]:
@@ -67,8 +65,8 @@ def check_ok(res: subprocess.CompletedProcess[bytes], what: str) -> None:
 
 
 def summary(samples_ms: list[float]) -> dict[str, float]:
-    p99 = statistics.quantiles(samples_ms, n=100, method="inclusive")[98]
-    return {"p50": round(statistics.median(samples_ms), 2), "p99": round(p99, 2),
+    high = p99(samples_ms)
+    return {"p50": round(statistics.median(samples_ms), 2), "p99": round(high, 2),
             "mean": round(statistics.fmean(samples_ms), 2)}
 
 
@@ -117,9 +115,6 @@ def measure(runs: int, env: dict[str, str]) -> dict[str, list[float]]:
     return samples
 
 
-def _sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -131,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("tmux") is None:
         log("tmux is not installed")
         return 1
-    signal.signal(signal.SIGTERM, _sigterm)
+    stop_on_sigterm()
 
     tmp = Path(tempfile.mkdtemp(prefix="netsky-bench-"))
     netsky: Netsky | None = None

@@ -37,9 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -52,6 +50,7 @@ sys.path.insert(0, str(REPO))
 
 import anyio  # noqa: E402
 
+from bench.common import logger, machine_facts, p99, stop_on_sigterm  # noqa: E402
 from netskyd.agents.tmux import Tmux  # noqa: E402
 from netskyd.app.cli import backend_options  # noqa: E402
 from tests.harness import kill_tmux_server, private_socket  # noqa: E402
@@ -63,9 +62,7 @@ PANE_LINES = 200
 WIDTH, HEIGHT = 200, 50
 
 
-def log(msg: str) -> None:
-    sys.stderr.write(f"[tick_cost] {msg}\n")
-    sys.stderr.flush()
+log = logger("tick_cost")
 
 
 def agent_names(n: int) -> list[str]:
@@ -74,10 +71,10 @@ def agent_names(n: int) -> list[str]:
 
 
 def summary(samples_ms: list[float]) -> dict[str, float]:
-    p99 = statistics.quantiles(samples_ms, n=100, method="inclusive")[98]
+    high = p99(samples_ms)
     return {
         "p50": round(statistics.median(samples_ms), 2),
-        "p99": round(p99, 2),
+        "p99": round(high, 2),
         "max": round(max(samples_ms), 2),
         "mean": round(statistics.fmean(samples_ms), 2),
     }
@@ -292,9 +289,6 @@ def daemon_ticks(counts: list[int], seconds: float, tmp: Path) -> list[dict[str,
         netsky.cleanup()
 
 
-def _sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -330,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("tmux") is None:
         log("tmux is not installed")
         return 1
-    signal.signal(signal.SIGTERM, _sigterm)
+    stop_on_sigterm()
     tmux_version = subprocess.run(
         ["tmux", "-V"], capture_output=True, text=True, check=False
     ).stdout.strip()
@@ -390,9 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             }
         ),
         "tmux": tmux_version,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
+        **machine_facts(),
     }
     text = json.dumps(result, indent=2)
     print(text)

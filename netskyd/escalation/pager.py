@@ -432,6 +432,35 @@ def read_health(paths: Paths) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+
+def _audit_row(
+    ts: str,
+    incident_id: str,
+    incident: dict[str, Any],
+    kind: str,
+    via: str,
+    tries: int,
+    leg: str | None,
+    status: str,
+    reason: str | None,
+) -> dict[str, Any]:
+    """One row of ``state/owner-pages.jsonl`` (docs/escalation.md, "Audit"); the keys in
+    the order the file has always had them (``duration_ms`` before ``via``)."""
+    return {
+        "ts": ts,
+        "incident": incident_id,
+        "key": incident["key"],
+        "severity": incident["severity"],
+        "kind": kind,
+        "round": incident["rounds"],
+        "try": tries,
+        "leg": leg,
+        "status": status,
+        "reason": reason,
+        "duration_ms": 0.0,
+        "via": via,
+    }
+
 def finish_round(
     paths: Paths,
     incident_id: str,
@@ -457,20 +486,8 @@ def finish_round(
             prev = incident["legs"].get(r.leg) or {}
             tries = prev.get("tries", 0) + 1 if kind == "retry" else 1
             rows.append(
-                {
-                    "ts": ts,
-                    "incident": incident_id,
-                    "key": incident["key"],
-                    "severity": incident["severity"],
-                    "kind": kind,
-                    "round": incident["rounds"],
-                    "try": tries,
-                    "leg": r.leg,
-                    "status": r.status,
-                    "reason": r.reason,
-                    "duration_ms": r.duration_ms,
-                    "via": via,
-                }
+                _audit_row(ts, incident_id, incident, kind, via, tries, r.leg, r.status, r.reason)
+                | {"duration_ms": r.duration_ms}
             )
             if kind == "all-clear":
                 continue
@@ -485,21 +502,9 @@ def finish_round(
                 "next_ts": next_ts,
             }
         if not results:
+            why = f"no configured leg takes {incident['severity']} pages"
             rows.append(
-                {
-                    "ts": ts,
-                    "incident": incident_id,
-                    "key": incident["key"],
-                    "severity": incident["severity"],
-                    "kind": kind,
-                    "round": incident["rounds"],
-                    "try": 1,
-                    "leg": None,
-                    "status": "unavailable",
-                    "reason": f"no configured leg takes {incident['severity']} pages",
-                    "duration_ms": 0.0,
-                    "via": via,
-                }
+                _audit_row(ts, incident_id, incident, kind, via, 1, None, "unavailable", why)
             )
         if kind != "all-clear" and current is not None:
             pending = [
