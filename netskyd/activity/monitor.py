@@ -46,7 +46,7 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -68,6 +68,7 @@ from netskyd.activity.classify import (
 )
 from netskyd.activity.dialogs import Dialog, DialogHandler, NoPlan, Plan, Step, detect, plan
 from netskyd.activity.limits import parse_reset
+from netskyd.activity.watch import Watch as Watch
 from netskyd.agents.tmux import Tmux
 from netskyd.periodic import every
 from netskyd.ports import AgentView, Clock, Monotonic, Pager, SettingsView, Wake
@@ -81,32 +82,6 @@ ANSWER_DEADLINE_S = 10.0
 ANSWER_FOLLOW_S = 3.0
 HANG_DIR = "hang"
 LIMIT_DIR = "limit"
-
-
-@dataclass
-class Watch:
-    """What the monitor remembers of one agent's pane (reset when its session changes)."""
-
-    session_id: str | None = None
-    fp: str | None = None
-    fp_changed_at: float | None = None
-    raw: str | None = None
-    raw_changed_at: float | None = None
-    last_idle_at: float | None = None
-    verdict: Verdict | None = None
-    verdict_since: float | None = None
-    observed_at: float | None = None
-    dialog: Dialog | None = None
-    #: The last screen captured (visible pane text).
-    screen: str | None = None
-    #: The hang and limit markers, as on disk (read once per Watch, then kept in step).
-    hang: dict[str, Any] | None = None
-    limit: dict[str, Any] | None = None
-    markers_loaded: bool = False
-    #: Instance ids of dialogs journalled as left for the owner (once each).
-    left: set[str] | None = None
-    #: The unknown dialog's instance id the owner was paged for (key ``dialog:<agent>``).
-    unknown_paged: str | None = None
 
 
 class Monitor:
