@@ -42,10 +42,8 @@ Times in markers are RFC 3339 UTC; ``*_at`` fields are epoch seconds.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -68,6 +66,7 @@ from netskyd.activity.classify import (
 )
 from netskyd.activity.dialogs import Dialog, DialogHandler, NoPlan, Plan, Step, detect, plan
 from netskyd.activity.limits import parse_reset
+from netskyd.activity.pages import MarkerPages
 from netskyd.activity.watch import Watch as Watch
 from netskyd.agents.tmux import Tmux
 from netskyd.periodic import every
@@ -84,7 +83,7 @@ HANG_DIR = "hang"
 LIMIT_DIR = "limit"
 
 
-class Monitor:
+class Monitor(MarkerPages):
     """Activity classes, hang markers, dialog answers and usage-limit parking.
 
     Built with only what it uses: the agents (``AgentView``), the settings in force,
@@ -310,23 +309,6 @@ class Monitor:
                 lambda: self._page_hang(agent, path, marker, verdict, w),
             )
 
-    async def _follow_page(
-        self,
-        kind: str,
-        agent: str,
-        path: Any,
-        marker: dict[str, Any],
-        page: Callable[[], Awaitable[None]],
-    ) -> None:
-        """For a marker not yet paged: page (``page()``) when it has no incident yet,
-        else see whether a leg has delivered that incident's page (``_confirm``)."""
-        if marker.get("paged"):
-            return
-        if marker.get("incident"):
-            await self._confirm(kind, agent, path, marker)
-        else:
-            await page()
-
     async def _page_hang(
         self, agent: str, path: Any, marker: dict[str, Any], verdict: Verdict, w: Watch
     ) -> None:
@@ -339,53 +321,6 @@ class Monitor:
             f"Last screen lines:\n{screen}"
         )
         await self._page("hang", agent, path, marker, f"{agent} looks hung", body)
-
-    async def _page(
-        self, kind: str, agent: str, path: Any, marker: dict[str, Any], subject: str, body: str
-    ) -> None:
-        """Escalate for ``marker`` (key ``<kind>:<agent>``) and record the incident at once;
-        ``paged: true`` follows only once a leg delivered it (``_confirm``). A failed
-        escalate is journalled and tried again at the next observation."""
-        try:
-            incident = await self.pager.escalate(subject, body, key=f"{kind}:{agent}")
-        except (OSError, NetskyError, ValueError) as e:
-            await self.recorder.event(
-                f"{kind}.page_failed", level="error", agent=agent, error=str(e)
-            )
-            return
-        marker.update(incident=incident.id)
-        write_marker(path, marker)
-        await self._confirm(kind, agent, path, marker)
-
-    async def _confirm(self, kind: str, agent: str, path: Any, marker: dict[str, Any]) -> None:
-        """Mark ``marker`` paged once its incident shows a leg that delivered (or the owner
-        acknowledged it); journal ``<kind>.paged`` with the legs. An incident file that
-        has gone, or closed undelivered, is paged afresh at the next observation."""
-        incident_path = self.paths.escalations / f"{marker['incident']}.json"
-        try:
-            incident = json.loads(incident_path.read_text(encoding="utf-8"))
-            legs = incident.get("legs") or {}
-            delivered = [n for n, st in dict(legs).items() if st.get("status") == "delivered"]
-        except (OSError, ValueError, AttributeError):
-            incident, delivered = None, []
-        if incident is not None and not delivered and not incident.get("acked"):
-            if incident.get("resolved_ts") is None:
-                return  # the spool is still trying the legs
-            incident = None  # closed undelivered while the condition lasts
-        if incident is None:
-            marker.update(incident=None)
-            write_marker(path, marker)
-            return
-        marker.update(paged=True, paged_ts=now_rfc3339(), paged_on=delivered)
-        write_marker(path, marker)
-        await self.recorder.event(
-            f"{kind}.paged",
-            level="warning",
-            agent=agent,
-            incident=marker["incident"],
-            legs=delivered,
-            acked=bool(incident.get("acked")),
-        )
 
     async def _clear_hang(
         self,
@@ -414,15 +349,6 @@ class Monitor:
             f"hang:{agent}",
             f"{agent} is no longer hung ({by}) after hanging since {marker.get('since')}.",
         )
-
-    async def _resolve(self, key: str, resolution: str) -> None:
-        """Close the incident for ``key`` with an all-clear (journalled when it fails)."""
-        try:
-            await self.pager.resolve(key, resolution)
-        except (OSError, NetskyError) as e:
-            await self.recorder.event(
-                "escalation.resolve_failed", level="error", key=key, error=str(e)
-            )
 
     # ----- usage limits ---------------------------------------------------------------------
 
