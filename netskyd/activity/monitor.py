@@ -43,7 +43,6 @@ Times in markers are RFC 3339 UTC; ``*_at`` fields are epoch seconds.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -65,8 +64,9 @@ from netskyd.activity.classify import (
     read_screen,
 )
 from netskyd.activity.dialogs import Dialog, DialogHandler, NoPlan, Plan, Step, detect, plan
+from netskyd.activity.hangs import HANG_DIR as HANG_DIR
+from netskyd.activity.hangs import HangMarkers
 from netskyd.activity.limits import parse_reset
-from netskyd.activity.pages import MarkerPages
 from netskyd.activity.watch import Watch as Watch
 from netskyd.agents.tmux import Tmux
 from netskyd.periodic import every
@@ -79,11 +79,10 @@ from netskyd.store.recorder import Recorder
 ANSWER_DEADLINE_S = 10.0
 #: How long after Enter the monitor watches the dialog go away.
 ANSWER_FOLLOW_S = 3.0
-HANG_DIR = "hang"
 LIMIT_DIR = "limit"
 
 
-class Monitor(MarkerPages):
+class Monitor(HangMarkers):
     """Activity classes, hang markers, dialog answers and usage-limit parking.
 
     Built with only what it uses: the agents (``AgentView``), the settings in force,
@@ -126,9 +125,6 @@ class Monitor(MarkerPages):
         return self.settings().paths
 
     # ----- markers --------------------------------------------------------------------------
-
-    def _hang_path(self, agent: str) -> Any:
-        return self.settings().paths.marker(HANG_DIR) / f"{agent}.json"
 
     def _limit_path(self, agent: str) -> Any:
         return self.settings().paths.marker(LIMIT_DIR) / f"{agent}.json"
@@ -247,108 +243,6 @@ class Monitor(MarkerPages):
         if held_before is not None and self.held(agent) is None:
             self.wake.kick(agent)  # what waited for the dialog or the limit goes in now
         return verdict
-
-    # ----- hang -----------------------------------------------------------------------------
-
-    async def _hang(
-        self,
-        agent: str,
-        session_id: str | None,
-        alive: bool,
-        w: Watch,
-        verdict: Verdict,
-        now: float,
-        pages: bool,
-    ) -> None:
-        path = self._hang_path(agent)
-        marker = w.hang
-        if marker is not None:
-            by = (
-                "session replaced"
-                if marker.get("session_id") != session_id
-                else "agent gone"
-                if not alive
-                else "pane moved"
-                if w.fp is not None and marker.get("fingerprint") != w.fp
-                else None
-            )
-            if by is not None:
-                await self._clear_hang(agent, path, marker, now, by, verdict)
-                marker = w.hang = None
-        if verdict.activity is not Activity.HUNG:
-            return
-        if marker is None:
-            marker = {
-                "agent": agent,
-                "session_id": session_id,
-                "since": iso(w.fp_changed_at),
-                "detected_ts": now_rfc3339(),
-                "fingerprint": w.fp,
-                "reason": verdict.reason,
-                "evidence": verdict.evidence,
-                "paged": False,
-                "incident": None,
-                "paged_ts": None,
-            }
-            write_marker(path, marker)
-            w.hang = marker
-            await self.recorder.event(
-                "hang.suspected",
-                level="warning",
-                agent=agent,
-                reason=verdict.reason,
-                since=marker["since"],
-                file=str(path),
-            )
-        if pages:
-            await self._follow_page(
-                "hang",
-                agent,
-                path,
-                marker,
-                lambda: self._page_hang(agent, path, marker, verdict, w),
-            )
-
-    async def _page_hang(
-        self, agent: str, path: Any, marker: dict[str, Any], verdict: Verdict, w: Watch
-    ) -> None:
-        screen = "\n".join(screen_lines(w.screen or "")[-15:])
-        ev = verdict.evidence
-        body = (
-            f"{agent} looks hung: {verdict.reason}.\n"
-            f"Pane unchanged since {marker['since']}; pending: {ev.get('pending')}.\n"
-            f"Evidence: netskyctl why {agent}   Look: tmux attach -t {agent}\n\n"
-            f"Last screen lines:\n{screen}"
-        )
-        await self._page("hang", agent, path, marker, f"{agent} looks hung", body)
-
-    async def _clear_hang(
-        self,
-        agent: str,
-        path: Any,
-        marker: dict[str, Any],
-        now: float,
-        by: str,
-        verdict: Verdict,
-    ) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-        name = f"hang-{agent}-{stamp}-{uuid.uuid4().hex[:6]}.json"
-        archive = self.paths.marker("archive") / name
-        write_marker(archive, {**marker, "cleared_ts": iso(now), "cleared_by": by})
-        remove_marker(path)
-        await self.recorder.event(
-            "hang.cleared",
-            agent=agent,
-            by=by,
-            since=marker.get("since"),
-            incident=marker.get("incident"),
-            activity=verdict.activity.value,
-            archive=str(archive),
-        )
-        await self._resolve(
-            f"hang:{agent}",
-            f"{agent} is no longer hung ({by}) after hanging since {marker.get('since')}.",
-        )
 
     # ----- usage limits ---------------------------------------------------------------------
 
