@@ -50,8 +50,8 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from netsky_shared.errors import CorruptMarker, NetskyError, TmuxError
-from netsky_shared.maildir import new_envelope, now_rfc3339, send, undelivered_counts
-from netsky_shared.markers import read_marker, remove_marker, write_marker
+from netsky_shared.maildir import now_rfc3339, undelivered_counts
+from netsky_shared.markers import read_marker
 from netsky_shared.paths import Paths
 from netskyd.activity.classify import (
     Activity,
@@ -66,7 +66,8 @@ from netskyd.activity.classify import (
 from netskyd.activity.dialogs import Dialog, DialogHandler, NoPlan, Plan, Step, detect, plan
 from netskyd.activity.hangs import HANG_DIR as HANG_DIR
 from netskyd.activity.hangs import HangMarkers
-from netskyd.activity.limits import parse_reset
+from netskyd.activity.parking import LIMIT_DIR as LIMIT_DIR
+from netskyd.activity.parking import Parking
 from netskyd.activity.watch import Watch as Watch
 from netskyd.agents.tmux import Tmux
 from netskyd.periodic import every
@@ -79,10 +80,9 @@ from netskyd.store.recorder import Recorder
 ANSWER_DEADLINE_S = 10.0
 #: How long after Enter the monitor watches the dialog go away.
 ANSWER_FOLLOW_S = 3.0
-LIMIT_DIR = "limit"
 
 
-class Monitor(HangMarkers):
+class Monitor(HangMarkers, Parking):
     """Activity classes, hang markers, dialog answers and usage-limit parking.
 
     Built with only what it uses: the agents (``AgentView``), the settings in force,
@@ -125,9 +125,6 @@ class Monitor(HangMarkers):
         return self.settings().paths
 
     # ----- markers --------------------------------------------------------------------------
-
-    def _limit_path(self, agent: str) -> Any:
-        return self.settings().paths.marker(LIMIT_DIR) / f"{agent}.json"
 
     async def _read(self, path: Any) -> dict[str, Any] | None:
         try:
@@ -243,127 +240,6 @@ class Monitor(HangMarkers):
         if held_before is not None and self.held(agent) is None:
             self.wake.kick(agent)  # what waited for the dialog or the limit goes in now
         return verdict
-
-    # ----- usage limits ---------------------------------------------------------------------
-
-    async def _limit_state(
-        self,
-        agent: str,
-        session_id: str | None,
-        w: Watch,
-        facts: ScreenFacts | None,
-        text: str | None,
-        now: float,
-        pages: bool,
-    ) -> dict[str, Any] | None:
-        """The parked limit marker in force for ``agent`` (parking or releasing as due;
-        paging only when ``pages``)."""
-        path = self._limit_path(agent)
-        marker = w.limit
-        if marker is not None and marker.get("session_id") != session_id:
-            remove_marker(path)  # a new session: the old notice means nothing
-            marker = w.limit = None
-        parked = marker is not None and marker.get("state") == "parked"
-        if parked and marker is not None and now >= float(marker.get("nudge_at") or 0):
-            await self._release(agent, path, marker, now)
-            return None
-        if parked and marker is not None:
-            if pages:
-                await self._follow_page(
-                    "limit", agent, path, marker, lambda: self._page_limit(agent, path, marker)
-                )
-            return marker
-        notice = facts.limit_notice if facts else None
-        if notice is None or text is None:
-            return None
-        if marker is not None and marker.get("notice") == notice:
-            return None  # the notice it was already parked for (and released from)
-        w.limit = await self._park(agent, session_id, path, notice, text, now, pages)
-        return w.limit
-
-    async def _park(
-        self,
-        agent: str,
-        session_id: str | None,
-        path: Any,
-        notice: str,
-        text: str,
-        now: float,
-        pages: bool,
-    ) -> dict[str, Any]:
-        lines = screen_lines(text)
-        at = max(i for i, ln in enumerate(lines) if ln == notice)
-        reset = parse_reset(" ".join(ln.strip() for ln in lines[at : at + 3]), now)
-        s = self.settings()
-        nudge = reset + s.limit_grace_s if reset else now + s.limit_default_wait_s
-        marker: dict[str, Any] = {
-            "agent": agent,
-            "session_id": session_id,
-            "state": "parked",
-            "since": iso(now),
-            "notice": notice,
-            "reset_at": reset,
-            "reset_source": "screen" if reset else "default",
-            "nudge_at": nudge,
-            "paged": False,
-            "incident": None,
-            "paged_ts": None,
-            "released_ts": None,
-            "nudge_envelope": None,
-        }
-        write_marker(path, marker)
-        await self.recorder.event(
-            "limit.parked",
-            level="warning",
-            agent=agent,
-            notice=notice.strip(),
-            reset_at=iso(reset),
-            nudge_at=iso(nudge),
-            file=str(path),
-        )
-        if pages:
-            await self._page_limit(agent, path, marker)
-        return marker
-
-    async def _page_limit(self, agent: str, path: Any, marker: dict[str, Any]) -> None:
-        reset = marker.get("reset_at")
-        when = f"It resets at {iso(reset)}" if reset else "The screen gives no reset time"
-        body = (
-            f"{agent} is parked on a usage limit: {marker['notice'].strip()}\n{when}; netsky "
-            f"will nudge it at {iso(marker['nudge_at'])}. It is not restarted meanwhile, and "
-            f"envelopes for it wait in its inbox.\nEvidence: netskyctl why {agent}"
-        )
-        await self._page("limit", agent, path, marker, f"{agent} hit a usage limit", body)
-
-    async def _release(self, agent: str, path: Any, marker: dict[str, Any], now: float) -> None:
-        reset = marker.get("reset_at")
-        text = (
-            f"Your usage limit has reset ({iso(reset)}). Carry on with your work."
-            if reset
-            else "You were parked on a usage limit; it may have reset by now. Carry on "
-            "with your work (if the limit is still in force, say so and stop)."
-        )
-        envelope = new_envelope("netsky", agent, text, kind="message", chat_id="netsky")
-        marker.update(state="released", released_ts=iso(now), nudge_envelope=envelope["id"])
-        write_marker(path, marker)  # released first: the nudge is never held by the parking
-        try:
-            send(self.paths, envelope, inbox_max_pending=self.settings().inbox_max_pending)
-        except (OSError, NetskyError) as e:
-            await self.recorder.event(
-                "limit.nudge_failed", level="error", agent=agent, error=str(e)
-            )
-        await self.recorder.event(
-            "limit.released",
-            agent=agent,
-            since=marker.get("since"),
-            reset_at=iso(reset),
-            envelope=envelope["id"],
-        )
-        self.wake.kick(agent)
-        await self._resolve(
-            f"limit:{agent}",
-            f"{agent}'s usage limit should have reset; netsky nudged it to carry on.",
-        )
 
     # ----- dialogs --------------------------------------------------------------------------
 
