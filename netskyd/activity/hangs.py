@@ -8,9 +8,10 @@ A mixin of ``netskyd.activity.monitor.Monitor``. After each observation ``_hang`
   the marker records the incident at once and ``paged: true`` only once a leg
   delivered the page;
 - when the pane moves (its fingerprint differs from the marker's), the session is
-  replaced or the agent dies, the marker is archived under ``state/archive/`` with
-  ``cleared_ts`` and ``cleared_by``, ``hang.cleared`` is journalled and the incident
-  resolved (all-clear).
+  replaced or the agent dies, the marker is archived as
+  ``state/archive/hang-<agent>-<YYYYmmddTHHMMSSZ>-<6 hex>.json`` with ``cleared_ts``
+  and ``cleared_by``, ``hang.cleared`` is journalled and the incident resolved
+  (all-clear).
 
 Marker shape::
 

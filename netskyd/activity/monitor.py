@@ -5,39 +5,25 @@ screen, through ``netskyd.agents.spawn.is_ready``), by its own poll of agents sh
 dialog (every ``dialog_poll_s``), and on demand (``why``). Each observation:
 
 1. updates the pane's *fingerprint* (normalised, ``netskyd.runtimes.screen``) and raw hash,
-   and when each last moved;
+   and when each last moved (``netskyd.activity.watch.Watch``);
 2. classifies the agent (``netskyd.activity.classify``) and journals ``activity.changed``
    when the class changes;
-3. hang: a hung verdict writes ``state/hang/<agent>.json`` and pages once
-   (``escalate`` key ``hang:<agent>``); the marker records the incident at once
-   and ``paged: true`` only once a leg delivered the page (the spool retries the
-   legs; an escalate that failed is tried again at the next observation). When
-   the pane moves (or the session is replaced, or the agent dies) the marker is
-   archived, ``hang.cleared`` journalled and the incident resolved (all-clear);
-4. usage limit: a limit notice parks the agent (``state/limit/<agent>.json``,
-   ``state: parked``): never hung, never restarted, deliveries held; the owner is
-   paged once (key ``limit:<agent>``). At the reset time (plus
-   ``limit_grace_s``; ``limit_default_wait_s`` when the screen gives none) it gets
-   a nudge envelope from ``netsky``, the marker says ``released`` and the
-   incident is resolved; the notice it was parked for never parks it again;
+3. hang: a hung verdict writes ``state/hang/<agent>.json`` and pages once (key
+   ``hang:<agent>``); when the pane moves, the session is replaced or the agent dies,
+   the marker is archived and the incident resolved (``netskyd.activity.hangs``);
+4. usage limit: a limit notice parks the agent (``state/limit/<agent>.json``): never
+   hung, never restarted, deliveries held, the owner paged once (key ``limit:<agent>``);
+   after the reset it gets a nudge envelope from ``netsky`` and is released
+   (``netskyd.activity.parking``);
 5. dialog: ``netskyd.activity.dialogs.DialogHandler`` decides; the action comes from the
-   ``dialogs`` config (catalogue defaults: start-up screens approved, permission
-   prompts left to the owner). Answers run as background tasks: arrow keys, a
-   re-read that the highlight is on the option with the wanted *label*, then
-   Enter; ``dialog.answered`` (or ``dialog.left`` / ``dialog.unanswerable`` /
-   ``dialog.answer_aborted``) is journalled with the screen seen.
+   ``dialogs`` config; answers run as background tasks in ``run``'s task group, by
+   label, and each outcome is journalled with the screen seen
+   (``netskyd.activity.answers``).
 
-Marker shapes::
-
-    state/hang/<agent>.json  {"agent", "session_id", "since", "detected_ts", "fingerprint",
-                              "reason", "evidence", "paged", "incident", "paged_ts",
-                              "paged_on": [legs that delivered]}
-    state/limit/<agent>.json {"agent", "session_id", "state": "parked"|"released",
-                              "since", "notice", "reset_at", "reset_source":
-                              "screen"|"default", "nudge_at", "paged", "incident",
-                              "paged_ts", "released_ts", "nudge_envelope"}
-
-Times in markers are RFC 3339 UTC; ``*_at`` fields are epoch seconds.
+Pages go through the ``Pager`` and are confirmed from the incident file
+(``netskyd.activity.pages``). The marker shapes are documented where each is written
+(``hangs``, ``parking``). ``Watch``, ``HANG_DIR``, ``LIMIT_DIR``, ``ANSWER_DEADLINE_S``
+and ``ANSWER_FOLLOW_S`` are re-exported from here.
 """
 
 from __future__ import annotations

@@ -1,15 +1,16 @@
 """A marker's page: escalate once, confirm that a leg delivered it, resolve at the all-clear.
 
 A mixin of ``netskyd.activity.monitor.Monitor``, shared by the hang marker
-(``netskyd.activity.hangs``), usage-limit parking (``netskyd.activity.parking``) and the
-unknown-dialog page (``netskyd.activity.answers``). A marker (a JSON dict kept in a
-file under ``state/<kind>/``) is paged in two steps, each written to its file at once:
+(``netskyd.activity.hangs``) and usage-limit parking (``netskyd.activity.parking``);
+``_resolve`` also closes the unknown-dialog incident (``netskyd.activity.answers``). A
+marker (a JSON dict in ``state/<kind>/<agent>.json``) is paged in two steps, each
+written to its file at once:
 
 1. ``incident``: the id the ``Pager`` returned for ``escalate(key="<kind>:<agent>")``
    (the spool retries the legs; an escalate that failed is tried again at the next
    observation);
 2. ``paged: true``, ``paged_ts`` (RFC 3339 UTC) and ``paged_on`` (the legs that
-   delivered), once the incident file ``escalations/<incident>.json`` shows a leg
+   delivered), once the incident file ``state/escalations/<incident>.json`` shows a leg
    delivered or the owner acknowledged it. An incident that has gone, or closed
    undelivered, clears ``incident`` so the next observation pages afresh.
 """
