@@ -40,7 +40,7 @@ STALE_TICKS = 3
 #: Marker kinds of the report and their files under ``state/``
 #: (netskyd.supervision.restart.markers).
 RESTART_MARKERS = {"gave_up": "gave-up.json", "crash_loop": "crashloop.json"}
-#: Per-agent marker directories under ``state/`` (netskyd.activity.monitor).
+#: Per-agent marker directories under ``state/`` (netskyd.activity.hangs, .parking).
 AGENT_MARKER_DIRS = {"hang": "hang", "limit": "limit"}
 #: How much of ``logs/shim.jsonl`` is read to find its last line.
 SHIM_TAIL_BYTES = 16 * 1024

@@ -5,57 +5,43 @@ screen, through ``netskyd.agents.spawn.is_ready``), by its own poll of agents sh
 dialog (every ``dialog_poll_s``), and on demand (``why``). Each observation:
 
 1. updates the pane's *fingerprint* (normalised, ``netskyd.runtimes.screen``) and raw hash,
-   and when each last moved;
+   and when each last moved (``netskyd.activity.watch.Watch``);
 2. classifies the agent (``netskyd.activity.classify``) and journals ``activity.changed``
    when the class changes;
-3. hang: a hung verdict writes ``state/hang/<agent>.json`` and pages once
-   (``escalate`` key ``hang:<agent>``); the marker records the incident at once
-   and ``paged: true`` only once a leg delivered the page (the spool retries the
-   legs; an escalate that failed is tried again at the next observation). When
-   the pane moves (or the session is replaced, or the agent dies) the marker is
-   archived, ``hang.cleared`` journalled and the incident resolved (all-clear);
-4. usage limit: a limit notice parks the agent (``state/limit/<agent>.json``,
-   ``state: parked``): never hung, never restarted, deliveries held; the owner is
-   paged once (key ``limit:<agent>``). At the reset time (plus
-   ``limit_grace_s``; ``limit_default_wait_s`` when the screen gives none) it gets
-   a nudge envelope from ``netsky``, the marker says ``released`` and the
-   incident is resolved; the notice it was parked for never parks it again;
+3. hang: a hung verdict writes ``state/hang/<agent>.json`` and pages once (key
+   ``hang:<agent>``); when the pane moves, the session is replaced or the agent dies,
+   the marker is archived and the incident resolved (``netskyd.activity.hangs``);
+4. usage limit: a limit notice parks the agent (``state/limit/<agent>.json``): never
+   hung, never restarted, deliveries held, the owner paged once (key ``limit:<agent>``);
+   after the reset it gets a nudge envelope from ``netsky`` and is released
+   (``netskyd.activity.parking``);
 5. dialog: ``netskyd.activity.dialogs.DialogHandler`` decides; the action comes from the
-   ``dialogs`` config (catalogue defaults: start-up screens approved, permission
-   prompts left to the owner). Answers run as background tasks: arrow keys, a
-   re-read that the highlight is on the option with the wanted *label*, then
-   Enter; ``dialog.answered`` (or ``dialog.left`` / ``dialog.unanswerable`` /
-   ``dialog.answer_aborted``) is journalled with the screen seen.
+   ``dialogs`` config; answers run as background tasks in ``run``'s task group, by
+   label, and each outcome is journalled with the screen seen
+   (``netskyd.activity.answers``).
 
-Marker shapes::
-
-    state/hang/<agent>.json  {"agent", "session_id", "since", "detected_ts", "fingerprint",
-                              "reason", "evidence", "paged", "incident", "paged_ts",
-                              "paged_on": [legs that delivered]}
-    state/limit/<agent>.json {"agent", "session_id", "state": "parked"|"released",
-                              "since", "notice", "reset_at", "reset_source":
-                              "screen"|"default", "nudge_at", "paged", "incident",
-                              "paged_ts", "released_ts", "nudge_envelope"}
-
-Times in markers are RFC 3339 UTC; ``*_at`` fields are epoch seconds.
+Pages go through the ``Pager`` and are confirmed from the incident file
+(``netskyd.activity.pages``). The marker shapes are documented where each is written
+(``hangs``, ``parking``). ``Watch``, ``HANG_DIR``, ``LIMIT_DIR``, ``ANSWER_DEADLINE_S``
+and ``ANSWER_FOLLOW_S`` are re-exported from here.
 """
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from netsky_shared.errors import CorruptMarker, NetskyError, TmuxError
-from netsky_shared.maildir import new_envelope, now_rfc3339, send, undelivered_counts
-from netsky_shared.markers import read_marker, remove_marker, write_marker
+from netsky_shared.maildir import now_rfc3339, undelivered_counts
+from netsky_shared.markers import read_marker
 from netsky_shared.paths import Paths
+from netskyd.activity.answers import ANSWER_DEADLINE_S as ANSWER_DEADLINE_S
+from netskyd.activity.answers import ANSWER_FOLLOW_S as ANSWER_FOLLOW_S
+from netskyd.activity.answers import Answers
 from netskyd.activity.classify import (
     Activity,
     Observation,
@@ -66,50 +52,20 @@ from netskyd.activity.classify import (
     iso,
     read_screen,
 )
-from netskyd.activity.dialogs import Dialog, DialogHandler, NoPlan, Plan, Step, detect, plan
-from netskyd.activity.limits import parse_reset
+from netskyd.activity.dialogs import Dialog, DialogHandler, detect
+from netskyd.activity.hangs import HANG_DIR as HANG_DIR
+from netskyd.activity.hangs import HangMarkers
+from netskyd.activity.parking import LIMIT_DIR as LIMIT_DIR
+from netskyd.activity.parking import Parking
+from netskyd.activity.watch import Watch as Watch
 from netskyd.agents.tmux import Tmux
 from netskyd.periodic import every
 from netskyd.ports import AgentView, Clock, Monotonic, Pager, SettingsView, Wake
-from netskyd.runtimes.catalogue import Kind
-from netskyd.runtimes.screen import fingerprint, raw_hash, screen_lines
+from netskyd.runtimes.screen import fingerprint, raw_hash
 from netskyd.store.recorder import Recorder
 
-#: Deadline for one dialog answer: keys, the highlight check, Enter.
-ANSWER_DEADLINE_S = 10.0
-#: How long after Enter the monitor watches the dialog go away.
-ANSWER_FOLLOW_S = 3.0
-HANG_DIR = "hang"
-LIMIT_DIR = "limit"
 
-
-@dataclass
-class Watch:
-    """What the monitor remembers of one agent's pane (reset when its session changes)."""
-
-    session_id: str | None = None
-    fp: str | None = None
-    fp_changed_at: float | None = None
-    raw: str | None = None
-    raw_changed_at: float | None = None
-    last_idle_at: float | None = None
-    verdict: Verdict | None = None
-    verdict_since: float | None = None
-    observed_at: float | None = None
-    dialog: Dialog | None = None
-    #: The last screen captured (visible pane text).
-    screen: str | None = None
-    #: The hang and limit markers, as on disk (read once per Watch, then kept in step).
-    hang: dict[str, Any] | None = None
-    limit: dict[str, Any] | None = None
-    markers_loaded: bool = False
-    #: Instance ids of dialogs journalled as left for the owner (once each).
-    left: set[str] | None = None
-    #: The unknown dialog's instance id the owner was paged for (key ``dialog:<agent>``).
-    unknown_paged: str | None = None
-
-
-class Monitor:
+class Monitor(HangMarkers, Parking, Answers):
     """Activity classes, hang markers, dialog answers and usage-limit parking.
 
     Built with only what it uses: the agents (``AgentView``), the settings in force,
@@ -152,12 +108,6 @@ class Monitor:
         return self.settings().paths
 
     # ----- markers --------------------------------------------------------------------------
-
-    def _hang_path(self, agent: str) -> Any:
-        return self.settings().paths.marker(HANG_DIR) / f"{agent}.json"
-
-    def _limit_path(self, agent: str) -> Any:
-        return self.settings().paths.marker(LIMIT_DIR) / f"{agent}.json"
 
     async def _read(self, path: Any) -> dict[str, Any] | None:
         try:
@@ -273,499 +223,6 @@ class Monitor:
         if held_before is not None and self.held(agent) is None:
             self.wake.kick(agent)  # what waited for the dialog or the limit goes in now
         return verdict
-
-    # ----- hang -----------------------------------------------------------------------------
-
-    async def _hang(
-        self,
-        agent: str,
-        session_id: str | None,
-        alive: bool,
-        w: Watch,
-        verdict: Verdict,
-        now: float,
-        pages: bool,
-    ) -> None:
-        path = self._hang_path(agent)
-        marker = w.hang
-        if marker is not None:
-            by = (
-                "session replaced"
-                if marker.get("session_id") != session_id
-                else "agent gone"
-                if not alive
-                else "pane moved"
-                if w.fp is not None and marker.get("fingerprint") != w.fp
-                else None
-            )
-            if by is not None:
-                await self._clear_hang(agent, path, marker, now, by, verdict)
-                marker = w.hang = None
-        if verdict.activity is not Activity.HUNG:
-            return
-        if marker is None:
-            marker = {
-                "agent": agent,
-                "session_id": session_id,
-                "since": iso(w.fp_changed_at),
-                "detected_ts": now_rfc3339(),
-                "fingerprint": w.fp,
-                "reason": verdict.reason,
-                "evidence": verdict.evidence,
-                "paged": False,
-                "incident": None,
-                "paged_ts": None,
-            }
-            write_marker(path, marker)
-            w.hang = marker
-            await self.recorder.event(
-                "hang.suspected",
-                level="warning",
-                agent=agent,
-                reason=verdict.reason,
-                since=marker["since"],
-                file=str(path),
-            )
-        if pages:
-            await self._follow_page(
-                "hang",
-                agent,
-                path,
-                marker,
-                lambda: self._page_hang(agent, path, marker, verdict, w),
-            )
-
-    async def _follow_page(
-        self,
-        kind: str,
-        agent: str,
-        path: Any,
-        marker: dict[str, Any],
-        page: Callable[[], Awaitable[None]],
-    ) -> None:
-        """For a marker not yet paged: page (``page()``) when it has no incident yet,
-        else see whether a leg has delivered that incident's page (``_confirm``)."""
-        if marker.get("paged"):
-            return
-        if marker.get("incident"):
-            await self._confirm(kind, agent, path, marker)
-        else:
-            await page()
-
-    async def _page_hang(
-        self, agent: str, path: Any, marker: dict[str, Any], verdict: Verdict, w: Watch
-    ) -> None:
-        screen = "\n".join(screen_lines(w.screen or "")[-15:])
-        ev = verdict.evidence
-        body = (
-            f"{agent} looks hung: {verdict.reason}.\n"
-            f"Pane unchanged since {marker['since']}; pending: {ev.get('pending')}.\n"
-            f"Evidence: netskyctl why {agent}   Look: tmux attach -t {agent}\n\n"
-            f"Last screen lines:\n{screen}"
-        )
-        await self._page("hang", agent, path, marker, f"{agent} looks hung", body)
-
-    async def _page(
-        self, kind: str, agent: str, path: Any, marker: dict[str, Any], subject: str, body: str
-    ) -> None:
-        """Escalate for ``marker`` (key ``<kind>:<agent>``) and record the incident at once;
-        ``paged: true`` follows only once a leg delivered it (``_confirm``). A failed
-        escalate is journalled and tried again at the next observation."""
-        try:
-            incident = await self.pager.escalate(subject, body, key=f"{kind}:{agent}")
-        except (OSError, NetskyError, ValueError) as e:
-            await self.recorder.event(
-                f"{kind}.page_failed", level="error", agent=agent, error=str(e)
-            )
-            return
-        marker.update(incident=incident.id)
-        write_marker(path, marker)
-        await self._confirm(kind, agent, path, marker)
-
-    async def _confirm(self, kind: str, agent: str, path: Any, marker: dict[str, Any]) -> None:
-        """Mark ``marker`` paged once its incident shows a leg that delivered (or the owner
-        acknowledged it); journal ``<kind>.paged`` with the legs. An incident file that
-        has gone, or closed undelivered, is paged afresh at the next observation."""
-        incident_path = self.paths.escalations / f"{marker['incident']}.json"
-        try:
-            incident = json.loads(incident_path.read_text(encoding="utf-8"))
-            legs = incident.get("legs") or {}
-            delivered = [n for n, st in dict(legs).items() if st.get("status") == "delivered"]
-        except (OSError, ValueError, AttributeError):
-            incident, delivered = None, []
-        if incident is not None and not delivered and not incident.get("acked"):
-            if incident.get("resolved_ts") is None:
-                return  # the spool is still trying the legs
-            incident = None  # closed undelivered while the condition lasts
-        if incident is None:
-            marker.update(incident=None)
-            write_marker(path, marker)
-            return
-        marker.update(paged=True, paged_ts=now_rfc3339(), paged_on=delivered)
-        write_marker(path, marker)
-        await self.recorder.event(
-            f"{kind}.paged",
-            level="warning",
-            agent=agent,
-            incident=marker["incident"],
-            legs=delivered,
-            acked=bool(incident.get("acked")),
-        )
-
-    async def _clear_hang(
-        self,
-        agent: str,
-        path: Any,
-        marker: dict[str, Any],
-        now: float,
-        by: str,
-        verdict: Verdict,
-    ) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-        name = f"hang-{agent}-{stamp}-{uuid.uuid4().hex[:6]}.json"
-        archive = self.paths.marker("archive") / name
-        write_marker(archive, {**marker, "cleared_ts": iso(now), "cleared_by": by})
-        remove_marker(path)
-        await self.recorder.event(
-            "hang.cleared",
-            agent=agent,
-            by=by,
-            since=marker.get("since"),
-            incident=marker.get("incident"),
-            activity=verdict.activity.value,
-            archive=str(archive),
-        )
-        await self._resolve(
-            f"hang:{agent}",
-            f"{agent} is no longer hung ({by}) after hanging since {marker.get('since')}.",
-        )
-
-    async def _resolve(self, key: str, resolution: str) -> None:
-        """Close the incident for ``key`` with an all-clear (journalled when it fails)."""
-        try:
-            await self.pager.resolve(key, resolution)
-        except (OSError, NetskyError) as e:
-            await self.recorder.event(
-                "escalation.resolve_failed", level="error", key=key, error=str(e)
-            )
-
-    # ----- usage limits ---------------------------------------------------------------------
-
-    async def _limit_state(
-        self,
-        agent: str,
-        session_id: str | None,
-        w: Watch,
-        facts: ScreenFacts | None,
-        text: str | None,
-        now: float,
-        pages: bool,
-    ) -> dict[str, Any] | None:
-        """The parked limit marker in force for ``agent`` (parking or releasing as due;
-        paging only when ``pages``)."""
-        path = self._limit_path(agent)
-        marker = w.limit
-        if marker is not None and marker.get("session_id") != session_id:
-            remove_marker(path)  # a new session: the old notice means nothing
-            marker = w.limit = None
-        parked = marker is not None and marker.get("state") == "parked"
-        if parked and marker is not None and now >= float(marker.get("nudge_at") or 0):
-            await self._release(agent, path, marker, now)
-            return None
-        if parked and marker is not None:
-            if pages:
-                await self._follow_page(
-                    "limit", agent, path, marker, lambda: self._page_limit(agent, path, marker)
-                )
-            return marker
-        notice = facts.limit_notice if facts else None
-        if notice is None or text is None:
-            return None
-        if marker is not None and marker.get("notice") == notice:
-            return None  # the notice it was already parked for (and released from)
-        w.limit = await self._park(agent, session_id, path, notice, text, now, pages)
-        return w.limit
-
-    async def _park(
-        self,
-        agent: str,
-        session_id: str | None,
-        path: Any,
-        notice: str,
-        text: str,
-        now: float,
-        pages: bool,
-    ) -> dict[str, Any]:
-        lines = screen_lines(text)
-        at = max(i for i, ln in enumerate(lines) if ln == notice)
-        reset = parse_reset(" ".join(ln.strip() for ln in lines[at : at + 3]), now)
-        s = self.settings()
-        nudge = reset + s.limit_grace_s if reset else now + s.limit_default_wait_s
-        marker: dict[str, Any] = {
-            "agent": agent,
-            "session_id": session_id,
-            "state": "parked",
-            "since": iso(now),
-            "notice": notice,
-            "reset_at": reset,
-            "reset_source": "screen" if reset else "default",
-            "nudge_at": nudge,
-            "paged": False,
-            "incident": None,
-            "paged_ts": None,
-            "released_ts": None,
-            "nudge_envelope": None,
-        }
-        write_marker(path, marker)
-        await self.recorder.event(
-            "limit.parked",
-            level="warning",
-            agent=agent,
-            notice=notice.strip(),
-            reset_at=iso(reset),
-            nudge_at=iso(nudge),
-            file=str(path),
-        )
-        if pages:
-            await self._page_limit(agent, path, marker)
-        return marker
-
-    async def _page_limit(self, agent: str, path: Any, marker: dict[str, Any]) -> None:
-        reset = marker.get("reset_at")
-        when = f"It resets at {iso(reset)}" if reset else "The screen gives no reset time"
-        body = (
-            f"{agent} is parked on a usage limit: {marker['notice'].strip()}\n{when}; netsky "
-            f"will nudge it at {iso(marker['nudge_at'])}. It is not restarted meanwhile, and "
-            f"envelopes for it wait in its inbox.\nEvidence: netskyctl why {agent}"
-        )
-        await self._page("limit", agent, path, marker, f"{agent} hit a usage limit", body)
-
-    async def _release(self, agent: str, path: Any, marker: dict[str, Any], now: float) -> None:
-        reset = marker.get("reset_at")
-        text = (
-            f"Your usage limit has reset ({iso(reset)}). Carry on with your work."
-            if reset
-            else "You were parked on a usage limit; it may have reset by now. Carry on "
-            "with your work (if the limit is still in force, say so and stop)."
-        )
-        envelope = new_envelope("netsky", agent, text, kind="message", chat_id="netsky")
-        marker.update(state="released", released_ts=iso(now), nudge_envelope=envelope["id"])
-        write_marker(path, marker)  # released first: the nudge is never held by the parking
-        try:
-            send(self.paths, envelope, inbox_max_pending=self.settings().inbox_max_pending)
-        except (OSError, NetskyError) as e:
-            await self.recorder.event(
-                "limit.nudge_failed", level="error", agent=agent, error=str(e)
-            )
-        await self.recorder.event(
-            "limit.released",
-            agent=agent,
-            since=marker.get("since"),
-            reset_at=iso(reset),
-            envelope=envelope["id"],
-        )
-        self.wake.kick(agent)
-        await self._resolve(
-            f"limit:{agent}",
-            f"{agent}'s usage limit should have reset; netsky nudged it to carry on.",
-        )
-
-    # ----- dialogs --------------------------------------------------------------------------
-
-    async def _dialog(
-        self,
-        agent: str,
-        session_id: str | None,
-        w: Watch,
-        dialog: Dialog | None,
-        now: float,
-        text: str | None,
-        pages: bool = True,
-    ) -> None:
-        if text is None:
-            return  # no screen: nothing seen, absent or present
-        before = self.handler.instance(agent, dialog.name) if dialog else None
-        step = self.handler.observe(agent, session_id, dialog, now)
-        if dialog is None:
-            return
-        instance = self.handler.instance(agent, dialog.name) or dialog.name
-        if instance != before:  # a new instance: what it is, and what netsky will do
-            await self.recorder.event(
-                "dialog.seen",
-                agent=agent,
-                dialog=dialog.name,
-                instance=instance,
-                kind=dialog.spec.kind.value,
-                activity=w.verdict.activity.value if w.verdict else None,
-                policy=self._policy(dialog),
-                options=[o.label for o in dialog.options],
-                highlighted=dialog.highlighted.label if dialog.highlighted else None,
-                screen=screen_lines(text),
-            )
-        if step is not Step.ANSWER:
-            return
-        if dialog.spec.kind is Kind.UNKNOWN:
-            await self._unknown(agent, w, dialog, instance, text, now, pages)
-            return
-        action = self._policy(dialog)
-        if action == "off":
-            why = "a question for the owner" if dialog.spec.kind is Kind.QUESTION else "policy off"
-            await self._left(agent, w, dialog, instance, text, why)
-            return
-        try:
-            answer = plan(dialog, action)
-        except NoPlan as e:
-            self.handler.answered(agent, dialog.name)  # once: never retried blind
-            await self.recorder.event(
-                "dialog.unanswerable",
-                level="warning",
-                agent=agent,
-                dialog=dialog.name,
-                instance=instance,
-                action=action,
-                why=str(e),
-                screen=screen_lines(text),
-            )
-            return
-        if agent in self._answering or self._tg is None:
-            return  # one answer at a time per agent; before run(), the next poll answers
-        self.handler.answered(agent, dialog.name)  # before any key: at most once, even on error
-        self._answering.add(agent)
-        self._tg.start_soon(self._answer, agent, dialog, answer, instance, text)
-
-    async def _left(
-        self, agent: str, w: Watch, dialog: Dialog, instance: str, text: str, why: str
-    ) -> None:
-        """Journal ``dialog.left`` (the dialog is the owner's) once per instance."""
-        left = w.left = w.left or set()
-        if instance in left:
-            return
-        left.add(instance)
-        await self.recorder.event(
-            "dialog.left",
-            level="warning",
-            agent=agent,
-            dialog=dialog.name,
-            instance=instance,
-            why=why,
-            screen=screen_lines(text),
-        )
-
-    async def _unknown(
-        self,
-        agent: str,
-        w: Watch,
-        dialog: Dialog,
-        instance: str,
-        text: str,
-        now: float,
-        pages: bool,
-    ) -> None:
-        """An unknown dialog that has settled: journal it once as left for the owner,
-        and page once (key ``dialog:<agent>``) when it has been up for
-        ``dialog_unknown_page_after_s``. No key is ever sent to it."""
-        await self._left(agent, w, dialog, instance, text, "a dialog netsky does not know")
-        up_s = self.handler.age(agent, dialog.name, now)
-        if not pages or w.unknown_paged == instance:
-            return
-        if up_s is None or up_s < self.settings().dialog_unknown_page_after_s:
-            return
-        shown = "\n".join(dialog.lines)
-        body = (
-            f"{agent} shows a dialog netsky does not know, so it waits for you and netsky "
-            f"sends it no keys.\nAnswer it: tmux attach -t {agent}   Evidence: netskyctl "
-            f"why {agent}\n\nThe dialog:\n{shown}"
-        )
-        try:
-            await self.pager.escalate(
-                f"{agent} waits on an unknown dialog", body, key=f"dialog:{agent}"
-            )
-        except (OSError, NetskyError, ValueError) as e:
-            await self.recorder.event(
-                "dialog.page_failed", level="error", agent=agent, error=str(e)
-            )
-            return  # tried again at the next observation
-        w.unknown_paged = self._unknown_paged[agent] = instance
-        await self.recorder.event(
-            "dialog.paged", level="warning", agent=agent, dialog=dialog.name, instance=instance
-        )
-
-    async def _unknown_gone(self, agent: str) -> None:
-        """``agent`` is at its prompt again after an unknown dialog was paged: close the
-        incident (all-clear). A respawn showing the dialog again joins the open incident
-        rather than paging anew."""
-        instance = self._unknown_paged.pop(agent)
-        await self.recorder.event("dialog.gone", agent=agent, instance=instance)
-        await self._resolve(f"dialog:{agent}", f"{agent}'s unknown dialog has gone.")
-
-    def _policy(self, dialog: Dialog) -> str:
-        """The configured action for ``dialog`` (``off`` for a question or an unknown
-        dialog, always)."""
-        if dialog.spec.kind in (Kind.QUESTION, Kind.UNKNOWN):
-            return "off"
-        return self.settings().dialog_action(dialog.name)
-
-    async def _answer(
-        self, agent: str, dialog: Dialog, answer: Plan, instance: str, text: str
-    ) -> None:
-        tmux = self.tmux
-        result, detail = "answered", ""
-        try:
-            with anyio.move_on_after(ANSWER_DEADLINE_S) as scope:
-                if answer.moves:
-                    await tmux.send_keys(agent, *answer.moves)
-                    if not await self._highlight_on(agent, dialog, answer):
-                        result, detail = "aborted", "the highlight did not reach the option"
-                if result == "answered":
-                    await tmux.send_keys(agent, answer.confirm)
-            if scope.cancelled_caught:
-                result, detail = "aborted", f"no answer within {ANSWER_DEADLINE_S:g}s"
-        except TmuxError as e:
-            result, detail = "failed", str(e)
-        finally:
-            self._answering.discard(agent)
-        event = {"answered": "dialog.answered", "aborted": "dialog.answer_aborted"}.get(
-            result, "dialog.answer_failed"
-        )
-        await self.recorder.event(
-            event,
-            level="info" if result == "answered" else "warning",
-            agent=agent,
-            dialog=dialog.name,
-            instance=instance,
-            **answer.to_json(),
-            detail=detail or None,
-            screen=screen_lines(text),
-        )
-        if result == "answered":
-            await self._follow(agent)
-
-    async def _highlight_on(self, agent: str, dialog: Dialog, answer: Plan) -> bool:
-        """Re-read the screen until the highlight is on the wanted option (2 s)."""
-        runtime = self.agents.state_of(agent).runtime
-        with anyio.move_on_after(2.0):
-            while True:
-                await anyio.sleep(0.1)
-                seen = detect(runtime, await self.tmux.capture(agent))
-                if seen is None or seen.name != dialog.name:
-                    return False
-                hi = seen.highlighted
-                if hi is not None and answer.target is not None and hi.label == answer.target.label:
-                    return True
-        return False
-
-    async def _follow(self, agent: str) -> None:
-        """Watch the screen for a few seconds after an answer (its absence is evidence)."""
-        end = self.monotonic() + ANSWER_FOLLOW_S
-        while self.monotonic() < end:
-            await anyio.sleep(0.25)
-            try:
-                text = await self.tmux.capture(agent)
-            except TmuxError:
-                return
-            verdict = await self.observe(agent, text, source="answer")
-            if verdict.evidence.get("dialog") is None:
-                return
 
     # ----- on demand ------------------------------------------------------------------------
 
