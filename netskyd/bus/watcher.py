@@ -43,7 +43,6 @@ and count each tick.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
@@ -56,10 +55,11 @@ from watchfiles import Change, awatch
 
 from netsky_shared.errors import EnvelopeRejected, InboxFull, NetskyError
 from netsky_shared.ids import is_agent_id, sort_key
-from netsky_shared.maildir import atomic_write_bytes, box_entries, fsync_dir, now_rfc3339, send
+from netsky_shared.maildir import box_entries, fsync_dir, now_rfc3339, send
 from netsky_shared.paths import Paths
 from netskyd.agents.tmux import Tmux
 from netskyd.bus import outbox
+from netskyd.bus.claims import Claims
 from netskyd.bus.delivery import (
     Consumption,
     Delivery,
@@ -128,14 +128,7 @@ def message_row(
     }
 
 
-def _unique(directory: Path, name: str) -> Path:
-    target = directory / name
-    if os.path.lexists(target):
-        target = directory / f"{name}.{time.time_ns()}"
-    return target
-
-
-class Bus:
+class Bus(Claims):
     """Moves envelopes from inboxes into agents; one drain at a time per agent.
 
     Built with only what it uses: the agents (``AgentView``: who is up and ready), the
@@ -266,18 +259,6 @@ class Bus:
             self._running.discard(key)
 
     # -- claim, validate, deliver, ack -------------------------------------------
-
-    def claim(self, agent: str) -> list[Path]:
-        """Rename every inbox entry into ``claimed/``; return all claimed entries in order."""
-        paths = self.paths
-        inbox, claimed = paths.channel(agent, "inbox"), paths.channel(agent, "claimed")
-        claimed.mkdir(parents=True, exist_ok=True)
-        now = self.monotonic()
-        for name in box_entries(inbox):
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(inbox / name, claimed / name)
-                self._claimed_at[str(claimed / name)] = now
-        return [claimed / n for n in box_entries(claimed)]
 
     def available(self, agent: str) -> list[Delivery]:
         """The delivery paths that can take envelopes for ``agent`` now, preferred first."""
@@ -435,50 +416,6 @@ class Bus:
         delivered = box_entries(self.paths.channel(agent, "delivered"))
         return await self.consumption.report(agent, delivered, limit)
 
-    def _requeue(self, agent: str, files: list[Path]) -> None:
-        inbox = self.paths.channel(agent, "inbox")
-        for f in files:
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(f, inbox / f.name)
-            self._claimed_at.pop(str(f), None)
-
-    async def poison_many(self, agent: str, items: list[tuple[Path, str, str]]) -> None:
-        """Move bad entries to ``poison/``, each beside ``<name>.reason.json``; never raises
-        for one entry (a failed move is recorded in its reason as ``move_error``)."""
-        poison_dir = self.paths.channel(agent, "poison")
-        poison_dir.mkdir(parents=True, exist_ok=True)
-        rows: list[dict[str, Any]] = []
-        ts = now_rfc3339()
-        for path, rule, detail in items:
-            target = _unique(poison_dir, path.name)
-            reason: dict[str, Any] = {"rule": rule, "detail": detail, "ts": ts, "file": target.name}
-            try:
-                atomic_write_bytes(
-                    poison_dir / f"{target.name}.reason.json",
-                    (json.dumps(reason, indent=2) + "\n").encode(),
-                    sync_dir=False,  # once for the lot, below
-                )
-                os.rename(path, target)
-            except OSError as e:
-                reason["move_error"] = str(e)
-            self._claimed_at.pop(str(path), None)
-            rows.append({"agent": agent, **reason})
-        with contextlib.suppress(OSError):
-            fsync_dir(poison_dir)
-        self.poisoned_count += len(rows)
-        await self.recorder.events("envelope.poisoned", rows, level="warning")
-        await self.store.add_messages(
-            [
-                {
-                    "recipient": agent,
-                    "file": r["file"],
-                    "status": "poisoned",
-                    "reason": f"{r['rule']}: {r['detail']}",
-                }
-                for r in rows
-            ]
-        )
-
     # -- outbox ------------------------------------------------------------------
 
     async def forward_outbox(self, agent: str) -> int:
@@ -538,34 +475,6 @@ class Bus:
         return forwarded
 
     # -- housekeeping ------------------------------------------------------------
-
-    async def expire_leases(self) -> int:
-        """Return claims older than ``claim_lease_s`` (and not being drained) to the queue."""
-        lease = self.settings().claim_lease_s
-        now = self.monotonic()
-        returned = 0
-        for agent in self.agents_with_channels():
-            if agent in self._running:
-                continue
-            claimed = self.paths.channel(agent, "claimed")
-            expired = [
-                claimed / n
-                for n in box_entries(claimed)
-                if now - self._claimed_at.setdefault(str(claimed / n), now) > lease
-            ]
-            if expired:
-                self._requeue(agent, expired)
-                returned += len(expired)
-                await self.recorder.event(
-                    "envelope.lease_expired",
-                    level="warning",
-                    agent=agent,
-                    count=len(expired),
-                    files=[f.name for f in expired],
-                    lease_s=lease,
-                )
-                self.kick(agent)
-        return returned
 
     async def prune(self) -> dict[str, int]:
         """Delete ``delivered/`` entries older than ``delivered_max_age_s``, then the oldest
