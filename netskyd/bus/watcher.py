@@ -52,12 +52,11 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from watchfiles import Change, awatch
 
-from netsky_shared.errors import EnvelopeRejected, InboxFull, NetskyError
+from netsky_shared.errors import EnvelopeRejected, NetskyError
 from netsky_shared.ids import is_agent_id, sort_key
-from netsky_shared.maildir import box_entries, now_rfc3339, send
+from netsky_shared.maildir import box_entries, now_rfc3339
 from netsky_shared.paths import Paths
 from netskyd.agents.tmux import Tmux
-from netskyd.bus import outbox
 from netskyd.bus.claims import Claims
 from netskyd.bus.delivery import (
     Delivery,
@@ -73,6 +72,7 @@ from netskyd.bus.drain import (
     message_row,
 )
 from netskyd.bus.envelope import Envelope, parse_ts
+from netskyd.bus.forward import Forwarding
 from netskyd.bus.ledger import Ledger
 from netskyd.bus.validate import validate
 from netskyd.ports import ActivityGate, AgentView, Clock, Monotonic, Pager, SettingsView
@@ -91,7 +91,7 @@ __all__ = [
 ]
 
 
-class Bus(Claims, Drain):
+class Bus(Claims, Drain, Forwarding):
     """Moves envelopes from inboxes into agents; one drain at a time per agent.
 
     Built with only what it uses: the agents (``AgentView``: who is up and ready), the
@@ -220,64 +220,6 @@ class Bus(Claims, Drain):
                     return
         finally:
             self._running.discard(key)
-
-    # -- outbox ------------------------------------------------------------------
-
-    async def forward_outbox(self, agent: str) -> int:
-        """Forward what ``agent``'s runtime wrote into its ``outbox/`` (see netskyd.bus.outbox).
-
-        Each entry becomes an envelope from ``agent`` (whatever it claims) to its ``to``
-        (agent0 by default); a bad entry is poisoned in ``agent``'s channel; a full
-        target inbox leaves the entry for the next tick. Returns how many were forwarded.
-        """
-        s = self.settings()
-        box = self.paths.channel(agent, "outbox")
-        forwarded = 0
-        bad: list[tuple[Path, str, str]] = []
-        for name in box_entries(box):
-            f = box / name
-            try:
-                envelope = outbox.envelope_for(agent, f, s.envelope_max_bytes)
-                landed = send(
-                    self.paths,
-                    envelope,
-                    inbox_max_pending=s.inbox_max_pending,
-                    envelope_max_bytes=s.envelope_max_bytes,
-                )
-            except EnvelopeRejected as e:
-                bad.append((f, e.rule, e.detail))
-                continue
-            except InboxFull as e:
-                await self.recorder.event(
-                    "envelope.forward_deferred", level="warning", agent=agent, file=name,
-                    error=str(e),
-                )
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f)
-            forwarded += 1
-            await self.recorder.event(
-                "envelope.forwarded", agent=agent, file=name, envelope_id=envelope["id"],
-                to=envelope["to"], kind=envelope["kind"], landed=landed.name,
-            )
-            await self.store.add_messages(
-                [
-                    {
-                        "envelope_id": envelope["id"],
-                        "sender": agent,
-                        "recipient": envelope["to"],
-                        "kind": envelope["kind"],
-                        "envelope_ts": envelope["ts"],
-                        "file": landed.name,
-                        "status": "forwarded",
-                        "via": "outbox",
-                    }
-                ]
-            )
-        if bad:
-            await self.poison_many(agent, bad)
-        self.forwarded_count += forwarded
-        return forwarded
 
     # -- housekeeping ------------------------------------------------------------
 
