@@ -54,7 +54,7 @@ from watchfiles import Change, awatch
 
 from netsky_shared.errors import EnvelopeRejected, NetskyError
 from netsky_shared.ids import is_agent_id, sort_key
-from netsky_shared.maildir import box_entries, now_rfc3339
+from netsky_shared.maildir import box_entries
 from netsky_shared.paths import Paths
 from netskyd.agents.tmux import Tmux
 from netskyd.bus.claims import Claims
@@ -74,6 +74,7 @@ from netskyd.bus.drain import (
 from netskyd.bus.envelope import Envelope, parse_ts
 from netskyd.bus.forward import Forwarding
 from netskyd.bus.ledger import Ledger
+from netskyd.bus.upkeep import Upkeep
 from netskyd.bus.validate import validate
 from netskyd.ports import ActivityGate, AgentView, Clock, Monotonic, Pager, SettingsView
 from netskyd.store.db import Store
@@ -91,7 +92,7 @@ __all__ = [
 ]
 
 
-class Bus(Claims, Drain, Forwarding):
+class Bus(Claims, Drain, Forwarding, Upkeep):
     """Moves envelopes from inboxes into agents; one drain at a time per agent.
 
     Built with only what it uses: the agents (``AgentView``: who is up and ready), the
@@ -221,92 +222,6 @@ class Bus(Claims, Drain, Forwarding):
         finally:
             self._running.discard(key)
 
-    # -- housekeeping ------------------------------------------------------------
-
-    async def prune(self) -> dict[str, int]:
-        """Delete ``delivered/`` entries older than ``delivered_max_age_s``, then the oldest
-        beyond ``delivered_max_count`` per agent. Returns ``{agent: removed}``."""
-        s = self.settings()
-        cutoff_ns = int((self.clock() - s.delivered_max_age_s) * 1e9)
-        removed: dict[str, int] = {}
-        for agent in self.agents_with_channels():
-            box = self.paths.channel(agent, "delivered")
-            names = box_entries(box)
-            old = [n for n in names if _sent_ns(box / n) < cutoff_ns]
-            keep = [n for n in names if n not in set(old)]
-            excess = keep[: max(0, len(keep) - s.delivered_max_count)]
-            gone = 0
-            for n in old + excess:
-                try:
-                    os.unlink(box / n)
-                    gone += 1
-                except IsADirectoryError:
-                    continue
-                except FileNotFoundError:
-                    continue
-            if gone:
-                removed[agent] = gone
-                await self.recorder.event(
-                    "channel.pruned",
-                    agent=agent,
-                    removed=gone,
-                    by_age=len(old),
-                    by_count=len(excess),
-                    kept=len(names) - gone,
-                )
-        return removed
-
-    async def reconcile(self) -> int:
-        """Add the missing ``delivered`` rows for files in ``delivered/`` (a crash between
-        the ack's rename and its rows); return how many were added."""
-        added = 0
-        for agent in self.agents_with_channels():
-            box = self.paths.channel(agent, "delivered")
-            names = box_entries(box)
-            if not names:
-                continue
-            recorded = await self.store.recorded_files(agent, "delivered")
-            missing = [n for n in names if n not in recorded]
-            found: list[tuple[str, Envelope]] = []
-            max_bytes = self.settings().envelope_max_bytes
-            for n in missing:
-                try:
-                    found.append((n, validate(box / n, agent, max_bytes)))
-                except EnvelopeRejected:
-                    continue
-            # The ack journalled the repeat flag before the rename; the attempt rows,
-            # written before each hand-over, say the same: two or more is a repeat.
-            tries = await self.store.attempt_counts([env.id for _, env in found])
-            rows = []
-            for n, env in found:
-                count, via = tries.get(env.id, (0, "unknown"))
-                rows.append(
-                    message_row(
-                        agent, n, env, "delivered", now_rfc3339(), via,
-                        duplicate=count > 1,
-                        reason="recorded at start: the daemon stopped between ack and record"
-                        + ("; repeat: an earlier attempt may have reached the agent"
-                           if count > 1 else ""),
-                    )
-                )
-            if rows:
-                await self.recorder.events(
-                    "envelope.reconciled",
-                    [
-                        {
-                            "agent": agent,
-                            "envelope_id": r["envelope_id"],
-                            "file": r["file"],
-                            "duplicate": r["duplicate"],
-                        }
-                        for r in rows
-                    ],
-                    level="warning",
-                )
-                await self.store.add_messages(rows)
-                added += len(rows)
-        return added
-
     # -- replay ------------------------------------------------------------------
 
     async def replay(self, agent: str, since: str) -> list[str]:
@@ -365,17 +280,6 @@ class Bus(Claims, Drain, Forwarding):
                     f"replay to {agent} failed after {len(replayed)} envelopes; see the journal"
                 )
         return replayed
-
-
-def _sent_ns(path: Path) -> int:
-    """When an envelope file was sent: its ``<ns>-`` name prefix, else its mtime."""
-    head = path.name.split("-", 1)[0]
-    if head.isdigit() and len(head) >= 18:
-        return int(head)
-    try:
-        return os.lstat(path).st_mtime_ns
-    except OSError:
-        return 0
 
 
 def _split(path: str) -> tuple[str, str, str]:
