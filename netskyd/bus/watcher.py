@@ -46,13 +46,11 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
-from pathlib import Path
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from watchfiles import Change, awatch
 
-from netsky_shared.errors import EnvelopeRejected, NetskyError
 from netsky_shared.ids import is_agent_id, sort_key
 from netsky_shared.maildir import box_entries
 from netsky_shared.paths import Paths
@@ -60,7 +58,6 @@ from netskyd.agents.tmux import Tmux
 from netskyd.bus.claims import Claims
 from netskyd.bus.delivery import (
     Delivery,
-    DeliveryFailed,
     McpDelivery,
     PaneDelivery,
 )
@@ -71,9 +68,9 @@ from netskyd.bus.drain import (
     batches,
     message_row,
 )
-from netskyd.bus.envelope import Envelope, parse_ts
 from netskyd.bus.forward import Forwarding
 from netskyd.bus.ledger import Ledger
+from netskyd.bus.replay import Replay
 from netskyd.bus.upkeep import Upkeep
 from netskyd.bus.validate import validate
 from netskyd.ports import ActivityGate, AgentView, Clock, Monotonic, Pager, SettingsView
@@ -92,7 +89,7 @@ __all__ = [
 ]
 
 
-class Bus(Claims, Drain, Forwarding, Upkeep):
+class Bus(Claims, Drain, Forwarding, Upkeep, Replay):
     """Moves envelopes from inboxes into agents; one drain at a time per agent.
 
     Built with only what it uses: the agents (``AgentView``: who is up and ready), the
@@ -221,65 +218,6 @@ class Bus(Claims, Drain, Forwarding, Upkeep):
                     return
         finally:
             self._running.discard(key)
-
-    # -- replay ------------------------------------------------------------------
-
-    async def replay(self, agent: str, since: str) -> list[str]:
-        """Deliver again, in order, what ``delivered/`` holds for ``agent`` with ``ts >= since``
-        (RFC 3339). Returns the envelope ids replayed (recorded with status ``replayed``).
-
-        Raises ValueError for a bad ``since``; NetskyError when no delivery path is
-        available (the agent is not up) or every path fails.
-        """
-        since_epoch = parse_ts(since).timestamp()
-        box = self.paths.channel(agent, "delivered")
-        chosen: list[tuple[Path, Envelope]] = []
-        for n in box_entries(box):
-            try:
-                env = validate(box / n, agent, self.settings().envelope_max_bytes)
-            except EnvelopeRejected:
-                continue
-            if env.ts_epoch >= since_epoch:
-                chosen.append((box / n, env))
-        chosen.sort(key=lambda item: (item[1].ts_epoch, item[0].name))
-        if not chosen:
-            return []
-        if not self.available(agent):
-            raise NetskyError(f"{agent} is not up (no pane ready, no channel server); "
-                              "nothing replayed")
-        replayed: list[str] = []
-        for batch in batches(chosen):
-            for path in self.available(agent):
-                try:
-                    receipt = await path.deliver(agent, [env for _, env in batch])
-                except DeliveryFailed as e:
-                    await self.recorder.event(
-                        "envelope.replay_failed", level="warning", agent=agent, via=path.via,
-                        error=str(e),
-                    )
-                    continue
-                state = "unchecked"
-                if receipt is not None:  # the next paste waits until this one is taken
-                    with anyio.move_on_after(2 * self.settings().consume_timeout_s + 5):
-                        state = (await receipt.confirm()).state
-                rows = [{"agent": agent, "envelope_id": env.id, "file": f.name, "via": path.via,
-                         "consumption": state}
-                        for f, env in batch]
-                ts = await self.recorder.events("envelope.replayed", rows)
-                await self.store.add_messages(
-                    [
-                        message_row(agent, f.name, env, "replayed", ts, path.via,
-                                    reason=f"replay since {since}")
-                        for f, env in batch
-                    ]
-                )
-                replayed += [env.id for _, env in batch]
-                break
-            else:
-                raise NetskyError(
-                    f"replay to {agent} failed after {len(replayed)} envelopes; see the journal"
-                )
-        return replayed
 
 
 def _split(path: str) -> tuple[str, str, str]:
