@@ -1,45 +1,48 @@
 """The inbox watcher: claim, validate, deliver and ack envelopes; forward outboxes.
 
-Long-running task ``run(ctx)``. At start it reconciles ``delivered/`` with the
+Long-running task ``Bus.run(wakeups)``. At start it reconciles ``delivered/`` with the
 message records and adopts everything left in ``claimed/`` and ``inbox/``; then
 ``watchfiles`` (inotify; debounce 20 ms, step 1 ms) reports new files in any
 ``channels/agent/*/inbox/`` or ``outbox/`` (those directories only), and the
 ticker rescans as a backstop.
 No polling interval sits on the hot path.
 
+This module holds the ``Bus`` (its construction, the scheduling of one drain at a time
+per agent, ``run``) and the ``watch`` loop; the steps live in its mixins, named below.
+
 Per agent, one drain at a time (ARCHITECTURE.md, "The agent bus"):
 
-1. **claim**: rename every ``inbox/`` entry into ``claimed/`` (atomic), but only
-   while a delivery path is available (pane: agent alive and ready; or its MCP
-   channel server connected), so work never lands in a pane still starting up.
+1. **claim** (``netskyd.bus.claims``): rename every ``inbox/`` entry into ``claimed/``
+   (atomic), but only while a delivery path is available (pane: agent alive and ready;
+   or its MCP channel server connected), so work never lands in a pane still starting up.
 2. **validate** each claimed entry (``netskyd.bus.validate``; ``duplicate-id`` here
    against the records). A failure goes to ``poison/`` beside
    ``<name>.reason.json`` (``{"rule", "detail", "ts", "file"}``); one bad file
    never blocks the next.
-3. **deliver** the good ones in batches (in name order, i.e. send order) through
-   the first path that takes them: MCP channel, else the pane. An ``attempts``
-   row is written before each hand-over.
-4. **ack**: journal (fsynced) -> rename into ``delivered/`` (dir fsynced) ->
-   ``messages`` rows. Delivery is at-least-once: after a crash between the paste
-   and the ack the envelope is still in ``claimed/``; its redelivery finds the
+3. **deliver** (``netskyd.bus.drain``, through ``netskyd.bus.delivery``) the good ones in
+   batches (in name order, i.e. send order) through the first path that takes them: MCP
+   channel, else the pane. An ``attempts`` row is written before each hand-over.
+4. **ack** (``netskyd.bus.drain``): journal (fsynced) -> rename into ``delivered/`` (dir
+   fsynced) -> ``messages`` rows. Delivery is at-least-once: after a crash between the
+   paste and the ack the envelope is still in ``claimed/``; its redelivery finds the
    earlier attempt and is recorded with ``duplicate = 1``. A crash between the
    rename and the rows is repaired at start (rows added for ``delivered/`` files
-   with none).
+   with none: ``netskyd.bus.upkeep``).
 5. **confirm** (pane deliveries): the pane is read until the agent has taken the
    batch (``netskyd.bus.confirm``; ``consumption`` ``pending`` until then), then
    ``envelope.consumed`` / ``envelope.unconsumed`` is journalled and the rows get
-   ``consumption`` and ``consumed_at``. An unconsumed envelope stays delivered (it
-   is in the pane: never pasted twice); it is a flag on the record. After
-   ``unconsumed_page_after`` unconsumed envelopes in a row the owner is paged (key
+   ``consumption`` and ``consumed_at`` (``netskyd.bus.ledger``). An unconsumed envelope
+   stays delivered (it is in the pane: never pasted twice); it is a flag on the record.
+   After ``unconsumed_page_after`` unconsumed envelopes in a row the owner is paged (key
    ``unconsumed:<agent>``); the agent's next consumed envelope resolves it. The
    agent's next batch waits for this (so two pastes never pile up in one composer),
    bounded by twice ``consume_timeout_s``; other agents never wait for it.
 
 Claims left undelivered longer than ``claim_lease_s`` (e.g. adopted at start for
-an agent that is not up) go back to ``inbox/``. ``delivered/`` is pruned by age
-and count each tick.
+an agent that is not up) go back to ``inbox/`` (``netskyd.bus.claims``). ``delivered/``
+is pruned by age and count each tick (``netskyd.bus.upkeep``) and replayed on request
+(``netskyd.bus.replay``); outbox entries are forwarded by ``netskyd.bus.forward``.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -56,11 +59,7 @@ from netsky_shared.maildir import box_entries
 from netsky_shared.paths import Paths
 from netskyd.agents.tmux import Tmux
 from netskyd.bus.claims import Claims
-from netskyd.bus.delivery import (
-    Delivery,
-    McpDelivery,
-    PaneDelivery,
-)
+from netskyd.bus.delivery import Delivery, McpDelivery, PaneDelivery
 from netskyd.bus.drain import (
     BATCH_MAX_ENVELOPES,
     BATCH_MAX_TEXT_BYTES,
@@ -95,7 +94,10 @@ class Bus(Claims, Drain, Forwarding, Upkeep, Replay):
     Built with only what it uses: the agents (``AgentView``: who is up and ready), the
     activity monitor (``ActivityGate``: deliveries held while a dialog or a usage limit
     is up), the settings in force, tmux, the Store, the Recorder, the ``Pager`` (pages
-    about unconsumed envelopes) and the clocks.
+    about unconsumed envelopes) and the clocks. Its steps come from the mixins
+    (``Claims``, ``Drain``, ``Forwarding``, ``Upkeep``, ``Replay``), which declare what
+    they use of it; the state they share (``_claimed_at``, ``_attempted``, ``_running``,
+    the counters) is set up here.
     """
 
     def __init__(
