@@ -1,147 +1,103 @@
 """The inbox watcher: claim, validate, deliver and ack envelopes; forward outboxes.
 
-Long-running task ``run(ctx)``. At start it reconciles ``delivered/`` with the
+Long-running task ``Bus.run(wakeups)``. At start it reconciles ``delivered/`` with the
 message records and adopts everything left in ``claimed/`` and ``inbox/``; then
 ``watchfiles`` (inotify; debounce 20 ms, step 1 ms) reports new files in any
 ``channels/agent/*/inbox/`` or ``outbox/`` (those directories only), and the
 ticker rescans as a backstop.
 No polling interval sits on the hot path.
 
+This module holds the ``Bus`` (its construction, the scheduling of one drain at a time
+per agent, ``run``) and the ``watch`` loop; the steps live in its mixins, named below.
+
 Per agent, one drain at a time (ARCHITECTURE.md, "The agent bus"):
 
-1. **claim**: rename every ``inbox/`` entry into ``claimed/`` (atomic), but only
-   while a delivery path is available (pane: agent alive and ready; or its MCP
-   channel server connected), so work never lands in a pane still starting up.
+1. **claim** (``netskyd.bus.claims``): rename every ``inbox/`` entry into ``claimed/``
+   (atomic), but only while a delivery path is available (pane: agent alive and ready;
+   or its MCP channel server connected), so work never lands in a pane still starting up.
 2. **validate** each claimed entry (``netskyd.bus.validate``; ``duplicate-id`` here
    against the records). A failure goes to ``poison/`` beside
    ``<name>.reason.json`` (``{"rule", "detail", "ts", "file"}``); one bad file
    never blocks the next.
-3. **deliver** the good ones in batches (in name order, i.e. send order) through
-   the first path that takes them: MCP channel, else the pane. An ``attempts``
-   row is written before each hand-over.
-4. **ack**: journal (fsynced) -> rename into ``delivered/`` (dir fsynced) ->
-   ``messages`` rows. Delivery is at-least-once: after a crash between the paste
-   and the ack the envelope is still in ``claimed/``; its redelivery finds the
+3. **deliver** (``netskyd.bus.drain``, through ``netskyd.bus.delivery``) the good ones in
+   batches (in name order, i.e. send order) through the first path that takes them: MCP
+   channel, else the pane. An ``attempts`` row is written before each hand-over.
+4. **ack** (``netskyd.bus.drain``): journal (fsynced) -> rename into ``delivered/`` (dir
+   fsynced) -> ``messages`` rows. Delivery is at-least-once: after a crash between the
+   paste and the ack the envelope is still in ``claimed/``; its redelivery finds the
    earlier attempt and is recorded with ``duplicate = 1``. A crash between the
    rename and the rows is repaired at start (rows added for ``delivered/`` files
-   with none).
+   with none: ``netskyd.bus.upkeep``).
 5. **confirm** (pane deliveries): the pane is read until the agent has taken the
    batch (``netskyd.bus.confirm``; ``consumption`` ``pending`` until then), then
    ``envelope.consumed`` / ``envelope.unconsumed`` is journalled and the rows get
-   ``consumption`` and ``consumed_at``. An unconsumed envelope stays delivered (it
-   is in the pane: never pasted twice); it is a flag on the record. After
-   ``unconsumed_page_after`` unconsumed envelopes in a row the owner is paged (key
+   ``consumption`` and ``consumed_at`` (``netskyd.bus.ledger``). An unconsumed envelope
+   stays delivered (it is in the pane: never pasted twice); it is a flag on the record.
+   After ``unconsumed_page_after`` unconsumed envelopes in a row the owner is paged (key
    ``unconsumed:<agent>``); the agent's next consumed envelope resolves it. The
    agent's next batch waits for this (so two pastes never pile up in one composer),
    bounded by twice ``consume_timeout_s``; other agents never wait for it.
 
 Claims left undelivered longer than ``claim_lease_s`` (e.g. adopted at start for
-an agent that is not up) go back to ``inbox/``. ``delivered/`` is pruned by age
-and count each tick.
+an agent that is not up) go back to ``inbox/`` (``netskyd.bus.claims``). ``delivered/``
+is pruned by age and count each tick (``netskyd.bus.upkeep``) and replayed on request
+(``netskyd.bus.replay``); outbox entries are forwarded by ``netskyd.bus.forward``.
 """
-
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterable, Awaitable, Callable
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from watchfiles import Change, awatch
 
-from netsky_shared.errors import EnvelopeRejected, InboxFull, NetskyError
 from netsky_shared.ids import is_agent_id, sort_key
-from netsky_shared.maildir import atomic_write_bytes, box_entries, fsync_dir, now_rfc3339, send
+from netsky_shared.maildir import box_entries
 from netsky_shared.paths import Paths
 from netskyd.agents.tmux import Tmux
-from netskyd.bus import outbox
-from netskyd.bus.delivery import (
-    Consumption,
-    Delivery,
-    DeliveryFailed,
-    McpDelivery,
-    PaneDelivery,
-    Receipt,
+from netskyd.bus.claims import Claims
+from netskyd.bus.delivery import Delivery, McpDelivery, PaneDelivery
+from netskyd.bus.drain import (
+    BATCH_MAX_ENVELOPES,
+    BATCH_MAX_TEXT_BYTES,
+    Drain,
+    batches,
+    message_row,
 )
-from netskyd.bus.envelope import Envelope, parse_ts
+from netskyd.bus.forward import Forwarding
 from netskyd.bus.ledger import Ledger
+from netskyd.bus.replay import Replay
+from netskyd.bus.upkeep import Upkeep
 from netskyd.bus.validate import validate
 from netskyd.ports import ActivityGate, AgentView, Clock, Monotonic, Pager, SettingsView
 from netskyd.store.db import Store
 from netskyd.store.recorder import Recorder
 
-#: At most this many envelopes, and this many bytes of text, go in one paste.
-BATCH_MAX_ENVELOPES = 64
-BATCH_MAX_TEXT_BYTES = 64 * 1024
+# What callers import from here, including the names that moved to the modules above.
+__all__ = [
+    "BATCH_MAX_ENVELOPES",
+    "BATCH_MAX_TEXT_BYTES",
+    "Bus",
+    "batches",
+    "message_row",
+    "validate",
+    "watch",
+]
 
 
-def batches(items: Sequence[tuple[Path, Envelope]]) -> list[list[tuple[Path, Envelope]]]:
-    """Split ``items`` into paste-sized batches, keeping order (each holds at least one)."""
-    out: list[list[tuple[Path, Envelope]]] = []
-    current: list[tuple[Path, Envelope]] = []
-    size = 0
-    for item in items:
-        n = len(item[1].text.encode())
-        if current and (len(current) >= BATCH_MAX_ENVELOPES or size + n > BATCH_MAX_TEXT_BYTES):
-            out.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += n
-    if current:
-        out.append(current)
-    return out
-
-
-def message_row(
-    agent: str,
-    file: str,
-    env: Envelope,
-    status: str,
-    ts: str,
-    via: str,
-    *,
-    duplicate: bool = False,
-    reason: str | None = None,
-    submitted_at: str | None = None,
-    consumption: str | None = None,
-) -> dict[str, Any]:
-    """One ``messages`` row (``netskyd.store.db.MESSAGE_COLUMNS``) for an envelope."""
-    return {
-        "submitted_at": submitted_at,
-        "consumption": consumption,
-        "envelope_id": env.id,
-        "sender": env.sender,
-        "recipient": agent,
-        "kind": env.kind,
-        "envelope_ts": env.ts,
-        "file": file,
-        "status": status,
-        "delivered_ts": ts,
-        "via": via,
-        "duplicate": duplicate,
-        "reason": reason,
-    }
-
-
-def _unique(directory: Path, name: str) -> Path:
-    target = directory / name
-    if os.path.lexists(target):
-        target = directory / f"{name}.{time.time_ns()}"
-    return target
-
-
-class Bus:
+class Bus(Claims, Drain, Forwarding, Upkeep, Replay):
     """Moves envelopes from inboxes into agents; one drain at a time per agent.
 
     Built with only what it uses: the agents (``AgentView``: who is up and ready), the
     activity monitor (``ActivityGate``: deliveries held while a dialog or a usage limit
     is up), the settings in force, tmux, the Store, the Recorder, the ``Pager`` (pages
-    about unconsumed envelopes) and the clocks.
+    about unconsumed envelopes) and the clocks. Its steps come from the mixins
+    (``Claims``, ``Drain``, ``Forwarding``, ``Upkeep``, ``Replay``), which declare what
+    they use of it; the state they share (``_claimed_at``, ``_attempted``, ``_running``,
+    the counters) is set up here.
     """
 
     def __init__(
@@ -264,462 +220,6 @@ class Bus:
                     return
         finally:
             self._running.discard(key)
-
-    # -- claim, validate, deliver, ack -------------------------------------------
-
-    def claim(self, agent: str) -> list[Path]:
-        """Rename every inbox entry into ``claimed/``; return all claimed entries in order."""
-        paths = self.paths
-        inbox, claimed = paths.channel(agent, "inbox"), paths.channel(agent, "claimed")
-        claimed.mkdir(parents=True, exist_ok=True)
-        now = self.monotonic()
-        for name in box_entries(inbox):
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(inbox / name, claimed / name)
-                self._claimed_at[str(claimed / name)] = now
-        return [claimed / n for n in box_entries(claimed)]
-
-    def available(self, agent: str) -> list[Delivery]:
-        """The delivery paths that can take envelopes for ``agent`` now, preferred first."""
-        return [d for d in self.deliveries if d.available(agent)]
-
-    async def drain(self, agent: str) -> int:
-        """Claim, validate, deliver and ack what waits for ``agent``; return how many delivered.
-
-        Never raises for a bad envelope (it is poisoned); OSError and NetskyError from
-        the filesystem or the records propagate to the caller's loop, which logs them.
-        """
-        if not self.available(agent):
-            return 0  # stays queued; readiness (or the channel server) kicks the bus again
-        claimed = self.claim(agent)
-        if not claimed:
-            return 0
-        good = await self._check(agent, claimed)
-        delivered = 0
-        for batch in batches(good):
-            n = await self._deliver(agent, batch)
-            if n == 0:  # no path took it: the rest goes back to the queue, in order
-                self._requeue(agent, [f for f, _ in good[delivered:]])
-                break
-            delivered += n
-        return delivered
-
-    async def _check(self, agent: str, claimed: list[Path]) -> list[tuple[Path, Envelope]]:
-        s = self.settings()
-        now = self.clock()
-        good: list[tuple[Path, Envelope]] = []
-        bad: list[tuple[Path, str, str]] = []
-        for f in claimed:
-            try:
-                env = validate(
-                    f, agent, s.envelope_max_bytes, now=now, future_skew_s=s.envelope_future_skew_s
-                )
-            except EnvelopeRejected as e:
-                bad.append((f, e.rule, e.detail))
-            else:
-                good.append((f, env))
-        known, attempted = (
-            await self.store.prior([e.id for _, e in good]) if good else (set(), set())
-        )
-        self._attempted.update(attempted)
-        seen: set[str] = set()
-        unique: list[tuple[Path, Envelope]] = []
-        for f, env in good:
-            if env.id in known:
-                bad.append((f, "duplicate-id", f"envelope id {env.id} was delivered before"))
-            elif env.id in seen:
-                bad.append((f, "duplicate-id", f"id {env.id} appears twice in the queue"))
-            else:
-                seen.add(env.id)
-                unique.append((f, env))
-        if bad:
-            await self.poison_many(agent, bad)
-        return unique
-
-    async def _deliver(self, agent: str, batch: list[tuple[Path, Envelope]]) -> int:
-        store = self.store
-        ids = [env.id for _, env in batch]
-        repeats = {i for i in ids if i in self._attempted}
-        self._attempted.difference_update(ids)
-        for path in self.available(agent):
-            ts = now_rfc3339()
-            await store.add_attempts(agent, ids, ts, path.via)
-            try:
-                receipt = await path.deliver(agent, [env for _, env in batch])
-            except DeliveryFailed as e:
-                if e.maybe_delivered:
-                    repeats.update(ids)
-                else:
-                    await store.forget_attempts(ids, ts)
-                await self.recorder.event(
-                    "envelope.delivery_failed",
-                    level="warning",
-                    agent=agent,
-                    via=path.via,
-                    count=len(batch),
-                    maybe_delivered=e.maybe_delivered,
-                    error=str(e),
-                )
-                continue
-            await self._ack(agent, batch, path.via, repeats, receipt)
-            if receipt is not None:
-                await self._confirm(agent, batch, receipt)
-            return len(batch)
-        return 0
-
-    async def _ack(
-        self,
-        agent: str,
-        batch: list[tuple[Path, Envelope]],
-        via: str,
-        repeats: set[str],
-        receipt: Receipt | None = None,
-    ) -> None:
-        submitted_at = receipt.submitted_at if receipt is not None else None
-        consumption = "pending" if receipt is not None else "unchecked"
-        rows = [
-            {
-                "agent": agent,
-                "envelope_id": env.id,
-                "sender": env.sender,
-                "kind": env.kind,
-                "file": f.name,
-                "via": via,
-                "duplicate": env.id in repeats,
-                "submitted_at": submitted_at,
-            }
-            for f, env in batch
-        ]
-        ts = await self.recorder.events("envelope.delivered", rows)
-        delivered_dir = self.paths.channel(agent, "delivered")
-        delivered_dir.mkdir(parents=True, exist_ok=True)
-        for f, _ in batch:
-            os.rename(f, delivered_dir / f.name)
-            self._claimed_at.pop(str(f), None)
-        fsync_dir(delivered_dir)
-        await self.store.add_messages(
-            [
-                message_row(
-                    agent, f.name, env, "delivered", ts, via,
-                    duplicate=env.id in repeats,
-                    reason="repeat: an earlier attempt may have reached the agent"
-                    if env.id in repeats
-                    else None,
-                    submitted_at=submitted_at or ts,
-                    consumption=consumption,
-                )
-                for f, env in batch
-            ]
-        )
-        st = self.agents.agents.get(agent)
-        if st is not None:
-            st.last_delivery_ts = ts
-            st.last_delivery_at = self.clock()
-        self.delivered_count += len(batch)
-        self.duplicate_count += sum(1 for _, env in batch if env.id in repeats)
-
-    async def _confirm(
-        self, agent: str, batch: list[tuple[Path, Envelope]], receipt: Receipt
-    ) -> Consumption:
-        """Wait (bounded) for ``agent`` to take the batch, record it, page or resolve."""
-        s = self.settings()
-        limit_s = 2 * s.consume_timeout_s + 3 * s.tmux_timeout_s + 1
-        result = Consumption("unconsumed", reason=f"no answer within {limit_s:g}s")
-        with anyio.move_on_after(limit_s):
-            result = await receipt.confirm()
-        await self.consumption.record(agent, batch, result)
-        return result
-
-    async def unconsumed(self, agent: str, limit: int = 20) -> dict[str, Any]:
-        """What ``agent`` was given and did not take (``Ledger.report``)."""
-        delivered = box_entries(self.paths.channel(agent, "delivered"))
-        return await self.consumption.report(agent, delivered, limit)
-
-    def _requeue(self, agent: str, files: list[Path]) -> None:
-        inbox = self.paths.channel(agent, "inbox")
-        for f in files:
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(f, inbox / f.name)
-            self._claimed_at.pop(str(f), None)
-
-    async def poison_many(self, agent: str, items: list[tuple[Path, str, str]]) -> None:
-        """Move bad entries to ``poison/``, each beside ``<name>.reason.json``; never raises
-        for one entry (a failed move is recorded in its reason as ``move_error``)."""
-        poison_dir = self.paths.channel(agent, "poison")
-        poison_dir.mkdir(parents=True, exist_ok=True)
-        rows: list[dict[str, Any]] = []
-        ts = now_rfc3339()
-        for path, rule, detail in items:
-            target = _unique(poison_dir, path.name)
-            reason: dict[str, Any] = {"rule": rule, "detail": detail, "ts": ts, "file": target.name}
-            try:
-                atomic_write_bytes(
-                    poison_dir / f"{target.name}.reason.json",
-                    (json.dumps(reason, indent=2) + "\n").encode(),
-                    sync_dir=False,  # once for the lot, below
-                )
-                os.rename(path, target)
-            except OSError as e:
-                reason["move_error"] = str(e)
-            self._claimed_at.pop(str(path), None)
-            rows.append({"agent": agent, **reason})
-        with contextlib.suppress(OSError):
-            fsync_dir(poison_dir)
-        self.poisoned_count += len(rows)
-        await self.recorder.events("envelope.poisoned", rows, level="warning")
-        await self.store.add_messages(
-            [
-                {
-                    "recipient": agent,
-                    "file": r["file"],
-                    "status": "poisoned",
-                    "reason": f"{r['rule']}: {r['detail']}",
-                }
-                for r in rows
-            ]
-        )
-
-    # -- outbox ------------------------------------------------------------------
-
-    async def forward_outbox(self, agent: str) -> int:
-        """Forward what ``agent``'s runtime wrote into its ``outbox/`` (see netskyd.bus.outbox).
-
-        Each entry becomes an envelope from ``agent`` (whatever it claims) to its ``to``
-        (agent0 by default); a bad entry is poisoned in ``agent``'s channel; a full
-        target inbox leaves the entry for the next tick. Returns how many were forwarded.
-        """
-        s = self.settings()
-        box = self.paths.channel(agent, "outbox")
-        forwarded = 0
-        bad: list[tuple[Path, str, str]] = []
-        for name in box_entries(box):
-            f = box / name
-            try:
-                envelope = outbox.envelope_for(agent, f, s.envelope_max_bytes)
-                landed = send(
-                    self.paths,
-                    envelope,
-                    inbox_max_pending=s.inbox_max_pending,
-                    envelope_max_bytes=s.envelope_max_bytes,
-                )
-            except EnvelopeRejected as e:
-                bad.append((f, e.rule, e.detail))
-                continue
-            except InboxFull as e:
-                await self.recorder.event(
-                    "envelope.forward_deferred", level="warning", agent=agent, file=name,
-                    error=str(e),
-                )
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f)
-            forwarded += 1
-            await self.recorder.event(
-                "envelope.forwarded", agent=agent, file=name, envelope_id=envelope["id"],
-                to=envelope["to"], kind=envelope["kind"], landed=landed.name,
-            )
-            await self.store.add_messages(
-                [
-                    {
-                        "envelope_id": envelope["id"],
-                        "sender": agent,
-                        "recipient": envelope["to"],
-                        "kind": envelope["kind"],
-                        "envelope_ts": envelope["ts"],
-                        "file": landed.name,
-                        "status": "forwarded",
-                        "via": "outbox",
-                    }
-                ]
-            )
-        if bad:
-            await self.poison_many(agent, bad)
-        self.forwarded_count += forwarded
-        return forwarded
-
-    # -- housekeeping ------------------------------------------------------------
-
-    async def expire_leases(self) -> int:
-        """Return claims older than ``claim_lease_s`` (and not being drained) to the queue."""
-        lease = self.settings().claim_lease_s
-        now = self.monotonic()
-        returned = 0
-        for agent in self.agents_with_channels():
-            if agent in self._running:
-                continue
-            claimed = self.paths.channel(agent, "claimed")
-            expired = [
-                claimed / n
-                for n in box_entries(claimed)
-                if now - self._claimed_at.setdefault(str(claimed / n), now) > lease
-            ]
-            if expired:
-                self._requeue(agent, expired)
-                returned += len(expired)
-                await self.recorder.event(
-                    "envelope.lease_expired",
-                    level="warning",
-                    agent=agent,
-                    count=len(expired),
-                    files=[f.name for f in expired],
-                    lease_s=lease,
-                )
-                self.kick(agent)
-        return returned
-
-    async def prune(self) -> dict[str, int]:
-        """Delete ``delivered/`` entries older than ``delivered_max_age_s``, then the oldest
-        beyond ``delivered_max_count`` per agent. Returns ``{agent: removed}``."""
-        s = self.settings()
-        cutoff_ns = int((self.clock() - s.delivered_max_age_s) * 1e9)
-        removed: dict[str, int] = {}
-        for agent in self.agents_with_channels():
-            box = self.paths.channel(agent, "delivered")
-            names = box_entries(box)
-            old = [n for n in names if _sent_ns(box / n) < cutoff_ns]
-            keep = [n for n in names if n not in set(old)]
-            excess = keep[: max(0, len(keep) - s.delivered_max_count)]
-            gone = 0
-            for n in old + excess:
-                try:
-                    os.unlink(box / n)
-                    gone += 1
-                except IsADirectoryError:
-                    continue
-                except FileNotFoundError:
-                    continue
-            if gone:
-                removed[agent] = gone
-                await self.recorder.event(
-                    "channel.pruned",
-                    agent=agent,
-                    removed=gone,
-                    by_age=len(old),
-                    by_count=len(excess),
-                    kept=len(names) - gone,
-                )
-        return removed
-
-    async def reconcile(self) -> int:
-        """Add the missing ``delivered`` rows for files in ``delivered/`` (a crash between
-        the ack's rename and its rows); return how many were added."""
-        added = 0
-        for agent in self.agents_with_channels():
-            box = self.paths.channel(agent, "delivered")
-            names = box_entries(box)
-            if not names:
-                continue
-            recorded = await self.store.recorded_files(agent, "delivered")
-            missing = [n for n in names if n not in recorded]
-            found: list[tuple[str, Envelope]] = []
-            max_bytes = self.settings().envelope_max_bytes
-            for n in missing:
-                try:
-                    found.append((n, validate(box / n, agent, max_bytes)))
-                except EnvelopeRejected:
-                    continue
-            # The ack journalled the repeat flag before the rename; the attempt rows,
-            # written before each hand-over, say the same: two or more is a repeat.
-            tries = await self.store.attempt_counts([env.id for _, env in found])
-            rows = []
-            for n, env in found:
-                count, via = tries.get(env.id, (0, "unknown"))
-                rows.append(
-                    message_row(
-                        agent, n, env, "delivered", now_rfc3339(), via,
-                        duplicate=count > 1,
-                        reason="recorded at start: the daemon stopped between ack and record"
-                        + ("; repeat: an earlier attempt may have reached the agent"
-                           if count > 1 else ""),
-                    )
-                )
-            if rows:
-                await self.recorder.events(
-                    "envelope.reconciled",
-                    [
-                        {
-                            "agent": agent,
-                            "envelope_id": r["envelope_id"],
-                            "file": r["file"],
-                            "duplicate": r["duplicate"],
-                        }
-                        for r in rows
-                    ],
-                    level="warning",
-                )
-                await self.store.add_messages(rows)
-                added += len(rows)
-        return added
-
-    # -- replay ------------------------------------------------------------------
-
-    async def replay(self, agent: str, since: str) -> list[str]:
-        """Deliver again, in order, what ``delivered/`` holds for ``agent`` with ``ts >= since``
-        (RFC 3339). Returns the envelope ids replayed (recorded with status ``replayed``).
-
-        Raises ValueError for a bad ``since``; NetskyError when no delivery path is
-        available (the agent is not up) or every path fails.
-        """
-        since_epoch = parse_ts(since).timestamp()
-        box = self.paths.channel(agent, "delivered")
-        chosen: list[tuple[Path, Envelope]] = []
-        for n in box_entries(box):
-            try:
-                env = validate(box / n, agent, self.settings().envelope_max_bytes)
-            except EnvelopeRejected:
-                continue
-            if env.ts_epoch >= since_epoch:
-                chosen.append((box / n, env))
-        chosen.sort(key=lambda item: (item[1].ts_epoch, item[0].name))
-        if not chosen:
-            return []
-        if not self.available(agent):
-            raise NetskyError(f"{agent} is not up (no pane ready, no channel server); "
-                              "nothing replayed")
-        replayed: list[str] = []
-        for batch in batches(chosen):
-            for path in self.available(agent):
-                try:
-                    receipt = await path.deliver(agent, [env for _, env in batch])
-                except DeliveryFailed as e:
-                    await self.recorder.event(
-                        "envelope.replay_failed", level="warning", agent=agent, via=path.via,
-                        error=str(e),
-                    )
-                    continue
-                state = "unchecked"
-                if receipt is not None:  # the next paste waits until this one is taken
-                    with anyio.move_on_after(2 * self.settings().consume_timeout_s + 5):
-                        state = (await receipt.confirm()).state
-                rows = [{"agent": agent, "envelope_id": env.id, "file": f.name, "via": path.via,
-                         "consumption": state}
-                        for f, env in batch]
-                ts = await self.recorder.events("envelope.replayed", rows)
-                await self.store.add_messages(
-                    [
-                        message_row(agent, f.name, env, "replayed", ts, path.via,
-                                    reason=f"replay since {since}")
-                        for f, env in batch
-                    ]
-                )
-                replayed += [env.id for _, env in batch]
-                break
-            else:
-                raise NetskyError(
-                    f"replay to {agent} failed after {len(replayed)} envelopes; see the journal"
-                )
-        return replayed
-
-
-def _sent_ns(path: Path) -> int:
-    """When an envelope file was sent: its ``<ns>-`` name prefix, else its mtime."""
-    head = path.name.split("-", 1)[0]
-    if head.isdigit() and len(head) >= 18:
-        return int(head)
-    try:
-        return os.lstat(path).st_mtime_ns
-    except OSError:
-        return 0
 
 
 def _split(path: str) -> tuple[str, str, str]:
