@@ -1,7 +1,9 @@
 """``netskyctl doctor [--json]`` (stdlib only): is this install sound?
 
 It checks tmux, the socket, version and schema skew, the service units, the shim and
-its last run, the last-known-good install and the owner's page legs. Each check is
+its last run, the last-known-good install, the owner's page legs, and the work loop's
+git (workspaces holding commits never harvested; target branches that moved since the
+last harvest, docs/work.md). Each check is
 ``{"name", "status": "ok"|"warn"|"fail", "detail", "hint"}``; exit 0 when none fails,
 1 otherwise. ``--json``: ``{"ok", "checks"}``. Source of the list: issue 7 and
 docs/keepalive.md ("Health and doctor").
@@ -274,6 +276,164 @@ def check_legs(environ: Mapping[str, str], home: str) -> dict[str, Any]:
     return check("legs", "ok", f"pages also go to: {', '.join(remote)}")
 
 
+# ----- the work loop: workspaces and target branches (docs/work.md, "Git safety") -----------
+
+#: Deadline of each git call of the work-loop checks.
+GIT_TIMEOUT_S = 10.0
+#: Variables that would point git at another repository or index (netskyd.work.git drops
+#: the same ones).
+GIT_REPO_VARS = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+)
+#: Dispatch states whose workspace may still hold work to harvest.
+OPEN_DISPATCHES = ("briefed", "reported", "done")
+
+
+def git(
+    environ: Mapping[str, str], repo: str, *args: str, timeout_s: float = GIT_TIMEOUT_S
+) -> tuple[int, str]:
+    """``git -C repo args`` with a deadline, prompts off and nothing written back (no
+    optional locks). ``(exit code, stdout stripped)``, or ``(-1, why)`` when git could not
+    run or missed the deadline, ``(code, git's last line)`` when it failed. Never raises."""
+    import subprocess
+
+    env = {k: v for k, v in environ.items() if k not in GIT_REPO_VARS}
+    env.update(GIT_TERMINAL_PROMPT="0", GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
+    env.setdefault("PATH", os.defpath)
+    try:
+        res = subprocess.run(
+            ["git", "-C", repo, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return -1, f"git {args[0]} did not answer within {timeout_s:g}s"
+    except OSError as e:
+        return -1, f"git cannot run: {e.strerror or e}"
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
+        return res.returncode, last
+    return 0, res.stdout.strip()
+
+
+def work_rows(home: str, table: str, sql: str) -> tuple[list[dict[str, Any]] | None, str]:
+    """Rows of ``sql`` from meta.db, opened read-only: ``(rows, "")``; ``(None, why)``
+    when there is no meta.db, no ``table`` (a schema before the work loop) or it
+    cannot be read."""
+    import sqlite3
+
+    path = os.path.join(home, "meta.db")
+    if not os.path.exists(path):
+        return None, "no meta.db yet"
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=PROBE_TIMEOUT_S)
+        try:
+            db.row_factory = sqlite3.Row
+            known = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+            if db.execute(known, (table,)).fetchone() is None:
+                return None, f"meta.db has no {table} table yet"
+            return [dict(r) for r in db.execute(sql).fetchall()], ""
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        return None, f"meta.db cannot be read: {e}"
+
+
+def check_workspaces(home: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Workspaces of open briefs (``clone_dispatches``: briefed, reported, done) holding
+    commits never harvested: ``git rev-list --count X..refs/heads/BRANCH`` in each, X the
+    last harvested tip or the base. A workspace git cannot read is named, never a failure."""
+    marks = ", ".join(f"'{s}'" for s in OPEN_DISPATCHES)
+    rows, why = work_rows(
+        home,
+        "clone_dispatches",
+        "SELECT agent, workspace, repo, branch, base_sha, harvested_sha, state "
+        f"FROM clone_dispatches WHERE state IN ({marks}) ORDER BY id DESC",
+    )
+    if rows is None:
+        status = "warn" if why.startswith("meta.db cannot") else "ok"
+        return check("workspaces", status, f"{why}: no briefs to look at")
+    pending, broken, seen = [], [], set()
+    for d in rows:
+        if d["workspace"] in seen:
+            continue  # its newest brief speaks for it
+        seen.add(d["workspace"])
+        where = f"{d['workspace']} ({d['agent']}, {d['state']})"
+        if not os.path.isdir(d["repo"]):
+            broken.append(f"{where}: {d['repo']} is gone")
+            continue
+        since = d["harvested_sha"] or d["base_sha"]
+        code, text = git(
+            environ, d["repo"], "rev-list", "--count", f"{since}..refs/heads/{d['branch']}"
+        )
+        if code != 0 or not text.isdigit():
+            broken.append(f"{where}: {text}")
+        elif int(text):
+            n = int(text)
+            pending.append(f"{where}: {n} commit{'' if n == 1 else 's'}")
+    if not seen:
+        return check("workspaces", "ok", "no open briefs")
+    if not pending and not broken:
+        return check("workspaces", "ok", f"{len(seen)} open, no commits waiting for a harvest")
+    parts = []
+    if pending:
+        parts.append("commits never harvested in " + "; ".join(pending))
+    if broken:
+        parts.append("cannot count in " + "; ".join(broken))
+    hint = "netskyctl harvest N lands them; netskyctl clone kill N --rm --force drops them"
+    return check("workspaces", "warn", "; ".join(parts), hint)
+
+
+def check_head_stability(home: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Each branch a harvest landed on (``harvests``, outcome ``landed``) still at the
+    newest landing's ``onto_after``; one that moved since is named with its old and new
+    tip, and whether the harvested commit is still on it (moved on) or not (rewritten)."""
+    rows, why = work_rows(
+        home,
+        "harvests",
+        "SELECT h.target_repo, h.onto, h.onto_after, h.finished_ts FROM harvests h "
+        "WHERE h.id = (SELECT MAX(id) FROM harvests WHERE outcome = 'landed' "
+        "AND target_repo = h.target_repo AND onto = h.onto) ORDER BY h.id",
+    )
+    if rows is None:
+        status = "warn" if why.startswith("meta.db cannot") else "ok"
+        return check("head-stability", status, f"{why}: no harvests to look at")
+    if not rows:
+        return check("head-stability", "ok", "no harvest has landed yet")
+    moved, steady = [], []
+    for h in rows:
+        where = f"{h['onto']} in {h['target_repo']}"
+        old = h["onto_after"] or ""
+        code, now = git(
+            environ, h["target_repo"], "rev-parse", "--verify", "--quiet", f"refs/heads/{h['onto']}"
+        )
+        if code != 0:
+            moved.append(f"{where}: cannot read it ({now or 'no such branch'})")
+        elif now == old:
+            steady.append(f"{h['onto']} at {old[:12]}")
+        else:
+            kept, _ = git(environ, h["target_repo"], "merge-base", "--is-ancestor", old, now)
+            how = {0: "moved on", 1: "rewritten: the harvested commit is no longer on it"}
+            moved.append(
+                f"{where} is at {now[:12]}, the last harvest left it at {old[:12]} "
+                f"({h['finished_ts'] or '?'}): {how.get(kept, 'cannot tell how')}"
+            )
+    if moved:
+        hint = "commits landed outside netskyctl harvest; git reflog of the branch shows who"
+        return check("head-stability", "warn", "; ".join(moved), hint)
+    return check("head-stability", "ok", "as the last harvests left them: " + ", ".join(steady))
+
+
 def doctor(environ: Mapping[str, str]) -> list[dict[str, Any]]:
     """Every doctor check, in order."""
     home = home_of(environ)
@@ -288,6 +448,8 @@ def doctor(environ: Mapping[str, str]) -> list[dict[str, Any]]:
         check_shim(home, units_installed=not missing),
         check_lkg(home),
         check_legs(environ, home),
+        check_workspaces(home, environ),
+        check_head_stability(home, environ),
     ]
 
 

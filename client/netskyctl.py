@@ -113,6 +113,12 @@ def format_status(st: dict[str, Any]) -> str:
     errors = [f"  {a['agent']}: {a['last_error']}" for a in st["agents"] if a["last_error"]]
     if errors:
         lines += ["last errors:", *errors]
+    clones = st.get("clones") or []
+    if clones:
+        lines.append("clone tasks ('netskyctl clone ls'; harvest with 'netskyctl harvest N'):")
+        for c in clones:
+            ahead = "" if c.get("ahead") is None else f", {c['ahead']} ahead"
+            lines.append(f"  {c['agent']}: {c['workspace']} on {c['branch']}: {c['state']}{ahead}")
     bus = st.get("bus")
     if bus:
         lines.append(

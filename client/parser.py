@@ -43,6 +43,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "restarts": ("client.restarts", "restart history from meta.db"),
     "channel": ("", "the agent bus"),
+    "clone": ("client.clone", "the work loop: brief a clone, follow it, kill it"),
+    "harvest": (
+        "client.harvest",
+        "land a clone's commits on the target branch, only if the check passes",
+    ),
     "incidents": ("client.incidents", "open incidents paged to the owner (no daemon needed)"),
     "ack": ("client.incidents", "acknowledge an incident (no daemon needed)"),
     "why": (
@@ -113,6 +118,22 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(**kwargs)
 
 
+class WordsParser(ArgumentParser):
+    """``ArgumentParser`` for which a word starting with ``-`` that names none of its
+    options is a value, not an unknown option: ``clone brief --workspace -rf`` (netskyd
+    makes the name safe) and ``clone report -x`` parse, where argparse would stop at
+    "expected one argument" (``add_subparsers(parser_class=WordsParser)``)."""
+
+    def _parse_optional(self, arg_string: str) -> Any:
+        found = super()._parse_optional(arg_string)
+        # (action, option, value), or from Python 3.12.7 a list of such tuples; no action
+        # means no option of this parser goes by that name.
+        first = found[0] if isinstance(found, list) and found else found
+        if isinstance(first, tuple) and first[0] is None:
+            return None
+        return found
+
+
 def build_parser(command: str | None = None, *, listing: bool = True) -> argparse.ArgumentParser:
     """netskyctl's parser, with the real parser of ``command`` and of the commands its module adds.
 
@@ -180,7 +201,7 @@ def _add_channel_parsers(ch: ArgumentParser, common: ArgumentParser) -> None:
     send.add_argument(
         "--kind",
         default="message",
-        choices=("message", "brief", "handoff", "cron", "loop", "escalation", "harvest"),
+        choices=("message", "brief", "report", "handoff", "cron", "loop", "escalation", "harvest"),
     )
     send.add_argument("--reply-to", dest="reply_to", default=None, help="envelope id answered")
     ls = chsub.add_parser("ls", parents=[common], help="envelope counts per agent (no daemon)")

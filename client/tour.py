@@ -147,6 +147,45 @@ class Tour:
         )
         say(f"   poison/{name}: rule {reason['rule']!r} ({reason['detail']})")
         say("   netskyctl channel poison lists these; channel retry puts one back after a fix\n")
+        self.work_loop()
+
+    def work_loop(self) -> None:
+        """Step 6: brief a clone into its own git clone, let it commit and report, harvest."""
+        say("6. The work loop: agent0 briefs a clone into a fresh git clone of its repository")
+        say("   (netskyctl clone brief); the demo clone follows the brief's steps with real git,")
+        say("   commits and reports (netskyctl clone report); netsky harvests it onto main")
+        say("   behind the check (netskyctl harvest)...")
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        brief = (
+            "Add a greeting to the repository.\n"
+            f"write GREETING hello from a demo clone ({stamp})\n"
+            "commit add a greeting\n"
+            "done added GREETING and committed it"
+        )
+        t0 = time.monotonic()
+        res = self.call(
+            protocol.CLONE_BRIEF, {"text": brief, "workspace": f"greeting-{stamp}", "wait_s": 30}
+        )
+        d = res["dispatch"]
+        agent = d["agent"]
+        say(f"   {agent} briefed into {d['repo']} on {d['branch']} in {time.monotonic() - t0:.1f}s")
+
+        def done() -> dict[str, Any] | None:
+            row: dict[str, Any] = self.call(protocol.CLONE_STATUS, {"agent": agent})["clones"][0]
+            return row if row["state"] == "done" else None
+
+        row = wait_until(done, 60, f"{agent}'s report")
+        head = row["head_sha"][:12]
+        say(f"   {agent} reported: {row['report']} ({row['ahead']} commit at {head})")
+        h = self.call(protocol.HARVEST, {"target": agent})
+        if h["outcome"] != "landed":
+            raise NetskyError(f"the harvest did not land: {h['outcome']}: {h['reason']}")
+        say(
+            f"   harvested: {h['commits']} commit landed on {h['onto']} at {h['onto_after'][:12]}"
+            f" after the check {h['check']!r} passed"
+        )
+        self.call(protocol.CLONE_KILL, {"agent": agent, "rm": True})
+        say(f"   {agent} ended and its workspace removed (netskyctl clone kill N --rm)\n")
 
     def handoffs(self, old_count: int) -> list[dict[str, Any]]:
         """Handoff envelopes the demo agent0 received, if more than ``old_count``."""
@@ -180,6 +219,30 @@ class Tour:
         return name
 
 
+def demo_repo(home: Path) -> Path:
+    """``<home>/demo-repo``: the repository the tour's clone is briefed from and harvested
+    into, made once (git init, one commit, a local identity). Raises NetskyError."""
+    repo = home / "demo-repo"
+    if (repo / ".git").is_dir():
+        return repo
+    repo.mkdir(parents=True, exist_ok=True)
+    (repo / "README").write_text("The demo constellation's repository.\n", encoding="utf-8")
+    for argv in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "config", "user.name", "netsky demo"],
+        ["git", "config", "user.email", "demo@netsky.localhost"],
+        ["git", "add", "README"],
+        ["git", "commit", "-q", "-m", "the demo repository"],
+    ):
+        try:
+            done = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise NetskyError(f"cannot make the demo repository ({' '.join(argv)}): {e}") from e
+        if done.returncode != 0:
+            raise NetskyError(f"cannot make the demo repository: {done.stderr.strip()}")
+    return repo
+
+
 def run_demo(*, clones: int, once: bool, home: Path | None, environ: Mapping[str, str]) -> int:
     """Run the demo; return the exit code (0 when every step of the tour passed)."""
     home = (home or Path.cwd() / ".netsky-demo").absolute()
@@ -192,6 +255,7 @@ def run_demo(*, clones: int, once: bool, home: Path | None, environ: Mapping[str
     else:
         env.update(NETSKY_RUNTIME="demo", NETSKY_TICK_INTERVAL_S="2")
     (home / "logs").mkdir(parents=True, exist_ok=True)
+    env.update(NETSKY_REPO=str(demo_repo(home)), NETSKY_CHECK_COMMAND="test -s GREETING")
     log_path = home / "logs" / "demo-daemon.out"
     say(f"netsky demo: NETSKY_HOME={home}  tmux socket: {socket_name}")
     with open(log_path, "ab") as log:

@@ -97,3 +97,22 @@ class McpLinkError(NetskyError):
 
 class UnknownIncident(NetskyError):
     """Raised when an incident id (or prefix) matches no single file in ``state/escalations/``."""
+
+
+class GitError(NetskyError):
+    """Raised when a git command fails or misses its deadline; the message has git's own
+    last lines (``stderr``)."""
+
+
+class ClonesFull(NetskyError):
+    """Raised when a brief needs a clone and ``max_clones`` clones already hold work
+    (a temporary failure: exit 75)."""
+
+
+class UnknownClone(NetskyError):
+    """Raised when a clone number or workspace names no dispatch (exit 2)."""
+
+
+class HarvestRefused(NetskyError):
+    """Raised when a harvest cannot start: the target has uncommitted changes, nothing to
+    apply, or an unknown branch. Nothing was changed."""

@@ -28,7 +28,7 @@ from netsky_shared.ids import is_agent_id, is_sender_id, rfc3339
 from netsky_shared.paths import Paths
 
 ENVELOPE_VERSION = 1
-KINDS = ("message", "brief", "handoff", "cron", "loop", "escalation", "harvest")
+KINDS = ("message", "brief", "report", "handoff", "cron", "loop", "escalation", "harvest")
 DEFAULT_INBOX_MAX_PENDING = 1000
 DEFAULT_ENVELOPE_MAX_BYTES = 256 * 1024
 

@@ -153,7 +153,17 @@ class Paths:
 
     @property
     def workspaces(self) -> Path:
+        """``workspaces/``: one directory per work-loop task (``<name>/repo``)."""
         return self.home / "workspaces"
+
+    def workspace_repo(self, name: str) -> Path:
+        """``workspaces/<name>/repo``: the clone a briefed agent works in."""
+        return self.workspaces / name / "repo"
+
+    @property
+    def harvest_logs(self) -> Path:
+        """``logs/harvest/``: the check's output of each harvest (``<id>.log``)."""
+        return self.logs / "harvest"
 
     def channel(self, agent: str, box: str) -> Path:
         """Return ``channels/agent/<agent>/<box>`` (box is one of CHANNEL_DIRS)."""

@@ -21,7 +21,7 @@ API_VERSION: Final = 1
 #: meta.db's schema version (``PRAGMA user_version``) this install writes and reads:
 #: the number of the last migration in ``netskyd.store.db.MIGRATIONS`` (a unit test holds
 #: the two equal). ``netskyctl doctor`` compares the file's with it, without aiosqlite.
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 
 #: Longest accepted request or response line, in bytes.
 MAX_LINE_BYTES: Final = 4 * 1024 * 1024
@@ -51,6 +51,17 @@ ESCALATE: Final = "escalate"
 #: {} -> HealthReport (netskyd.keepalive.health; docs/keepalive.md); also written to
 #: state/health.json
 HEALTH: Final = "health"
+#: The work loop (docs/work.md). {text, workspace, agent?: int, runtime?, repo?: absolute
+#: path, base?, wait_s?} -> {dispatch: DispatchRow, ready: bool, delivered: bool | null}
+CLONE_BRIEF: Final = "clone.brief"
+#: {agent, text, sha?, done?: bool} -> {dispatch: DispatchRow, envelope: id}
+CLONE_REPORT: Final = "clone.report"
+#: {agent?, all?: bool} -> {clones: [DispatchRow, newest first]}
+CLONE_STATUS: Final = "clone.status"
+#: {agent, rm?: bool, force?: bool} -> {agent, killed, dispatch: DispatchRow, removed}
+CLONE_KILL: Final = "clone.kill"
+#: {target: "agentN" | "N" | workspace, onto?, check?, push?: bool} -> HarvestResult
+HARVEST: Final = "harvest"
 #: {seconds: float} -> {blocked_s} — blocks the event loop (only with ``debug_rpc``)
 DEBUG_BLOCK_LOOP: Final = "debug.block_loop"
 METHODS: Final = frozenset(
@@ -69,6 +80,11 @@ METHODS: Final = frozenset(
         WHY,
         ESCALATE,
         HEALTH,
+        CLONE_BRIEF,
+        CLONE_REPORT,
+        CLONE_STATUS,
+        CLONE_KILL,
+        HARVEST,
         DEBUG_BLOCK_LOOP,
     }
 )

@@ -11,6 +11,7 @@ circle between the packages it joins.
 | ``Pager`` | escalation.spool.Spool | activity, bus, supervision, app, control |
 | ``AgentView`` | supervision.table.AgentTable | activity, bus, keepalive |
 | ``AgentControl`` | supervision.supervisor.Supervisor | its restart runner (supervision.restart) |
+| ``Crew`` | supervision.supervisor.Supervisor | the work loop (briefed clones) |
 | ``ActivityGate`` | activity.monitor.Monitor | bus (held deliveries), supervision (readiness) |
 | ``ActivityView`` | activity.monitor.Monitor | keepalive.health, supervision (spawn failures) |
 | ``Wake`` | app.wiring.Wakeups (the daemon's wake channel to the bus) | activity, supervision |
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from netskyd.activity.classify import Verdict
-    from netskyd.config import Settings
+    from netskyd.config import Runtime, Settings
     from netskyd.supervision.desired import Desired
     from netskyd.supervision.table import AgentState
 
@@ -121,6 +122,26 @@ class AgentControl(Protocol):
 
     async def set_clones(self, clones: int) -> None:
         """The desired set becomes agent0, ``clones`` clones and agentinfinity."""
+        ...
+
+
+class Crew(Protocol):
+    """The constellation as the work loop changes it (supervision.supervisor.Supervisor)."""
+
+    async def add_agent(
+        self, agent: str, runtime: Runtime | None, work: dict[str, str] | None = None
+    ) -> list[str]:
+        """Want ``agent`` (spawned in ``work["workdir"]`` when given); returns [agent].
+        Raises NetskyError when the constellation is down."""
+        ...
+
+    async def wait_ready(self, agents: list[str], timeout_s: float) -> bool:
+        """True once every one of ``agents`` is ready; False at the deadline."""
+        ...
+
+    async def kill(self, agent: str) -> dict[str, Any]:
+        """End ``agent``'s session; a clone leaves the desired set.
+        ``{"agent", "killed": bool, "desired": bool}``."""
         ...
 
 

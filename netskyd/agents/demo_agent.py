@@ -17,6 +17,10 @@ Drill commands (in an envelope or typed into the pane):
 - ``hang``: prints ``<agent>: hanging (ignoring input)``, then prints nothing and
   acts on nothing, ever; it keeps reading and discarding input (so pastes do not
   pile up in the pty) and exits only when stdin closes or on a signal.
+- a ``brief`` (text ``brief for <agent>: ...``) with steps (``write``, ``append``,
+  ``commit``, ``report``, ``done``; netskyd.agents.demo_work): carried out with real git in
+  its workspace, reported with ``netskyctl clone report``, so the work loop runs end to end
+  with no model.
 - ``restart [handoff text]``: writes a planned-restart request to
   ``state/restart-request`` (tmp + rename), content the handoff text as UTF-8
   (default ``handoff from <agent>: planned restart requested by the demo agent``),
@@ -44,6 +48,7 @@ from typing import TextIO
 from netsky_shared.errors import NetskyError
 from netsky_shared.maildir import atomic_write_bytes, new_envelope, send
 from netsky_shared.paths import Paths
+from netskyd.agents import demo_work
 from netskyd.agents.readiness import write_ready_record
 
 CRASH_EXIT_CODE = 3
@@ -57,10 +62,20 @@ _PASTE_MARKERS = re.compile(r"\x1b\[20[01]~")
 class DemoAgent:
     """State of one demo agent process; ``feed`` takes raw input and acts on whole blocks."""
 
-    def __init__(self, agent: str, paths: Paths, out: TextIO) -> None:
+    def __init__(
+        self,
+        agent: str,
+        paths: Paths,
+        out: TextIO,
+        environ: Mapping[str, str] | None = None,
+        workdir: Path | None = None,
+    ) -> None:
         self.agent = agent
         self.paths = paths
         self.out = out
+        #: Where brief steps run (the workspace) and with what environment.
+        self.environ = dict(os.environ if environ is None else environ)
+        self.workdir = Path.cwd() if workdir is None else workdir
         self.buffer = ""
         #: Set by ``hang``: from then on every input is read and thrown away.
         self.hanging = False
@@ -132,6 +147,10 @@ class DemoAgent:
         restart = _RESTART.fullmatch(text.strip())
         if restart is not None:
             return self.request_restart((restart.group(1) or "").strip())
+        if demo_work.is_brief(self.agent, text) and demo_work.steps(text):
+            ok = demo_work.run_steps(text, self.workdir, self.environ, self.say)
+            self.say(f"{self.agent}: brief {'carried out' if ok else 'stopped at a failed step'}")
+            return None
         if command == "ping" and sender != "owner":
             envelope = new_envelope(self.agent, sender, "pong", chat_id=self.agent)
             try:
@@ -206,7 +225,7 @@ def main(environ: Mapping[str, str] | None = None, argv: Sequence[str] | None = 
     agent = f"agent{n}"
     paths = Paths(Path(home))
     session_id = env.get("NETSKY_SESSION_ID", "")
-    demo = DemoAgent(agent, paths, sys.stdout)
+    demo = DemoAgent(agent, paths, sys.stdout, env)
     if parsed:
         demo.say(f"netsky demo agent {agent}: crashing at start (exit {CRASH_EXIT_CODE})")
         return CRASH_EXIT_CODE

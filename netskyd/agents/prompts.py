@@ -3,7 +3,8 @@
 Each layer is a Jinja2 template rendered with StrictUndefined, so an unknown
 variable is an error that names it (never a silent blank). Variables: agent,
 role, n, runtime, netsky_home, outbox (the agent's outbox directory),
-constellation (list of agent ids), version.
+constellation (list of agent ids), version, and task: a briefed clone's workspace
+(``{"workdir", "workspace", "branch", "base"}``) or None.
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ def layers(settings: Settings, agent: str) -> list[Path]:
     return [root / "base.md", owner_layer(settings), root / "roles" / f"{role_of(agent)}.md"]
 
 
-def render_prompt(settings: Settings, agent: str, constellation: list[str]) -> str:
+def render_prompt(
+    settings: Settings,
+    agent: str,
+    constellation: list[str],
+    task: dict[str, str] | None = None,
+) -> str:
     """Render the full prompt of ``agent``; return Markdown text.
 
     Raises PromptRenderError naming the file and the problem (unknown variable,
@@ -56,6 +62,7 @@ def render_prompt(settings: Settings, agent: str, constellation: list[str]) -> s
         "outbox": str(settings.paths.channel(agent, "outbox")),
         "constellation": sorted(constellation, key=sort_key),
         "version": __version__,
+        "task": task,
     }
     parts = []
     for path in layers(settings, agent):

@@ -74,13 +74,19 @@ class Spawner:
         self.seed_lock = anyio.Lock()
 
     async def create_session(
-        self, agent: str, runtime: Runtime, constellation: list[str]
+        self,
+        agent: str,
+        runtime: Runtime,
+        constellation: list[str],
+        work: Mapping[str, str] | None = None,
     ) -> Spawned:
-        """Steps 1-4: prompt, command, tmux session. Returns what was created.
+        """Steps 1-4: prompt, command, tmux session. Returns what was created. ``work``:
+        a briefed clone's workspace (``{"workdir", "workspace", "branch", "base"}``): it
+        runs in ``workdir`` and its prompt names them.
 
         Raises PromptRenderError, ConfigError (bad custom command) or SpawnFailed.
         """
-        return await create_session(self, agent, runtime, constellation)
+        return await create_session(self, agent, runtime, constellation, work)
 
     async def seed_runtime(self, agent: str, runtime: Runtime, workdir: Path) -> None:
         """Seed the runtime's own settings (module function ``seed_runtime``)."""
@@ -107,18 +113,25 @@ class Spawner:
 
 
 async def create_session(
-    ctx: Spawner, agent: str, runtime: Runtime, constellation: list[str]
+    ctx: Spawner,
+    agent: str,
+    runtime: Runtime,
+    constellation: list[str],
+    work: Mapping[str, str] | None = None,
 ) -> Spawned:
     """Steps 1-4 for ``ctx`` (``Spawner.create_session``)."""
     settings = ctx.settings()
     paths = settings.paths
-    prompt = render_prompt(settings, agent, constellation)
+    prompt = render_prompt(settings, agent, constellation, dict(work) if work else None)
     prompt_file = paths.prompt_file(agent)
     atomic_write_bytes(prompt_file, prompt.encode("utf-8"))
     paths.ensure_channel(agent)
     paths.ready_file(agent).unlink(missing_ok=True)
-    workdir = settings.workdir or settings.home
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(work["workdir"]) if work else settings.workdir or settings.home
+    if work is None:
+        workdir.mkdir(parents=True, exist_ok=True)
+    elif not workdir.is_dir():
+        raise SpawnFailed(f"{agent}'s workspace {workdir} does not exist")
     if settings.seed_runtime_settings and runtime in (Runtime.CLAUDE, Runtime.CODEX):
         await seed_runtime(ctx, agent, runtime, workdir)
     command = build_command(settings, runtime, agent, prompt_file, workdir)

@@ -52,8 +52,11 @@ from netskyd.keepalive.sdnotify import Notifier
 from netskyd.ports import Clock, Monotonic, SettingsView, TickView
 from netskyd.store.db import Store
 from netskyd.store.recorder import Recorder
+from netskyd.store.work import WorkRecords
 from netskyd.supervision.supervisor import Supervisor
 from netskyd.supervision.table import AgentTable
+from netskyd.work.git import Git
+from netskyd.work.loop import WorkLoop
 
 
 class Wakeups:
@@ -98,6 +101,7 @@ class Components:
     bus: Bus
     sessions: SessionWatcher | None
     ticker: Ticker
+    work: WorkLoop
 
 
 def health_refresher(infra: Infra, table: AgentTable, monitor: Monitor) -> Any:
@@ -189,6 +193,15 @@ async def start(tg: TaskGroup, infra: Infra) -> Components:
     )
     if sessions is not None:
         await tg.start(sessions.run, supervisor.on_session_event)
+    work = WorkLoop(
+        settings=s,
+        git=Git(s().git_timeout_s, infra.environ),
+        records=WorkRecords(infra.store),
+        recorder=infra.recorder,
+        crew=supervisor,
+        agents=table,
+        clock=infra.clock,
+    )
     refresh = health_refresher(infra, table, monitor)
     ticker: Ticker = await tg.start(
         Ticker(
@@ -217,6 +230,7 @@ async def start(tg: TaskGroup, infra: Infra) -> Components:
         monitor=monitor,
         bus=bus,
         sessions=sessions,
+        work=work,
         refresh_health=partial(refresh, ticks=ticks),
     )
     await tg.start(control.run, services)
@@ -239,4 +253,4 @@ async def start(tg: TaskGroup, infra: Infra) -> Components:
             monotonic=infra.monotonic,
         ).run
     )
-    return Components(pager, table, monitor, supervisor, bus, sessions, ticker)
+    return Components(pager, table, monitor, supervisor, bus, sessions, ticker, work)

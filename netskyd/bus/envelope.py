@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from netsky_shared.ids import is_agent_id, is_sender_id
 
-Kind = Literal["message", "brief", "handoff", "cron", "loop", "escalation", "harvest"]
+Kind = Literal["message", "brief", "report", "handoff", "cron", "loop", "escalation", "harvest"]
 _CHANNEL_TAG = re.compile(r"</?\s*channel\b", re.IGNORECASE)
 #: C0 controls but tab and newline, DEL and C1: a pasted ESC could end the bracketed
 #: paste early (``ESC [201~``) and type the rest as keys; CR would submit half a message.

@@ -175,6 +175,20 @@ class Settings(BaseModel):
     session_height: int = Field(50, ge=10)
     #: Working directory of agent0 and agentinfinity; None = NETSKY_HOME.
     workdir: Path | None = None
+    #: The work loop (docs/work.md). ``repo``: the repository clones are briefed from and
+    #: harvested into; None = agent0's working directory (``workdir``).
+    repo: Path | None = None
+    #: Clones that may hold a brief at once; a brief beyond it is refused (exit 75).
+    max_clones: int = Field(8, ge=1, le=MAX_CLONE)
+    #: Shell command a harvest runs in the applied tree before it moves the target
+    #: branch (e.g. ``bin/check``); None = no check.
+    check_command: str | None = None
+    #: Deadline of the harvest check; one that misses it is red.
+    check_timeout_s: float = Field(600.0, gt=0)
+    #: Deadline of any one git command (a clone of a large repository included).
+    git_timeout_s: float = Field(300.0, gt=0)
+    #: Push the target branch after a harvest when it has an upstream.
+    harvest_push: bool = True
     claude_command: str = "claude"
     claude_args: list[str] = Field(default_factory=list)
     codex_command: str = "codex"
@@ -191,7 +205,12 @@ class Settings(BaseModel):
     prompts_dir: Path | None = None
     log_level: str = "info"
 
-    @field_validator("home", "workdir", "owner_prompt", "prompts_dir")
+    @property
+    def source_repo(self) -> Path:
+        """The repository of the work loop: ``repo``, else agent0's working directory."""
+        return self.repo or self.workdir or self.home
+
+    @field_validator("home", "workdir", "repo", "owner_prompt", "prompts_dir")
     @classmethod
     def _absolute(cls, v: Path | None) -> Path | None:
         return None if v is None else v.expanduser().absolute()
@@ -245,6 +264,8 @@ class Settings(BaseModel):
         return self.agent_runtimes.get(agent, self.runtime)
 
 
+#: Settings an empty ``NETSKY_<FIELD>`` sets to None.
+_NULLABLE = {"tmux_socket", "workdir", "repo", "custom_command", "check_command"}
 _STRUCTURED = {"agent_runtimes", "claude_args", "codex_args", "dialogs", "legs"}
 
 
@@ -260,7 +281,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
                 out[name] = json.loads(raw)
             except json.JSONDecodeError as e:
                 raise ConfigError(f"{key} must be JSON: {e}") from e
-        elif raw == "" and name in {"tmux_socket", "workdir", "custom_command"}:
+        elif raw == "" and name in _NULLABLE:
             out[name] = None
         else:
             out[name] = raw

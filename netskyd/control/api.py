@@ -27,6 +27,7 @@ from netskyd.escalation.spool import Spool
 from netskyd.ports import Clock, SettingsView, TickView
 from netskyd.store.db import Store
 from netskyd.supervision.supervisor import Supervisor
+from netskyd.work.loop import WorkLoop
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Services:
     monitor: Monitor
     bus: Bus
     sessions: SessionWatcher | None
+    work: WorkLoop
     #: Rebuild and write the health report now (netskyd.keepalive.health.refresh).
     refresh_health: Callable[[], Awaitable[dict[str, Any]]]
 
@@ -123,6 +125,11 @@ async def status(svc: Services, params: dict[str, Any]) -> Any:
         "restarts": svc.supervisor.restarts.rows(),
         "last_restarts": _last_per_agent(await svc.store.restarts(None, 200)),
         "incidents": list_incidents(svc.settings().paths),
+        # Each briefed clone's task (docs/work.md): agent, workspace, branch, state, ahead.
+        "clones": [
+            {k: d[k] for k in ("agent", "workspace", "branch", "state", "ahead", "head_sha")}
+            for d in (await svc.work.status())["clones"]
+        ],
         "bus": {
             "delivered": svc.bus.delivered_count,
             "duplicates": svc.bus.duplicate_count,
@@ -259,6 +266,73 @@ async def debug_block_loop(svc: Services, params: dict[str, Any]) -> Any:
     return block_loop(_float(params, "seconds", 1.0))
 
 
+def _str(params: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = params.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise RpcError(protocol.INVALID_PARAMS, f"{key} must be a non-empty string")
+    return value
+
+
+async def clone_brief(svc: Services, params: dict[str, Any]) -> Any:
+    text = _str(params, "text", required=True)
+    workspace = _str(params, "workspace", required=True)
+    assert text is not None and workspace is not None
+    runtime = params.get("runtime")
+    try:
+        rt = Runtime(runtime) if runtime else None
+    except ValueError as e:
+        raise RpcError(
+            protocol.INVALID_PARAMS, f"unknown runtime {runtime!r} (one of {', '.join(Runtime)})"
+        ) from e
+    wait_s = params.get("wait_s", 0.0)
+    if not isinstance(wait_s, int | float) or isinstance(wait_s, bool) or wait_s < 0:
+        raise RpcError(protocol.INVALID_PARAMS, "wait_s must be a number of seconds >= 0")
+    try:
+        return await svc.work.brief(
+            text,
+            workspace,
+            agent=_int(params, "agent", None),
+            runtime=rt,
+            repo=_str(params, "repo"),
+            base=_str(params, "base"),
+            wait_s=float(wait_s),
+        )
+    except ValueError as e:
+        raise RpcError(protocol.INVALID_PARAMS, str(e)) from e
+
+
+async def clone_report(svc: Services, params: dict[str, Any]) -> Any:
+    text = _str(params, "text", required=True)
+    assert text is not None
+    return await svc.work.report(
+        _agent(params), text, sha=_str(params, "sha"), done=bool(params.get("done", False))
+    )
+
+
+async def clone_status(svc: Services, params: dict[str, Any]) -> Any:
+    agent = _agent(params) if params.get("agent") is not None else None
+    return await svc.work.status(agent, every=bool(params.get("all", False)))
+
+
+async def clone_kill(svc: Services, params: dict[str, Any]) -> Any:
+    return await svc.work.kill(
+        _agent(params), rm=bool(params.get("rm", False)), force=bool(params.get("force", False))
+    )
+
+
+async def harvest_(svc: Services, params: dict[str, Any]) -> Any:
+    target = _str(params, "target", required=True)
+    assert target is not None
+    return await svc.work.harvest(
+        target,
+        onto=_str(params, "onto"),
+        check=_str(params, "check"),
+        push=bool(params.get("push", True)),
+    )
+
+
 HANDLERS: dict[str, Handler] = {
     protocol.HELLO: hello,
     protocol.PING: ping,
@@ -274,6 +348,11 @@ HANDLERS: dict[str, Handler] = {
     protocol.WHY: why,
     protocol.ESCALATE: escalate_,
     protocol.HEALTH: health_,
+    protocol.CLONE_BRIEF: clone_brief,
+    protocol.CLONE_REPORT: clone_report,
+    protocol.CLONE_STATUS: clone_status,
+    protocol.CLONE_KILL: clone_kill,
+    protocol.HARVEST: harvest_,
     protocol.DEBUG_BLOCK_LOOP: debug_block_loop,
 }
 assert set(HANDLERS) == protocol.METHODS, "every protocol method needs a handler"

@@ -19,6 +19,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from netsky_shared import protocol
 from netsky_shared.errors import (
+    ClonesFull,
     EnvelopeTooLarge,
     InboxFull,
     NetskyError,
@@ -26,6 +27,7 @@ from netsky_shared.errors import (
     RestartBusy,
     SpawnFailed,
     UnknownAgent,
+    UnknownClone,
 )
 from netskyd import log as logmod
 from netskyd.control.api import HANDLERS, RpcError, Services
@@ -36,9 +38,9 @@ log = logmod.get("netskyd.control.server")
 
 def error_code_for(exc: NetskyError) -> int:
     """The JSON-RPC error code of a NetskyError."""
-    if isinstance(exc, UnknownAgent):
+    if isinstance(exc, UnknownAgent | UnknownClone):
         return protocol.UNKNOWN_AGENT
-    if isinstance(exc, InboxFull | EnvelopeTooLarge | RestartBusy):
+    if isinstance(exc, InboxFull | EnvelopeTooLarge | RestartBusy | ClonesFull):
         return protocol.TEMPORARY_FAILURE
     if isinstance(exc, SpawnFailed | ReadinessTimeout):
         return protocol.SPAWN_FAILED

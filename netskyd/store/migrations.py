@@ -168,6 +168,61 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX messages_consumption ON messages(recipient, consumption);
         """,
     ),
+    (
+        6,
+        """
+        -- The work loop (netskyd/work/): one row per brief given to a clone. state:
+        -- briefed -> reported -> done, then harvested; or killed / failed. head_sha and
+        -- ahead are the clone's last report; harvested_sha the tip last harvested.
+        CREATE TABLE clone_dispatches (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            workspace TEXT NOT NULL,
+            source_repo TEXT NOT NULL,
+            repo TEXT NOT NULL,
+            branch TEXT NOT NULL,
+            base TEXT NOT NULL,
+            base_sha TEXT NOT NULL,
+            runtime TEXT NOT NULL,
+            brief_envelope TEXT,
+            brief_bytes INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            state_ts TEXT NOT NULL,
+            head_sha TEXT,
+            ahead INTEGER,
+            report TEXT,
+            reported_ts TEXT,
+            harvested_sha TEXT,
+            error TEXT
+        );
+        CREATE INDEX clone_dispatches_agent ON clone_dispatches(agent, id);
+        CREATE INDEX clone_dispatches_workspace ON clone_dispatches(workspace, id);
+        -- One row per harvest attempt. outcome: landed, conflict, red, refused, failed.
+        CREATE TABLE harvests (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            finished_ts TEXT,
+            dispatch_id INTEGER,
+            agent TEXT,
+            workspace TEXT NOT NULL,
+            target_repo TEXT NOT NULL,
+            onto TEXT NOT NULL,
+            onto_before TEXT,
+            onto_after TEXT,
+            source_tip TEXT,
+            commits INTEGER NOT NULL DEFAULT 0,
+            check_command TEXT,
+            check_exit INTEGER,
+            check_s REAL,
+            log_path TEXT,
+            pushed TEXT,
+            outcome TEXT NOT NULL,
+            reason TEXT
+        );
+        CREATE INDEX harvests_workspace ON harvests(workspace, id);
+        """,
+    ),
 ]
 
 if MIGRATIONS[-1][0] != SCHEMA_VERSION:  # the next migration bumps both

@@ -161,7 +161,8 @@ class Supervisor:
 
     async def set_down(self) -> list[str]:
         """``down``: stop every agent and remember it (the marker survives restarts)."""
-        await self._save(Desired(up=False, agents=self.desired.agents), by="down")
+        down = Desired(up=False, agents=self.desired.agents, work=self.desired.work)
+        await self._save(down, by="down")
         await self.recorder.event("desired.down")
         await self.restarts.cancel_all("down")
         killed = []
@@ -171,15 +172,23 @@ class Supervisor:
                 killed.append(name)
         return killed
 
-    async def add_agent(self, agent: str, runtime: Runtime | None) -> list[str]:
-        """``agent N [--runtime R]``: want this agent (with an optional runtime override)."""
+    async def add_agent(
+        self, agent: str, runtime: Runtime | None, work: dict[str, str] | None = None
+    ) -> list[str]:
+        """``agent N [--runtime R]``: want this agent (with an optional runtime override);
+        ``work`` (a brief, netskyd.work): its workspace, where it is spawned. A live agent
+        whose runtime or workspace changes is ended and spawned again."""
         if not self.desired.up:
             raise NetskyError("the constellation is down; run 'netskyctl up' first")
         st = self.agents.get(agent)
-        new = desired_mod.with_agent(self.desired, agent, runtime.value if runtime else None)
-        await self._save(new, by="agent")
-        if st is not None and runtime is not None and st.runtime != runtime and st.alive:
-            await self._kill_session(agent, reason="runtime-change")
+        moved = work is not None and self.desired.work.get(agent) != work
+        new = desired_mod.with_agent(
+            self.desired, agent, runtime.value if runtime else None, work
+        )
+        await self._save(new, by="brief" if work is not None else "agent")
+        retyped = runtime is not None and st is not None and st.runtime != runtime
+        if st is not None and st.alive and (retyped or moved):
+            await self._kill_session(agent, reason="work-change" if moved else "runtime-change")
         if st is not None:
             st.runtime = self.runtime_of(agent)
         await self.check(reason="agent")
@@ -386,7 +395,9 @@ class Supervisor:
         st.runtime = self.runtime_of(agent)
         st.ready = False
         st.exit_status = None
-        spawned = await self.spawner.create_session(agent, st.runtime, self.desired.wanted())
+        spawned = await self.spawner.create_session(
+            agent, st.runtime, self.desired.wanted(), self.desired.work.get(agent)
+        )
         sessions = self.sessions
         if sessions is not None and sessions.hooked_pid is None:
             # The first spawn may have started the tmux server: hook it now, not at the
