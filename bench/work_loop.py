@@ -128,9 +128,10 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                      "the brief delivered", step_s=0.005)
             brief_s.append(time.perf_counter() - t0)
             log(f"brief {i}: {brief_s[-1]:.2f}s to delivered ({ready_s[-1]:.2f}s to ready)")
-        steps = "\n".join(f"write f{k}.txt {k}\ncommit step {k}" for k in range(10)) + "\ndone"
         harvest_s = []
         for i in range(args.harvests):
+            steps = "\n".join(f"write h{i}/f{k}.txt {k}\ncommit step {k}" for k in range(10))
+            steps += "\ndone"
             with Client(sock, timeout_s=600) as c:
                 res = c.call("clone.brief", {"text": steps, "workspace": f"h{i}"}, timeout_s=600)
                 agent = res["dispatch"]["agent"]

@@ -1,0 +1,1 @@
+"""Scheduling: cron entries and loops owned by netskyd (docs/schedule.md)."""
