@@ -51,13 +51,16 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from netsky_shared.errors import ConfigError
 from netsky_shared.ids import agent_n
-from netskyd.config import Runtime, Settings
+from netskyd.runtimes.names import Runtime
+
+if TYPE_CHECKING:  # a type only: netskyd.config imports this package
+    from netskyd.config import Settings
 
 #: Name of netsky's MCP server in Claude Code, hence the ``source`` of its channel blocks.
 CHANNEL_SERVER = "agent"

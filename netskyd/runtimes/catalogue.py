@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from netskyd.config import Runtime
+from netskyd.runtimes.names import Runtime
 
 #: Dialogs, busy marks and limit notices are looked for in the screen's last lines only.
 REGION = 30
