@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Mapping
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +22,12 @@ from netsky_shared.errors import ConfigError
 from netsky_shared.ids import MAX_CLONE, is_agent_id
 from netsky_shared.paths import Paths
 from netskyd.config.legs import Leg, with_types
+from netskyd.runtimes.catalogue import DIALOGS, Action, Kind
+from netskyd.runtimes.names import Runtime as Runtime  # re-exported: callers import it here
 
 DEFAULT_HOME = "~/.netsky"
 #: Clones brought up by ``up`` with no number (ARCHITECTURE.md: spawned lazily).
 DEFAULT_CLONE_COUNT = 0
-
-
-class Runtime(StrEnum):
-    """What runs in an agent's pane."""
-
-    CLAUDE = "claude"
-    CODEX = "codex"
-    SHELL = "shell"
-    DEMO = "demo"
-    CUSTOM = "custom"
 
 
 class Settings(BaseModel):
@@ -223,12 +214,6 @@ class Settings(BaseModel):
     @field_validator("dialogs")
     @classmethod
     def _dialog_policy(cls, v: dict[str, str]) -> dict[str, str]:
-        from netskyd.runtimes.catalogue import (  # the catalogue imports Runtime
-            DIALOGS,
-            Action,
-            Kind,
-        )
-
         for name, action in v.items():
             spec = DIALOGS.get(name)
             if spec is None:
@@ -243,8 +228,6 @@ class Settings(BaseModel):
 
     def dialog_action(self, name: str) -> str:
         """The configured action for dialog ``name`` (its catalogue default if unset)."""
-        from netskyd.runtimes.catalogue import DIALOGS
-
         return self.dialogs.get(name) or DIALOGS[name].default.value
 
     @field_validator("agent_runtimes")
