@@ -49,11 +49,12 @@ class RestartSteps:
     machines: dict[str, Machine]
     _tails: dict[str, str]
 
-    def machine(self, agent: str) -> Machine:
-        raise NotImplementedError
+    # Declared for the type checker only: a runtime stub could shadow another mixin's method.
+    if TYPE_CHECKING:
 
-    async def cancel(self, agent: str, reason: str) -> None:
-        raise NotImplementedError
+        def machine(self, agent: str) -> Machine: ...
+
+        async def cancel(self, agent: str, reason: str) -> None: ...
 
     # ----- slow steps ---------------------------------------------------------------------------
 
