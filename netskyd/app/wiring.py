@@ -202,6 +202,7 @@ async def start(tg: TaskGroup, infra: Infra) -> Components:
         agents=table,
         clock=infra.clock,
     )
+    await work.recover()
     refresh = health_refresher(infra, table, monitor)
     ticker: Ticker = await tg.start(
         Ticker(

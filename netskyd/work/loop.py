@@ -13,6 +13,7 @@ Journal events: ``work.briefed`` (agent, workspace, branch, base, dispatch),
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,33 @@ class WorkLoop:
     @property
     def paths(self) -> Paths:
         return self.settings().paths
+
+    async def recover(self) -> int:
+        """At start: a harvest a killed daemon left ``running`` is recorded ``failed``
+        (``interrupted``), its scratch worktrees removed and their git bookkeeping pruned,
+        its private ref deleted. Its target branch moved only if the daemon died after the
+        landing's one atomic step (``merge --ff-only`` / ``update-ref``); the reason says
+        to look. Returns how many were recovered."""
+        rows = [r for r in await self.records.harvests(limit=1000) if r["outcome"] == "running"]
+        scratch = self.paths.workspaces / ".harvest"
+        await anyio.to_thread.run_sync(lambda: shutil.rmtree(scratch, ignore_errors=True))
+        for r in rows:
+            target = Path(r["target_repo"])
+            await self.git.probe("worktree", "prune", cwd=target)
+            await self.git.probe("update-ref", "-d", f"refs/netsky/harvest/{r['workspace']}",
+                                 cwd=target)
+            await self.records.finish_harvest(
+                r["id"],
+                finished_ts=now_rfc3339(),
+                outcome="failed",
+                reason="interrupted: netskyd stopped during the harvest; nothing moved the "
+                f"branch unless it had landed (git -C {target} log {r['onto']})",
+            )
+            await self.recorder.event(
+                "work.harvested", level="warning", workspace=r["workspace"], outcome="failed",
+                onto=r["onto"], commits=0, reason="interrupted", harvest=r["id"],
+            )  # fmt: skip
+        return len(rows)
 
     # ----- brief ---------------------------------------------------------------------------
 

@@ -224,3 +224,44 @@ async def test_git_has_a_deadline(tmp_path: Path) -> None:
     with pytest.raises(GitError, match="did not finish within 0.5s"):
         await git.run("-c", "alias.slow=!sleep 30", "slow", cwd=tmp_path)
 
+
+
+async def test_a_harvest_a_killed_daemon_left_is_recovered(tmp_path: Path) -> None:
+    from netsky_shared.paths import Paths
+    from netskyd.store.db import Store
+    from netskyd.store.journal import Journal
+    from netskyd.store.recorder import Recorder
+    from netskyd.store.work import WorkRecords
+    from netskyd.work.loop import WorkLoop
+
+    src = source_repo(tmp_path)
+    home = tmp_path / "home"
+    paths = Paths(home)
+    paths.logs.mkdir(parents=True)
+    scratch = paths.workspaces / ".harvest" / "t-x"
+    sh(src, "worktree", "add", "-q", "--detach", str(scratch), "main")  # as a dead daemon left it
+    sh(src, "update-ref", "refs/netsky/harvest/x", "main")
+    store = await Store.open(home / "meta.db")
+    try:
+        records = WorkRecords(store)
+        row = {"ts": "t", "dispatch_id": None, "agent": "agent1", "workspace": "x",
+               "target_repo": str(src), "onto": "main", "outcome": "running"}  # fmt: skip
+        hid = await records.add_harvest(row)
+        settings = type("S", (), {"paths": paths})()
+        loop = WorkLoop(
+            settings=lambda: settings,  # type: ignore[arg-type, return-value]
+            git=Git(30),
+            records=records,
+            recorder=Recorder(Journal(paths.logs), store),
+            crew=None,  # type: ignore[arg-type]
+            agents=None,  # type: ignore[arg-type]
+        )
+        assert await loop.recover() == 1
+        [got] = await records.harvests()
+        assert got["id"] == hid and got["outcome"] == "failed" and "interrupted" in got["reason"]
+        assert not scratch.exists()
+        assert sh(src, "worktree", "list").count("\n") == 0
+        assert sh(src, "for-each-ref", "refs/netsky") == ""
+        assert await loop.recover() == 0
+    finally:
+        await store.close()
