@@ -18,7 +18,8 @@ One escalation, step by step:
 4. ``finish_round``: each leg's outcome goes into the incident (a failed leg gets
    ``next_ts`` = now + ``retry_base_s`` * 2^(tries-1), capped at ``retry_cap_s``;
    ``unavailable`` is not retried), one row per leg into ``state/owner-pages.jsonl``
-   (appended, fsynced, never rewritten), and the leg's health into ``state/legs.json``.
+   (appended, fsynced, never rewritten), and the leg's health into ``state/legs.json``
+   (netskyd.escalation.leg_health).
    A leg that has now failed ``failing_after`` times in a row, or delivered again after
    that, is reported back so the caller can page about it (key ``leg:<name>``, on the
    other legs) or close that page.
@@ -49,7 +50,6 @@ import anyio
 
 from netsky_shared import incidents
 from netsky_shared.incidents import IncidentsLock, is_open, rfc3339
-from netsky_shared.markers import write_marker
 from netsky_shared.paths import Paths
 from netskyd.config.legs import LegContext, LegResult, Page, configured, severity_rank
 from netskyd.escalation.incidents import Action as Action
@@ -59,6 +59,9 @@ from netskyd.escalation.incidents import claim_round as claim_round
 from netskyd.escalation.incidents import due as due
 from netskyd.escalation.incidents import open_or_join as open_or_join
 from netskyd.escalation.incidents import resolve as resolve
+from netskyd.escalation.leg_health import leg_failing_text as leg_failing_text
+from netskyd.escalation.leg_health import read_health as read_health
+from netskyd.escalation.leg_health import update_health
 from netskyd.timing import exp_backoff_s
 
 if TYPE_CHECKING:
@@ -285,16 +288,6 @@ def append_audit(paths: Paths, rows: list[dict[str, Any]]) -> None:
         os.close(fd)
 
 
-def read_health(paths: Paths) -> dict[str, Any]:
-    """``state/legs.json``: ``{leg: {"failures": consecutive, "status", "reason", "ts",
-    "last_delivered_ts"}}``; {} when missing or unreadable (it is rebuilt as legs run)."""
-    try:
-        value = json.loads(paths.leg_health.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 
 def _audit_row(
     ts: str,
@@ -377,43 +370,5 @@ def finish_round(
             incident["round_ts"] = None
             incidents.write_incident(paths, incident)
         append_audit(paths, rows)
-        failing, recovered = _update_health(paths, results, ts, failing_after)
+        failing, recovered = update_health(paths, results, ts, failing_after)
     return Outcome(current, rows, failing, recovered)
-
-
-def _update_health(
-    paths: Paths, results: list[LegResult], ts: str, failing_after: int
-) -> tuple[list[dict[str, Any]], list[str]]:
-    health = read_health(paths)
-    failing: list[dict[str, Any]] = []
-    recovered: list[str] = []
-    for r in results:
-        h = health.get(r.leg) or {"failures": 0, "last_delivered_ts": None}
-        if r.status == "delivered":
-            if h.get("failures", 0) >= failing_after:
-                recovered.append(r.leg)
-            h["failures"] = 0
-            h["last_delivered_ts"] = ts
-        else:
-            h["failures"] = h.get("failures", 0) + 1
-            if h["failures"] == failing_after:
-                failing.append(
-                    {"leg": r.leg, "status": r.status, "reason": r.reason, "n": failing_after}
-                )
-        h.update(status=r.status, reason=r.reason, ts=ts)
-        health[r.leg] = h
-    if results:
-        write_marker(paths.leg_health, health)
-    return failing, recovered
-
-
-def leg_failing_text(f: dict[str, Any]) -> tuple[str, str]:
-    """Subject and body of the page about a leg that keeps failing."""
-    subject = f"the {f['leg']} page leg keeps failing"
-    body = (
-        f"The {f['leg']} leg has not delivered {f['n']} times in a row; last: "
-        f"{f['status']}: {f['reason']}. Pages still go out on the other legs. "
-        f"Check its [legs.{f['leg']}] settings and credentials; `netskyctl escalate "
-        f"--direct test test --key test` tries every leg."
-    )
-    return subject, body
