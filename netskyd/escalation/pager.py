@@ -14,7 +14,8 @@ One escalation, step by step:
 2. ``targets``: the configured legs that take this severity, minus ``exclude_legs``.
 3. ``send_all``: every target at once, each bounded by the leg timeout; in the daemon
    in-process, with ``--direct`` each leg in its own process (``python -m
-   netskyd.escalation.legs``), so one wedged leg cannot hold the others.
+   netskyd.escalation.legs``; netskyd.escalation.leg_process), so one wedged leg cannot
+   hold the others.
 4. ``finish_round``: each leg's outcome goes into the incident (a failed leg gets
    ``next_ts`` = now + ``retry_base_s`` * 2^(tries-1), capped at ``retry_cap_s``;
    ``unavailable`` is not retried), one row per leg into ``state/owner-pages.jsonl``
@@ -40,7 +41,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +62,9 @@ from netskyd.escalation.incidents import resolve as resolve
 from netskyd.escalation.leg_health import leg_failing_text as leg_failing_text
 from netskyd.escalation.leg_health import read_health as read_health
 from netskyd.escalation.leg_health import update_health
+from netskyd.escalation.leg_process import (
+    send_in_process_of_its_own as send_in_process_of_its_own,
+)
 from netskyd.timing import exp_backoff_s
 
 if TYPE_CHECKING:
@@ -232,43 +235,6 @@ async def send_all(
         for name, leg in chosen.items():
             tg.start_soon(one, name, leg)
     return [results[n] for n in chosen]
-
-
-async def send_in_process_of_its_own(name: str, leg: Any, page: Page, ctx: LegContext) -> LegResult:
-    """Run one leg in a child ``python -m netskyd.escalation.legs`` (the ``--direct`` path).
-
-    The child gets the request on stdin and prints one LegResult JSON line; it is killed
-    when it has not answered within the leg timeout plus 5 s (then ``failed``).
-    """
-    request = {
-        "name": name,
-        "leg": leg.model_dump(mode="json", by_alias=True),
-        "page": page.to_json(),
-        "timeout_s": ctx.timeout_s,
-        "home": str(ctx.home),
-        "tmux_socket": ctx.tmux_socket,
-    }
-    t0 = anyio.current_time()
-    argv = [sys.executable, "-m", "netskyd.escalation.legs"]
-    try:
-        with anyio.fail_after(ctx.timeout_s + 5):
-            # run_process reads both pipes at once and kills the child when cancelled.
-            proc = await anyio.run_process(
-                argv, input=json.dumps(request).encode(), env=ctx.environ, check=False
-            )
-    except TimeoutError:
-        ms = round((anyio.current_time() - t0) * 1000, 1)
-        return LegResult(
-            name, "failed", f"leg process gave no answer in {ctx.timeout_s + 5:g}s", ms
-        )
-    out, err, code = proc.stdout, proc.stderr, proc.returncode
-    try:
-        d = json.loads(out.decode().strip().splitlines()[-1])
-        return LegResult(d["leg"], d["status"], d["reason"], d["duration_ms"])
-    except (ValueError, IndexError, KeyError):
-        ms = round((anyio.current_time() - t0) * 1000, 1)
-        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        return LegResult(name, "failed", f"leg process exited {code}: {tail[0][:200]}", ms)
 
 
 def append_audit(paths: Paths, rows: list[dict[str, Any]]) -> None:
