@@ -8,27 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
-import sys
-import time
 
 from client.common import Usage, home_of, out, preview, setting, table
-from client.rpc import Client
-from netsky_shared import protocol
-from netsky_shared.errors import EnvelopeTooLarge, InboxFull, NetskyError
-from netsky_shared.ids import is_agent_id, parse_agent, rfc3339, sort_key
-from netsky_shared.paths import socket_path
+from client.replay import cmd_channel_replay
+from client.replay import parse_since as parse_since
+from client.send import UnreadableInput as UnreadableInput
+from client.send import cmd_channel_send
+from netsky_shared.errors import InboxFull, NetskyError
+from netsky_shared.ids import is_agent_id, parse_agent, sort_key
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Mapping, Sequence
     from typing import Any
-
-
-class UnreadableInput(NetskyError):
-    """Raised when ``channel send --file`` cannot read its file or the file is not UTF-8."""
 
 
 class NoMatch(NetskyError):
@@ -47,66 +41,11 @@ class NotRetryable(NetskyError):
     """Raised when a poisoned entry cannot go back to the inbox (not a regular file, or clash)."""
 
 
-def _read_text_file(path: str, max_bytes: int) -> str:
-    """Read ``channel send --file PATH`` as UTF-8, at most ``max_bytes`` bytes.
-
-    Raises UnreadableInput (missing, unreadable, not UTF-8) or EnvelopeTooLarge.
-    Reading is capped rather than stat()-checked so ``--file <(cmd)`` works too.
-    """
-    try:
-        with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
-    except OSError as e:
-        raise UnreadableInput(f"cannot read {path}: {e.strerror or e}") from e
-    if len(data) > max_bytes:
-        raise EnvelopeTooLarge(
-            f"{path} is over {max_bytes} bytes, more than one envelope may hold "
-            "(envelope_max_bytes)"
-        )
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UnreadableInput(f"{path} is not UTF-8 text: {e}") from e
-
-
-def cmd_channel_send(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from pathlib import Path
-
-    from netsky_shared.maildir import new_envelope, send
-    from netsky_shared.paths import Paths
-
-    if (args.text is None) == (args.file is None):
-        raise Usage("channel send needs exactly one of TEXT ('-' reads standard input) or --file")
-    to = parse_agent(args.agent)
-    sender = args.sender if not args.sender[:1].isdigit() else parse_agent(args.sender)
-    max_bytes = setting(environ, "envelope_max_bytes", 256 * 1024)
-    if args.file is not None:
-        text = _read_text_file(args.file, max_bytes)
-    else:
-        text = sys.stdin.read() if args.text == "-" else args.text
-    envelope = new_envelope(sender, to, text, kind=args.kind, in_reply_to=args.reply_to)
-    path = send(
-        Paths(Path(home_of(environ))),
-        envelope,
-        inbox_max_pending=setting(environ, "inbox_max_pending", 1000),
-        envelope_max_bytes=max_bytes,
-    )
-    result = {"id": envelope["id"], "to": to, "from": sender, "path": str(path)}
-    out(args, result, f"queued for {to}: {envelope['id']}")
-    return 0
-
-
 # -- The bus: ls, peek, poison, retry read the files (no daemon); replay asks netskyd ---
 
 REASON_SUFFIX = ".reason.json"
 REASON_MAX_BYTES = 64 * 1024
 COUNTS = ("pending", "claimed", "delivered", "poisoned", "outbox")
-_RELATIVE_RE = re.compile(r"(?:[0-9]+[smhd])+")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_RFC3339_RE = re.compile(
-    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2}:[0-9]{2})(\.[0-9]+)?"
-    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
 
 
 def _box(home: str, agent: str, box: str) -> str:
@@ -469,47 +408,6 @@ def cmd_channel_retry(args: argparse.Namespace, environ: Mapping[str, str]) -> i
     out(args, res, f"{res['file']} is back in {res['agent']}'s inbox")
     return 0
 
-
-def parse_since(value: str, now_s: float | None = None) -> str:
-    """Turn ``--since`` into an RFC 3339 UTC string with microseconds (``...000000Z``).
-
-    ``value`` is RFC 3339 (``2026-11-21T10:00:00Z``, ``...+02:00``) or an age before
-    ``now_s`` (seconds since the epoch, default now): ``30s``, ``10m``, ``2h``,
-    ``1d``, or a sum such as ``1h30m``. The output has the envelope ``ts`` format,
-    so it compares with envelope timestamps as strings too. Raises Usage.
-    """
-    from datetime import UTC, datetime
-
-    v = value.strip()
-    try:
-        if _RELATIVE_RE.fullmatch(v):
-            age_s = sum(int(n) * _UNIT_S[u] for n, u in re.findall(r"([0-9]+)([smhd])", v))
-            now_s = time.time() if now_s is None else now_s
-            dt = datetime.fromtimestamp(now_s - age_s, tz=UTC)
-        else:
-            m = _RFC3339_RE.fullmatch(v)
-            if m is None:
-                raise ValueError(v)
-            date, hms, frac, zone = m.groups()
-            frac = (frac or ".0")[:7]  # datetime keeps microseconds
-            zone = "+00:00" if zone in ("Z", "z") else zone
-            dt = datetime.fromisoformat(f"{date}T{hms}{frac}{zone}").astimezone(UTC)
-    except (ValueError, OverflowError, OSError) as e:
-        raise Usage(
-            f"--since {value!r}: expected RFC 3339 (2026-11-21T10:00:00Z) "
-            "or an age like 30s, 10m, 2h, 1d"
-        ) from e
-    return rfc3339(dt)
-
-
-def cmd_channel_replay(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    agent = parse_agent(args.agent)
-    since = parse_since(args.since)  # usage errors before any connection attempt
-    with Client(socket_path(home_of(environ))) as client:
-        res = client.call(protocol.CHANNEL_REPLAY, {"agent": agent, "since": since}, 60.0)
-    n = res["count"]
-    out(args, res, f"replayed {n} envelope{'' if n == 1 else 's'} to {agent} (since {since})")
-    return 0
 
 
 CHANNEL_COMMANDS = {
