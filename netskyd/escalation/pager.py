@@ -1,556 +1,86 @@
 """The escalation floor shared by netskyd and ``netskyctl escalate --direct``.
 
-Everything here works on files only (``state/escalations/``, ``state/owner-pages.jsonl``,
-``state/legs.json``) under the incidents flock, so the daemon, a ``--direct`` run from
-the shim and ``netskyctl ack`` can act on the same incidents at once without undoing
-each other. The daemon (netskyd.escalation.spool) adds the journal, meta.db and the spool.
+Everything in the floor works on files only (``state/escalations/``,
+``state/owner-pages.jsonl``, ``state/legs.json``) under the incidents flock, so the daemon, a
+``--direct`` run from the shim and ``netskyctl ack`` can act on the same incidents at once
+without undoing each other. The daemon (netskyd.escalation.spool) adds the journal, meta.db
+and the spool.
 
-One escalation, step by step:
+This module is the floor's face: callers use ``pager.X``. The code lives by concern:
 
-1. ``open_or_join``: the open incident with this key, if any, is *joined* (``count`` + 1,
-   no page) while its last page round is younger than the quiet period; after the
-   quiet period, or when the new escalation is more severe, it is *re-paged* (a new
-   round, ``rounds`` + 1). Without one, an incident is *opened*. Opening and re-paging
-   start a round: ``round_ts`` is set as a lease so nobody else sends it meanwhile.
+- netskyd.escalation.incidents: the incident files (``open_or_join``, ``resolve``, ``due``,
+  ``claim_round``, ``archive_closed``);
+- netskyd.escalation.rounds: a page round (``targets``, ``make_page``, ``send_all``,
+  ``finish_round`` with the rows of ``state/owner-pages.jsonl``, ``run_round``);
+- netskyd.escalation.leg_health: each leg's record in ``state/legs.json`` and the page
+  about a leg that keeps failing;
+- netskyd.escalation.leg_process: the ``--direct`` sender, each leg in a process of its own.
+
+One escalation, step by step (each step's rules are in its module's docstring):
+
+1. ``open_or_join``: the open incident with this key is *joined* inside the quiet period,
+   *re-paged* after it or when more severe, else one is *opened*; opening and re-paging
+   start a round, its ``round_ts`` a lease so nobody else sends it meanwhile.
 2. ``targets``: the configured legs that take this severity, minus ``exclude_legs``.
 3. ``send_all``: every target at once, each bounded by the leg timeout; in the daemon
-   in-process, with ``--direct`` each leg in its own process (``python -m
-   netskyd.escalation.legs``), so one wedged leg cannot hold the others.
-4. ``finish_round``: each leg's outcome goes into the incident (a failed leg gets
-   ``next_ts`` = now + ``retry_base_s`` * 2^(tries-1), capped at ``retry_cap_s``;
-   ``unavailable`` is not retried), one row per leg into ``state/owner-pages.jsonl``
-   (appended, fsynced, never rewritten), and the leg's health into ``state/legs.json``.
-   A leg that has now failed ``failing_after`` times in a row, or delivered again after
-   that, is reported back so the caller can page about it (key ``leg:<name>``, on the
-   other legs) or close that page.
+   in-process, with ``--direct`` each leg in its own process.
+4. ``finish_round``: each leg's outcome into the incident (a failed leg is retried,
+   backing off), one audit row per leg, and the leg's health; a leg now failing, or
+   recovered, is reported back so the caller can page about it or close that page.
 
-``owner-pages.jsonl`` rows (one per leg per attempt)::
-
-    {"ts": RFC 3339, "incident": id, "key": str, "severity": str,
-     "kind": "page" | "retry" | "all-clear", "round": int, "try": int,
-     "leg": name | null, "status": "delivered" | "failed" | "unavailable",
-     "reason": str | null, "duration_ms": float, "via": "daemon" | "direct"}
-
-A round with no leg to send to writes one row with ``leg: null``, ``status:
-"unavailable"`` and the reason.
+Later rounds: ``due`` finds an incident with a failed leg whose retry time has come, or a
+round whose sender died (its lease ran out); ``claim_round`` takes it.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from netskyd.escalation.incidents import (
+    Action,
+    Decision,
+    archive_closed,
+    claim_round,
+    due,
+    open_or_join,
+    resolve,
+)
+from netskyd.escalation.leg_health import leg_failing_text, read_health
+from netskyd.escalation.leg_process import send_in_process_of_its_own
+from netskyd.escalation.rounds import (
+    DEFAULT_HOME,
+    Outcome,
+    Sender,
+    ack_command,
+    append_audit,
+    finish_round,
+    leg_context,
+    make_page,
+    open_summary,
+    run_round,
+    send_all,
+    targets,
+)
 
-import anyio
-
-from netsky_shared import incidents
-from netsky_shared.incidents import IncidentsLock, is_open, rfc3339
-from netsky_shared.markers import write_marker
-from netsky_shared.paths import Paths
-from netskyd.config.legs import LegContext, LegResult, Page, configured, severity_rank
-from netskyd.timing import exp_backoff_s
-
-if TYPE_CHECKING:
-    from netskyd.config import Settings
-
-Action = Literal["opened", "repaged", "joined"]
-Sender = Callable[[str, Any, Page, LegContext], Awaitable[LegResult]]
-DEFAULT_HOME = os.path.expanduser("~/.netsky")
-
-
-@dataclass
-class Decision:
-    """What ``open_or_join`` did: the incident as written, the action, and the files
-    moved aside as corrupt on the way (``incidents.scan`` shapes)."""
-
-    incident: dict[str, Any]
-    action: Action
-    corrupt: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class Outcome:
-    """What ``finish_round`` did: the incident as written (None for an all-clear of a
-    vanished file), the audit rows, legs now failing and legs recovered."""
-
-    incident: dict[str, Any] | None
-    rows: list[dict[str, Any]]
-    failing: list[dict[str, Any]]
-    recovered: list[str]
-
-
-def _find_open(found: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
-    open_ = [i for i in found if i["key"] == key and is_open(i)]
-    return open_[0] if open_ else None  # should a hand-made copy exist: the oldest
-
-
-def _start_round(incident: dict[str, Any], now_s: float) -> None:
-    ts = rfc3339(now_s)
-    incident["rounds"] += 1
-    incident["paged_ts"] = ts
-    incident["round_ts"] = ts
-    incident["legs"] = {}
-    incident["next_retry_ts"] = None
-
-
-def open_or_join(
-    paths: Paths,
-    key: str,
-    subject: str,
-    body: str,
-    severity: str,
-    now_s: float,
-    quiet_s: float,
-    exclude_legs: Iterable[str] = (),
-) -> Decision:
-    """Open, re-page or join the incident for ``key`` (module docstring, step 1).
-
-    Blocking (flock, fsync): run it in a worker thread. Raises ValueError for an empty
-    key or subject or an unknown severity, IncidentsBusy, OSError.
-    """
-    if not key.strip():
-        raise ValueError("escalate needs a non-empty key")
-    if not subject.strip():
-        raise ValueError("escalate needs a non-empty subject")
-    severity_rank(severity)  # ValueError for an unknown one
-    with IncidentsLock(str(paths.escalations)):
-        found, corrupt = incidents.scan(paths, move_aside=True)
-        incident = _find_open(found, key)
-        if incident is None:
-            incident_id = incidents.new_incident_id(now_s)
-            while (paths.escalations / f"{incident_id}.json").exists():
-                incident_id = incidents.new_incident_id(now_s)
-            incident = incidents.new_incident(
-                incident_id, key, subject, body, now_s, severity, list(exclude_legs)
-            )
-            _start_round(incident, now_s)
-            action: Action = "opened"
-        else:
-            incident["count"] += 1
-            incident["last_ts"] = rfc3339(now_s)
-            last = incidents.parse_rfc3339(incident["paged_ts"] or "") or 0.0
-            worse = severity_rank(severity) > severity_rank(incident["severity"])
-            if worse or now_s - last >= quiet_s:
-                incident["body"] = body
-                if worse:
-                    incident["severity"] = severity
-                _start_round(incident, now_s)
-                action = "repaged"
-            else:
-                action = "joined"
-        incidents.write_incident(paths, incident)
-    return Decision(incident, action, corrupt)
-
-
-def resolve(paths: Paths, key: str, resolution: str, now_s: float) -> dict[str, Any] | None:
-    """Close the open incident for ``key`` as resolved; return it, or None when none is
-    open. Its retries stop. Blocking: run it in a worker thread."""
-    with IncidentsLock(str(paths.escalations)):
-        found, _ = incidents.scan(paths)
-        incident = _find_open(found, key)
-        if incident is None:
-            return None
-        incident["resolved_ts"] = rfc3339(now_s)
-        incident["resolution"] = resolution
-        incident["next_retry_ts"] = None
-        incidents.write_incident(paths, incident)
-    return incident
-
-
-def _due_kind(incident: dict[str, Any], now_s: float, lease_s: float) -> str | None:
-    """``page`` when a round was interrupted (its lease ran out: the sender died),
-    ``retry`` when a failed leg is due, else None."""
-    if not is_open(incident):
-        return None
-    lease = incidents.parse_rfc3339(incident["round_ts"] or "")
-    if lease is not None:
-        return "page" if now_s - lease >= lease_s else None
-    due = incidents.parse_rfc3339(incident["next_retry_ts"] or "")
-    return "retry" if due is not None and due <= now_s else None
-
-
-def due(found: list[dict[str, Any]], now_s: float, lease_s: float) -> list[str]:
-    """Ids of the open incidents with a round to send: a failed leg whose retry time
-    has come, or a round whose sender died (lease ``lease_s`` run out)."""
-    return [i["id"] for i in found if _due_kind(i, now_s, lease_s) is not None]
-
-
-def claim_round(
-    paths: Paths, incident_id: str, now_s: float, lease_s: float
-) -> tuple[dict[str, Any], Literal["page", "retry"]] | None:
-    """Take the due round of ``incident_id`` (see ``due``) under the lock: set
-    ``round_ts`` and return the incident and the round's kind; None when it is not
-    due (any more). An interrupted round is sent again as ``page`` to the legs that
-    had not delivered it."""
-    with IncidentsLock(str(paths.escalations)):
-        found, _ = incidents.scan(paths)
-        incident = next((i for i in found if i["id"] == incident_id), None)
-        kind = None if incident is None else _due_kind(incident, now_s, lease_s)
-        if incident is None or kind is None:
-            return None
-        incident["round_ts"] = rfc3339(now_s)
-        incidents.write_incident(paths, incident)
-    return incident, "page" if kind == "page" else "retry"
-
-
-def archive_closed(paths: Paths, now_s: float, keep_s: float) -> list[str]:
-    """Move incidents acknowledged or resolved more than ``keep_s`` ago into
-    ``state/escalations/archive/`` (kept, never deleted; scans no longer read them).
-    Returns the ids moved. Blocking: run it in a worker thread."""
-    moved = []
-    archive = paths.escalations / "archive"
-    with IncidentsLock(str(paths.escalations)):
-        found, _ = incidents.scan(paths)
-        for i in found:
-            closed = incidents.parse_rfc3339(i["acked_ts"] or i["resolved_ts"] or "")
-            if is_open(i) or closed is None or now_s - closed < keep_s:
-                continue
-            archive.mkdir(exist_ok=True)
-            os.replace(paths.escalations / f"{i['id']}.json", archive / f"{i['id']}.json")
-            moved.append(i["id"])
-    return moved
-
-
-def targets(
-    legs: Mapping[str, Any], incident: dict[str, Any], kind: str = "page", now_s: float = 0.0
-) -> dict[str, Any]:
-    """The legs a round of ``kind`` goes to, by name.
-
-    ``page``: every configured, enabled leg whose ``min_severity`` the incident meets,
-    minus ``exclude_legs`` and minus those that already delivered this round (a
-    round resumed after its sender died). ``retry``: of those, the ones that failed
-    in this round and are due at ``now_s``. ``all-clear``: the ones that delivered
-    the page, plus the desktop and tmux legs (their sentinel and marker show what
-    is open).
-    """
-    rank = severity_rank(incident["severity"])
-    eligible = {
-        name: leg
-        for name, leg in configured(dict(legs)).items()
-        if name not in incident["exclude_legs"] and severity_rank(leg.min_severity) <= rank
-    }
-    if kind == "retry":
-        out = {}
-        for name, leg in eligible.items():
-            state = incident["legs"].get(name)
-            due = incidents.parse_rfc3339((state or {}).get("next_ts") or "")
-            if state and state["status"] == "failed" and due is not None and due <= now_s:
-                out[name] = leg
-        return out
-    if kind == "all-clear":
-        return {
-            name: leg
-            for name, leg in eligible.items()
-            if incident["legs"].get(name, {}).get("status") == "delivered"
-            or leg.type in ("desktop", "tmux")
-        }
-    return {
-        name: leg
-        for name, leg in eligible.items()
-        if incident["legs"].get(name, {}).get("status") != "delivered"
-    }
-
-
-def ack_command(home: str | Path, incident_id: str) -> str:
-    """``netskyctl ack ID``, with ``NETSKY_HOME=...`` in front for a non-default home."""
-    home = str(home)
-    prefix = "" if home == DEFAULT_HOME else f"NETSKY_HOME={home} "
-    return f"{prefix}netskyctl ack {incident_id}"
-
-
-def open_summary(found: Iterable[dict[str, Any]], home: str | Path) -> tuple[dict[str, str], ...]:
-    """``{"id", "subject", "severity", "opened_ts", "ack_command"}`` of each open incident."""
-    return tuple(
-        {
-            **{k: i[k] for k in ("id", "subject", "severity", "opened_ts")},
-            "ack_command": ack_command(home, i["id"]),
-        }
-        for i in found
-        if is_open(i)
-    )
-
-
-def make_page(
-    kind: Literal["page", "retry", "all-clear"],
-    incident: dict[str, Any],
-    home: Path,
-    now_s: float,
-    open_incidents: tuple[dict[str, str], ...],
-) -> Page:
-    """The Page a round of ``kind`` sends for ``incident``; an all-clear's body is the
-    resolution."""
-    body = incident["body"]
-    if kind == "all-clear":
-        body = incident.get("resolution") or "The cause went away."
-    return Page(
-        kind=kind,
-        incident=incident["id"],
-        key=incident["key"],
-        subject=incident["subject"],
-        body=body,
-        severity=incident["severity"],
-        ts=rfc3339(now_s),
-        ack_command=ack_command(home, incident["id"]),
-        host=socket.gethostname(),
-        home=str(home),
-        open_incidents=open_incidents,
-    )
-
-
-def leg_context(settings: Settings, environ: Mapping[str, str]) -> LegContext:
-    """What the legs get from these settings: the environment, the leg deadline, the
-    home and the tmux socket."""
-    return LegContext(
-        dict(environ), settings.escalation_leg_timeout_s, settings.home, settings.tmux_socket
-    )
-
-
-async def run_round(
-    settings: Settings,
-    environ: Mapping[str, str],
-    incident: dict[str, Any],
-    kind: Literal["page", "retry", "all-clear"],
-    sender: Sender,
-    via: str,
-    clock: Callable[[], float],
-) -> tuple[list[LegResult], Outcome]:
-    """One round of ``kind`` for ``incident``, steps 2 to 4 of the module docstring:
-    pick the legs, send on them all through ``sender``, record the outcome (``via``:
-    ``daemon`` or ``direct``). File work runs in worker threads."""
-    now = clock()
-    chosen = targets(settings.legs, incident, kind, now)
-    found, _ = await anyio.to_thread.run_sync(incidents.scan, settings.paths)
-    page = make_page(kind, incident, settings.home, now, open_summary(found, settings.home))
-    results = await send_all(chosen, page, leg_context(settings, environ), sender)
-    outcome = await anyio.to_thread.run_sync(
-        lambda: finish_round(
-            settings.paths,
-            incident["id"],
-            kind,
-            results,
-            clock(),
-            retry_base_s=settings.escalation_retry_base_s,
-            retry_cap_s=settings.escalation_retry_cap_s,
-            failing_after=settings.escalation_leg_failing_after,
-            via=via,
-            fallback=incident,
-        )
-    )
-    return results, outcome
-
-
-async def send_all(
-    chosen: Mapping[str, Any], page: Page, ctx: LegContext, sender: Sender
-) -> list[LegResult]:
-    """Send ``page`` on every leg in ``chosen`` at once; one LegResult per leg, in order.
-
-    ``sender`` is ``netskyd.escalation.legs.send`` (in-process) or ``send_in_process_of_its_own``.
-    A sender that raises counts as ``failed`` with the error (it should not raise).
-    """
-    results: dict[str, LegResult] = {}
-
-    async def one(name: str, leg: Any) -> None:
-        t0 = anyio.current_time()
-        try:
-            results[name] = await sender(name, leg, page, ctx)
-        except Exception as e:  # noqa: BLE001 - a leg's bug must not stop the others
-            ms = round((anyio.current_time() - t0) * 1000, 1)
-            results[name] = LegResult(name, "failed", f"{type(e).__name__}: {e}", ms)
-
-    async with anyio.create_task_group() as tg:
-        for name, leg in chosen.items():
-            tg.start_soon(one, name, leg)
-    return [results[n] for n in chosen]
-
-
-async def send_in_process_of_its_own(name: str, leg: Any, page: Page, ctx: LegContext) -> LegResult:
-    """Run one leg in a child ``python -m netskyd.escalation.legs`` (the ``--direct`` path).
-
-    The child gets the request on stdin and prints one LegResult JSON line; it is killed
-    when it has not answered within the leg timeout plus 5 s (then ``failed``).
-    """
-    request = {
-        "name": name,
-        "leg": leg.model_dump(mode="json", by_alias=True),
-        "page": page.to_json(),
-        "timeout_s": ctx.timeout_s,
-        "home": str(ctx.home),
-        "tmux_socket": ctx.tmux_socket,
-    }
-    t0 = anyio.current_time()
-    argv = [sys.executable, "-m", "netskyd.escalation.legs"]
-    try:
-        with anyio.fail_after(ctx.timeout_s + 5):
-            # run_process reads both pipes at once and kills the child when cancelled.
-            proc = await anyio.run_process(
-                argv, input=json.dumps(request).encode(), env=ctx.environ, check=False
-            )
-    except TimeoutError:
-        ms = round((anyio.current_time() - t0) * 1000, 1)
-        return LegResult(
-            name, "failed", f"leg process gave no answer in {ctx.timeout_s + 5:g}s", ms
-        )
-    out, err, code = proc.stdout, proc.stderr, proc.returncode
-    try:
-        d = json.loads(out.decode().strip().splitlines()[-1])
-        return LegResult(d["leg"], d["status"], d["reason"], d["duration_ms"])
-    except (ValueError, IndexError, KeyError):
-        ms = round((anyio.current_time() - t0) * 1000, 1)
-        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        return LegResult(name, "failed", f"leg process exited {code}: {tail[0][:200]}", ms)
-
-
-def append_audit(paths: Paths, rows: list[dict[str, Any]]) -> None:
-    """Append ``rows`` to ``state/owner-pages.jsonl`` in one write, then fsync.
-
-    O_APPEND: rows from the daemon and a ``--direct`` run never interleave within a line.
-    """
-    if not rows:
-        return
-    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
-    paths.state.mkdir(parents=True, exist_ok=True)
-    fd = os.open(paths.owner_pages, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_health(paths: Paths) -> dict[str, Any]:
-    """``state/legs.json``: ``{leg: {"failures": consecutive, "status", "reason", "ts",
-    "last_delivered_ts"}}``; {} when missing or unreadable (it is rebuilt as legs run)."""
-    try:
-        value = json.loads(paths.leg_health.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-
-def _audit_row(
-    ts: str,
-    incident_id: str,
-    incident: dict[str, Any],
-    kind: str,
-    via: str,
-    tries: int,
-    leg: str | None,
-    status: str,
-    reason: str | None,
-) -> dict[str, Any]:
-    """One row of ``state/owner-pages.jsonl`` (docs/escalation.md, "Audit"); the keys in
-    the order the file has always had them (``duration_ms`` before ``via``)."""
-    return {
-        "ts": ts,
-        "incident": incident_id,
-        "key": incident["key"],
-        "severity": incident["severity"],
-        "kind": kind,
-        "round": incident["rounds"],
-        "try": tries,
-        "leg": leg,
-        "status": status,
-        "reason": reason,
-        "duration_ms": 0.0,
-        "via": via,
-    }
-
-def finish_round(
-    paths: Paths,
-    incident_id: str,
-    kind: str,
-    results: list[LegResult],
-    now_s: float,
-    *,
-    retry_base_s: float,
-    retry_cap_s: float,
-    failing_after: int,
-    via: str,
-    fallback: dict[str, Any],
-) -> Outcome:
-    """Record a round's results (module docstring, step 4). ``fallback`` is the incident
-    as the round saw it, used when its file has vanished. Blocking: run in a thread."""
-    ts = rfc3339(now_s)
-    with IncidentsLock(str(paths.escalations)):
-        found, _ = incidents.scan(paths)
-        current = next((i for i in found if i["id"] == incident_id), None)
-        incident = current if current is not None else fallback
-        rows = []
-        for r in results:
-            prev = incident["legs"].get(r.leg) or {}
-            tries = prev.get("tries", 0) + 1 if kind == "retry" else 1
-            rows.append(
-                _audit_row(ts, incident_id, incident, kind, via, tries, r.leg, r.status, r.reason)
-                | {"duration_ms": r.duration_ms}
-            )
-            if kind == "all-clear":
-                continue
-            next_ts = None
-            if r.status == "failed":
-                next_ts = rfc3339(now_s + exp_backoff_s(tries, retry_base_s, retry_cap_s))
-            incident["legs"][r.leg] = {
-                "status": r.status,
-                "reason": r.reason,
-                "ts": ts,
-                "tries": tries,
-                "next_ts": next_ts,
-            }
-        if not results:
-            why = f"no configured leg takes {incident['severity']} pages"
-            rows.append(
-                _audit_row(ts, incident_id, incident, kind, via, 1, None, "unavailable", why)
-            )
-        if kind != "all-clear" and current is not None:
-            pending = [
-                s["next_ts"] for s in incident["legs"].values() if s.get("next_ts") is not None
-            ]
-            incident["next_retry_ts"] = min(pending) if pending and is_open(incident) else None
-            incident["round_ts"] = None
-            incidents.write_incident(paths, incident)
-        append_audit(paths, rows)
-        failing, recovered = _update_health(paths, results, ts, failing_after)
-    return Outcome(current, rows, failing, recovered)
-
-
-def _update_health(
-    paths: Paths, results: list[LegResult], ts: str, failing_after: int
-) -> tuple[list[dict[str, Any]], list[str]]:
-    health = read_health(paths)
-    failing: list[dict[str, Any]] = []
-    recovered: list[str] = []
-    for r in results:
-        h = health.get(r.leg) or {"failures": 0, "last_delivered_ts": None}
-        if r.status == "delivered":
-            if h.get("failures", 0) >= failing_after:
-                recovered.append(r.leg)
-            h["failures"] = 0
-            h["last_delivered_ts"] = ts
-        else:
-            h["failures"] = h.get("failures", 0) + 1
-            if h["failures"] == failing_after:
-                failing.append(
-                    {"leg": r.leg, "status": r.status, "reason": r.reason, "n": failing_after}
-                )
-        h.update(status=r.status, reason=r.reason, ts=ts)
-        health[r.leg] = h
-    if results:
-        write_marker(paths.leg_health, health)
-    return failing, recovered
-
-
-def leg_failing_text(f: dict[str, Any]) -> tuple[str, str]:
-    """Subject and body of the page about a leg that keeps failing."""
-    subject = f"the {f['leg']} page leg keeps failing"
-    body = (
-        f"The {f['leg']} leg has not delivered {f['n']} times in a row; last: "
-        f"{f['status']}: {f['reason']}. Pages still go out on the other legs. "
-        f"Check its [legs.{f['leg']}] settings and credentials; `netskyctl escalate "
-        f"--direct test test --key test` tries every leg."
-    )
-    return subject, body
+__all__ = [
+    "DEFAULT_HOME",
+    "Action",
+    "Decision",
+    "Outcome",
+    "Sender",
+    "ack_command",
+    "append_audit",
+    "archive_closed",
+    "claim_round",
+    "due",
+    "finish_round",
+    "leg_context",
+    "leg_failing_text",
+    "make_page",
+    "open_or_join",
+    "open_summary",
+    "read_health",
+    "resolve",
+    "run_round",
+    "send_all",
+    "send_in_process_of_its_own",
+    "targets",
+]
