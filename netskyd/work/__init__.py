@@ -6,5 +6,6 @@ a commit, netsky harvests it onto the target branch behind the check (docs/work.
 - ``workspaces``: creating, inspecting and removing ``workspaces/<name>/repo``.
 - ``harvest``: fetch, apply in a scratch worktree, check, move the target only on green.
 - ``loop``: the daemon component (``WorkLoop``) behind ``netskyctl clone ...`` and
-  ``netskyctl harvest``; it records ``clone_dispatches`` and ``harvests`` rows.
+  ``netskyctl harvest``; it records ``clone_dispatches`` and ``harvests`` rows. Its
+  briefing half is ``briefing`` (the ``Briefing`` mixin).
 """

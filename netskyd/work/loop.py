@@ -1,5 +1,8 @@
 """The work loop in the daemon: brief, report, status, kill and harvest (docs/work.md).
 
+Briefing (a workspace, a clone, the brief envelope) is the ``Briefing`` mixin
+(netskyd.work.briefing); the rest is here.
+
 ``WorkLoop`` is built by the wiring with only what it uses: the settings in force, the git
 port, the work records (meta.db), the Recorder, the constellation (the ``Crew`` port: add a
 briefed clone, wait for it, end it) and the agents' state (``AgentView``). Envelopes go
@@ -21,7 +24,6 @@ from typing import Any
 import anyio
 
 from netsky_shared.errors import (
-    ClonesFull,
     EnvelopeRejected,
     GitError,
     HarvestRefused,
@@ -31,20 +33,17 @@ from netsky_shared.errors import (
 from netsky_shared.ids import ROOT, agent_n, is_agent_id, rfc3339
 from netsky_shared.maildir import new_envelope, now_rfc3339, send
 from netsky_shared.paths import Paths
-from netskyd.config import Runtime
 from netskyd.ports import AgentView, Clock, Crew, SettingsView
 from netskyd.store.recorder import Recorder
 from netskyd.store.work import OPEN, WorkRecords
 from netskyd.work import workspaces as ws
+from netskyd.work.briefing import Briefing
 from netskyd.work.git import Git
 from netskyd.work.harvest import Request, harvest
-from netskyd.work.names import pick_clone, workspace_name
-
-#: How often ``brief --wait`` looks for its envelope in the clone's ``delivered/``.
-DELIVERED_POLL_S = 0.1
+from netskyd.work.names import workspace_name
 
 
-class WorkLoop:
+class WorkLoop(Briefing):
     """Briefs into workspaces, reports from clones, harvests onto the target branch."""
 
     def __init__(
@@ -100,118 +99,6 @@ class WorkLoop:
                 onto=r["onto"], commits=0, reason="interrupted", harvest=r["id"],
             )  # fmt: skip
         return len(rows)
-
-    # ----- brief ---------------------------------------------------------------------------
-
-    async def brief(
-        self,
-        text: str,
-        workspace: str,
-        *,
-        agent: int | None = None,
-        runtime: Runtime | None = None,
-        repo: str | None = None,
-        base: str | None = None,
-        wait_s: float = 0.0,
-    ) -> dict[str, Any]:
-        """Brief a clone into ``workspace`` (module docstring; docs/work.md "Brief").
-
-        Returns ``{"dispatch": DispatchRow, "ready": bool, "delivered": bool | None}``
-        (``delivered`` None without ``wait_s``). Raises ValueError (a workspace name with
-        nothing usable, an empty or oversized brief), ClonesFull (``max_clones`` reached:
-        which clones hold the slots), GitError (the source is not a repository, the base
-        is unknown, the clone failed), and what spawning raises.
-        """
-        s = self.settings()
-        name = workspace_name(workspace)
-        if not text.strip():
-            raise ValueError("the brief is empty")
-        where = Path(repo) if repo else s.source_repo
-        if not where.is_absolute():
-            raise ValueError(f"the source repository must be an absolute path, not {repo!r}")
-        source = await ws.source_of(self.git, where)
-        async with self._brief_lock:
-            open_ = await self.records.dispatches(open_only=True)
-            clone, why = pick_clone(agent, [int(agent_n(d["agent"])) for d in open_], s.max_clones)
-            if clone is None:
-                raise ClonesFull(f"no clone can take the brief: {why}")
-            space = await ws.create(self.git, source, s.paths.workspaces, name, base, clone)
-            rt = runtime or s.runtime_for(clone)
-            envelope = new_envelope(
-                ROOT, clone, brief_text(clone, space, text, source), kind="brief"
-            )
-            now = now_rfc3339()
-            dispatch_id = await self.records.add_dispatch(
-                {
-                    "ts": now,
-                    "agent": clone,
-                    "workspace": name,
-                    "source_repo": str(source),
-                    "repo": str(space.repo),
-                    "branch": space.branch,
-                    "base": space.base,
-                    "base_sha": space.base_sha,
-                    "runtime": rt.value,
-                    "brief_envelope": envelope["id"],
-                    "brief_bytes": len(text.encode()),
-                    "state": "briefed",
-                    "state_ts": now,
-                }
-            )
-        await self.recorder.event(
-            "work.briefed",
-            agent=clone,
-            workspace=name,
-            branch=space.branch,
-            base=space.base,
-            base_sha=space.base_sha,
-            dispatch=dispatch_id,
-            created=space.created,
-        )
-        work = {
-            "workdir": str(space.repo),
-            "workspace": name,
-            "branch": space.branch,
-            "base": space.base,
-        }
-        try:
-            # Wanted first, then the brief: a brief never waits in the inbox of a clone
-            # that is not coming (the constellation is down).
-            await self.crew.add_agent(clone, runtime, work)
-            await anyio.to_thread.run_sync(
-                lambda: send(
-                    s.paths,
-                    envelope,
-                    inbox_max_pending=s.inbox_max_pending,
-                    envelope_max_bytes=s.envelope_max_bytes,
-                )
-            )
-        except (NetskyError, ValueError) as e:
-            await self.records.update_dispatch(
-                dispatch_id, state="failed", state_ts=now_rfc3339(), error=str(e)
-            )
-            raise
-        ready = await self.crew.wait_ready([clone], s.ready_timeout_s)
-        delivered = await self._wait_delivered(clone, envelope["id"], wait_s) if wait_s else None
-        row = await self.records.dispatch(dispatch_id)
-        return {"dispatch": self._row(row or {}), "ready": ready, "delivered": delivered}
-
-    async def _wait_delivered(self, agent: str, envelope_id: str, timeout_s: float) -> bool:
-        """True once ``envelope_id`` is in ``agent``'s ``delivered/`` (within the deadline)."""
-        box = self.paths.channel(agent, "delivered")
-
-        def there() -> bool:
-            try:
-                return any(envelope_id in p.name for p in box.iterdir())
-            except FileNotFoundError:
-                return False
-
-        with anyio.move_on_after(timeout_s):
-            while True:
-                if await anyio.to_thread.run_sync(there):
-                    return True
-                await anyio.sleep(DELIVERED_POLL_S)
-        return False
 
     # ----- report --------------------------------------------------------------------------
 
@@ -485,17 +372,6 @@ class WorkLoop:
 
 def _send(paths: Paths, envelope: dict[str, Any], inbox_max_pending: int) -> None:
     send(paths, envelope, inbox_max_pending=inbox_max_pending)
-
-
-def brief_text(agent: str, space: ws.Workspace, text: str, source: Path) -> str:
-    """The text of a ``brief`` envelope: where to work, how to report, then the brief."""
-    return (
-        f"brief for {agent}: workspace {space.name}, repository {space.repo} (a clone of "
-        f"{source}), branch {space.branch} from {space.base} ({space.base_sha[:12]}). Work "
-        f"and commit there only. Report with: netskyctl clone report \"what you did\" "
-        f"(add --done when the task is done; --sha to name a commit other than HEAD).\n"
-        f"{text.strip()}"
-    )
 
 
 def harvest_text(
