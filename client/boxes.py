@@ -14,6 +14,7 @@ import stat
 
 from client.common import Usage, home_of, out, preview, setting, table
 from netsky_shared.ids import is_agent_id, parse_agent, sort_key
+from netsky_shared.maildir import box_entries
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,19 +34,11 @@ def box_path(home: str, agent: str, box: str) -> str:
     return os.path.join(home, "channels", "agent", agent, box)
 
 
-def entry_names(directory: str) -> list[str]:
-    """Sorted names in ``directory`` that are not dot-files; [] when there is no such dir."""
-    try:
-        return sorted(n for n in os.listdir(directory) if not n.startswith("."))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
 def channel_agents(home: str) -> list[str]:
     """Agents with a directory under ``channels/agent/``: agent0, agent1.., agentinfinity."""
     root = os.path.join(home, "channels", "agent")
     found = (
-        n for n in entry_names(root) if is_agent_id(n) and os.path.isdir(os.path.join(root, n))
+        n for n in box_entries(root) if is_agent_id(n) and os.path.isdir(os.path.join(root, n))
     )
     return sorted(found, key=sort_key)
 
@@ -128,10 +121,10 @@ def channel_counts(
     the deliveries its agent did not take; those whose file is still in ``delivered/``
     are counted and listed (oldest first).
     """
-    delivered = entry_names(box_path(home, agent, "delivered"))
+    delivered = box_entries(box_path(home, agent, "delivered"))
 
     def count(box: str) -> int:
-        return len(entry_names(box_path(home, agent, box)))
+        return len(box_entries(box_path(home, agent, box)))
 
     present = set(delivered)
     ids = [i for i, f in (unconsumed or {}).get(agent, ()) if f in present]
@@ -140,7 +133,7 @@ def channel_counts(
         "pending": count("inbox"),
         "claimed": count("claimed"),
         "delivered": len(delivered),
-        "poisoned": len(poisoned_names(entry_names(box_path(home, agent, "poison")))),
+        "poisoned": len(poisoned_names(box_entries(box_path(home, agent, "poison")))),
         "outbox": count("outbox"),
         "unconsumed": len(ids),
         "unconsumed_ids": ids,
@@ -206,7 +199,7 @@ def peek(home: str, agent: str, limit: int, max_bytes: int) -> dict[str, Any]:
     set and the envelope fields null. ``limit`` 0 shows everything.
     """
     waiting = [
-        (box, n) for box in ("claimed", "inbox") for n in entry_names(box_path(home, agent, box))
+        (box, n) for box in ("claimed", "inbox") for n in box_entries(box_path(home, agent, box))
     ]
     shown = waiting if limit == 0 else waiting[:limit]
     envelopes = []

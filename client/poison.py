@@ -15,7 +15,6 @@ from client.boxes import (
     REASON_SUFFIX,
     box_path,
     channel_agents,
-    entry_names,
     kind_of,
     poisoned_names,
     read_json_file,
@@ -25,6 +24,7 @@ from client.boxes import (
 from client.common import Usage, home_of, out, preview, setting, table
 from netsky_shared.errors import InboxFull, NetskyError
 from netsky_shared.ids import parse_agent
+from netsky_shared.maildir import box_entries
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def poisoned(home: str, agents: Sequence[str], max_bytes: int) -> list[dict[str,
     items = []
     for agent in agents:
         pdir = box_path(home, agent, "poison")
-        names = entry_names(pdir)
+        names = box_entries(pdir)
         present = set(names)
         for name in poisoned_names(names):
             env, _ = read_json_file(os.path.join(pdir, name), max_bytes)

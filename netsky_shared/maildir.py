@@ -158,13 +158,13 @@ def atomic_write_bytes(
         fsync_dir(path.parent)
 
 
-def box_entries(directory: Path) -> list[str]:
+def box_entries(directory: str | Path) -> list[str]:
     """Names in a channel box (``inbox/``, ``claimed/``, ...), sorted (send order),
-    without dot-files; [] when the box does not exist."""
+    without dot-files; [] when the box does not exist (or is not a directory)."""
     try:
         with os.scandir(directory) as it:
             return sorted(e.name for e in it if not e.name.startswith("."))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
 
 
