@@ -8,7 +8,7 @@ and the spool.
 
 This module is the floor's face: callers use ``pager.X``. The code lives by concern:
 
-- netskyd.escalation.incidents: the incident files (``open_or_join``, ``resolve``, ``due``,
+- netskyd.escalation.lifecycle: the incident files (``open_or_join``, ``resolve``, ``due``,
   ``claim_round``, ``archive_closed``);
 - netskyd.escalation.rounds: a page round (``targets``, ``make_page``, ``send_all``,
   ``finish_round`` with the rows of ``state/owner-pages.jsonl``, ``run_round``);
@@ -34,7 +34,9 @@ round whose sender died (its lease ran out); ``claim_round`` takes it.
 
 from __future__ import annotations
 
-from netskyd.escalation.incidents import (
+from netskyd.escalation.leg_health import leg_failing_text, read_health
+from netskyd.escalation.leg_process import send_in_process_of_its_own
+from netskyd.escalation.lifecycle import (
     Action,
     Decision,
     archive_closed,
@@ -43,8 +45,6 @@ from netskyd.escalation.incidents import (
     open_or_join,
     resolve,
 )
-from netskyd.escalation.leg_health import leg_failing_text, read_health
-from netskyd.escalation.leg_process import send_in_process_of_its_own
 from netskyd.escalation.rounds import (
     DEFAULT_HOME,
     Outcome,

@@ -1,4 +1,5 @@
-"""Incidents on file: open, re-page or join one, resolve it, claim its due round, archive it.
+"""The incident lifecycle on file: open, re-page or join one, resolve it, claim its due round,
+archive it.
 
 Step 1 of an escalation (netskyd.escalation.pager has the whole story). Everything here
 works on ``state/escalations/`` only (the file's shape is in netsky_shared.incidents), under
