@@ -1,7 +1,7 @@
 """Running the escalation legs: ``send(name, leg, page, ctx)``, and
 ``python -m netskyd.escalation.legs``.
 
-The configuration and the data types live in ``netskyd.config.legs``; this module is the part
+The configuration and the data types live in ``netskyd.config.legs``; this package is the part
 that talks to the world (osascript, SMTP, HTTP, the sentinel file, tmux). Every leg runs
 under ``anyio.fail_after(ctx.timeout_s)``; a child process is started in its own session
 and its whole process group is killed when the deadline passes or the caller cancels.
@@ -477,7 +477,3 @@ def main() -> None:
         sys.exit(2)
     result = anyio.run(send, name, leg, page, ctx)
     sys.stdout.write(json.dumps(asdict(result)) + "\n")
-
-
-if __name__ == "__main__":
-    main()
