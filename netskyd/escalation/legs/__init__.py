@@ -4,7 +4,8 @@
 The configuration and the data types live in ``netskyd.config.legs``; this package is the part
 that talks to the world (osascript, SMTP, HTTP, the sentinel file, tmux). Every leg runs
 under ``anyio.fail_after(ctx.timeout_s)``; a child process is started in its own session
-and its whole process group is killed when the deadline passes or the caller cancels.
+and its whole process group is killed when the deadline passes or the caller cancels
+(``process.run``).
 The SMTP leg needs the asyncio backend (aiosmtplib).
 
 ``python -m netskyd.escalation.legs`` runs one leg in a process of its own: a JSON request on
@@ -16,12 +17,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
-import signal
 import ssl
-import subprocess
 import sys
-import tempfile
 import time
 from contextlib import suppress
 from dataclasses import asdict
@@ -49,6 +46,8 @@ from netskyd.config.legs import (
     WebhookLeg,
     elapsed_ms,
 )
+from netskyd.escalation.legs.failure import LegFailed, describe, one_line
+from netskyd.escalation.legs.process import last_line, run, script_args, which
 
 __all__ = ["MARKER", "LegFailed", "main", "refresh_marker", "send", "write_sentinel"]
 
@@ -73,11 +72,6 @@ _NOTIFY_SCRIPT = (
 #: ntfy's Priority (5 max .. 1 min) and Tags (emoji short codes) by severity.
 _PRIORITY = {"critical": "5", "warning": "4", "info": "3"}
 _TAGS = {"critical": "rotating_light", "warning": "warning", "info": "information_source"}
-
-
-class LegFailed(Exception):
-    """Raised inside a leg when the other end said no or a command failed; becomes
-    ``failed: <message>`` (worth retrying)."""
 
 
 async def send(
@@ -117,80 +111,8 @@ async def send(
     except (TimeoutError, httpx.TimeoutException):
         return result("failed", f"timed out after {ctx.timeout_s:g}s")
     except Exception as e:  # anything else too: a page must never take its caller down
-        return result("failed", _describe(e))
+        return result("failed", describe(e))
     return result("delivered", reason)
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    return " ".join(text[:limit].split())
-
-
-def _describe(e: Exception) -> str:
-    """A one-line reason for a leg's failure, with the server's answer when there is one."""
-    match e:
-        case LegFailed():
-            return _one_line(str(e), 400)
-        case aiosmtplib.SMTPRecipientsRefused():
-            return "; ".join(
-                f"SMTP {r.code} {_one_line(r.message)} ({r.recipient})" for r in e.recipients
-            )
-        case aiosmtplib.SMTPResponseException():
-            return f"SMTP {e.code} {_one_line(e.message)}"
-        case aiosmtplib.SMTPException():
-            return f"SMTP: {_one_line(e.message)}"
-        case OSError() if e.strerror:
-            where = f" ({e.filename})" if e.filename else ""
-            return f"{type(e).__name__}: {e.strerror}{where}"
-    text = _one_line(str(e))
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-# --- child processes ---------------------------------------------------------------
-
-
-def _which(command: str, ctx: LegContext) -> str | None:
-    return shutil.which(command, path=ctx.environ.get("PATH", os.defpath))
-
-
-async def _run(argv: list[str], ctx: LegContext) -> tuple[int, str, str]:
-    """Run argv to completion with ``ctx.environ``; return (exit status, stdout, stderr).
-
-    Output goes to temporary files, not pipes, so a grandchild that keeps them open (a
-    tmux server, a notification daemon) cannot hold us up. The child leads a process
-    group of its own, which is SIGKILLed when we are cancelled (the leg's deadline).
-    Raises OSError when argv cannot start.
-    """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = await anyio.open_process(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            env=ctx.environ,
-            start_new_session=True,
-        )
-        async with proc:
-            try:
-                await proc.wait()
-            except BaseException:
-                with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                raise
-        out.seek(0)
-        err.seek(0)
-        code = proc.returncode
-        assert code is not None
-        return code, out.read().decode(errors="replace"), err.read().decode(errors="replace")
-
-
-def _script_args(lines: tuple[str, ...]) -> list[str]:
-    """osascript arguments for a script given line by line (``-e`` each)."""
-    return [arg for line in lines for arg in ("-e", line)]
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
 
 
 # --- imessage ------------------------------------------------------------------------
@@ -201,17 +123,17 @@ async def _imessage(leg: IMessageLeg, page: Page, ctx: LegContext) -> str | None
         raise LegUnavailable(
             f"iMessage needs macOS (osascript and Messages.app); this is {ctx.platform}"
         )
-    command = _which(leg.command, ctx)
+    command = which(leg.command, ctx)
     if command is None:
         raise LegUnavailable(f"{leg.command} not found on PATH")
     # The text and the recipient travel as argv: nothing is spliced into the script.
-    script = _script_args(_IMESSAGE_SCRIPT)
+    script = script_args(_IMESSAGE_SCRIPT)
     text = f"{page.title()}\n{page.text()}"
     failures = []
     for recipient in leg.to:
-        code, _, err = await _run([command, *script, text, recipient], ctx)
+        code, _, err = await run([command, *script, text, recipient], ctx)
         if code != 0:
-            failures.append(f"{recipient}: {_last_line(err) or f'exit status {code}'}")
+            failures.append(f"{recipient}: {last_line(err) or f'exit status {code}'}")
     if failures:
         raise LegFailed(f"{Path(command).name} failed for " + "; ".join(failures))
     return None
@@ -255,7 +177,7 @@ async def _email(leg: EmailLeg, page: Page, ctx: LegContext) -> str | None:
     )
     if errors:  # some recipients refused, the rest accepted: delivered, with a note
         return "refused: " + "; ".join(
-            f"{rcpt} ({r.code} {_one_line(r.message)})" for rcpt, r in errors.items()
+            f"{rcpt} ({r.code} {one_line(r.message)})" for rcpt, r in errors.items()
         )
     return None
 
@@ -296,7 +218,7 @@ async def _webhook(leg: WebhookLeg, page: Page, ctx: LegContext) -> str | None:
         else:
             response = await client.post(url, content=page.text().encode(), headers=headers)
     if not response.is_success:
-        body = _one_line(response.text)
+        body = one_line(response.text)
         raise LegFailed(f"HTTP {response.status_code}" + (f": {body}" if body else ""))
     return None
 
@@ -336,7 +258,7 @@ _URGENCY = {"critical": "critical", "warning": "normal", "info": "low"}
 async def _notify(page: Page, ctx: LegContext) -> str | None:
     """Raise a desktop notification; return None, or why there was none."""
     if ctx.platform == "darwin":
-        tool, args = "osascript", [*_script_args(_NOTIFY_SCRIPT), page.title(), page.text()]
+        tool, args = "osascript", [*script_args(_NOTIFY_SCRIPT), page.title(), page.text()]
     elif ctx.platform.startswith("linux"):
         if not any(ctx.environ.get(v) for v in _DISPLAY_VARS):
             return "no display"
@@ -344,16 +266,16 @@ async def _notify(page: Page, ctx: LegContext) -> str | None:
         tool, args = "notify-send", ["-a", "netsky", "-u", urgency, "--", page.title(), page.text()]
     else:
         return f"not supported on {ctx.platform}"
-    command = _which(tool, ctx)
+    command = which(tool, ctx)
     if command is None:
         return f"{tool} not found"
     # Half the budget at most: the sentinel is written already and counts as delivered.
     with anyio.move_on_after(ctx.timeout_s / 2):
         try:
-            code, _, err = await _run([command, *args], ctx)
+            code, _, err = await run([command, *args], ctx)
         except OSError as e:
             return f"failed: {e.strerror or e}"
-        return f"failed: {_last_line(err) or f'exit status {code}'}" if code else None
+        return f"failed: {last_line(err) or f'exit status {code}'}" if code else None
     return "timed out"
 
 
@@ -380,15 +302,15 @@ async def _tmux(ctx: LegContext, *args: str, check: bool = True) -> tuple[int, s
     Raises LegUnavailable when tmux is missing or no server runs on the socket, and
     (with ``check``) LegFailed for any other non-zero exit.
     """
-    tmux = _which("tmux", ctx)
+    tmux = which("tmux", ctx)
     if tmux is None:
         raise LegUnavailable("tmux is not installed")
     socket = ["-L", ctx.tmux_socket] if ctx.tmux_socket else []
-    code, out, err = await _run([tmux, *socket, *args], ctx)
+    code, out, err = await run([tmux, *socket, *args], ctx)
     if code != 0 and any(s in err for s in _NO_SERVER):
         raise LegUnavailable(f"no tmux server on socket {ctx.tmux_socket or 'default'}")
     if code != 0 and check:
-        raise LegFailed(f"tmux {args[0]}: {_last_line(err) or f'exit status {code}'}")
+        raise LegFailed(f"tmux {args[0]}: {last_line(err) or f'exit status {code}'}")
     return code, out, err
 
 
