@@ -5,6 +5,8 @@ a private socket, fake osascript/notify-send scripts, and ``python -m netskyd.es
 from __future__ import annotations
 
 import base64
+import email.message
+import inspect
 import json
 import os
 import secrets
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 
 from netskyd.config.legs import (
+    LEG_TYPES,
     DesktopLeg,
     EmailLeg,
     IMessageLeg,
@@ -28,7 +31,8 @@ from netskyd.config.legs import (
     TmuxLeg,
     WebhookLeg,
 )
-from netskyd.escalation.legs import refresh_marker, send, write_sentinel
+from netskyd.escalation.legs import KINDS, refresh_marker, send, write_sentinel
+from netskyd.escalation.legs import email as email_kind
 from tests.owner_servers import HttpServer, SmtpServer, free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -576,3 +580,19 @@ def test_module_rejects_a_bad_request(request_text: str) -> None:
     assert done.returncode == 2
     assert done.stdout == ""
     assert "bad request" in done.stderr
+
+
+# --- one module per leg kind ---------------------------------------------------------------
+
+
+def test_every_leg_type_has_a_module_with_a_sender() -> None:
+    for name in LEG_TYPES:
+        assert name in KINDS, f"leg type {name!r} has no line in netskyd.escalation.legs.KINDS"
+        assert inspect.iscoroutinefunction(getattr(KINDS[name], "send", None)), name
+    assert set(KINDS) == set(LEG_TYPES)
+
+
+def test_the_email_leg_module_leaves_the_stdlib_email_package_alone() -> None:
+    assert email_kind.__name__ == "netskyd.escalation.legs.email"
+    assert email_kind.EmailMessage is email.message.EmailMessage
+    assert "netskyd" not in Path(email.message.__file__ or "").parts
