@@ -14,7 +14,7 @@ This module is the floor's face: callers use ``pager.X``. The code lives by conc
   ``finish_round`` with the rows of ``state/owner-pages.jsonl``, ``run_round``);
 - netskyd.escalation.leg_health: each leg's record in ``state/legs.json`` and the page
   about a leg that keeps failing;
-- netskyd.escalation.leg_process: the ``--direct`` sender, each leg in a process of its own.
+- netskyd.escalation.direct_send: the ``--direct`` sender, each leg in a process of its own.
 
 One escalation, step by step (each step's rules are in its module's docstring):
 
@@ -34,8 +34,8 @@ round whose sender died (its lease ran out); ``claim_round`` takes it.
 
 from __future__ import annotations
 
+from netskyd.escalation.direct_send import send_in_process_of_its_own
 from netskyd.escalation.leg_health import leg_failing_text, read_health
-from netskyd.escalation.leg_process import send_in_process_of_its_own
 from netskyd.escalation.lifecycle import (
     Action,
     Decision,

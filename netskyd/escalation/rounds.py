@@ -5,7 +5,7 @@ Steps 2 to 4 of an escalation (netskyd.escalation.pager has them all), run by ``
 2. ``targets``: the configured legs that take this severity, minus ``exclude_legs``.
 3. ``send_all``: every target at once, each bounded by the leg timeout; in the daemon
    in-process, with ``--direct`` each leg in its own process (``python -m
-   netskyd.escalation.legs``; netskyd.escalation.leg_process), so one wedged leg cannot
+   netskyd.escalation.legs``; netskyd.escalation.direct_send), so one wedged leg cannot
    hold the others.
 4. ``finish_round``: each leg's outcome goes into the incident (a failed leg gets
    ``next_ts`` = now + ``retry_base_s`` * 2^(tries-1), capped at ``retry_cap_s``;
@@ -198,7 +198,7 @@ async def send_all(
     """Send ``page`` on every leg in ``chosen`` at once; one LegResult per leg, in order.
 
     ``sender`` is ``netskyd.escalation.legs.send`` (in-process) or
-    ``send_in_process_of_its_own`` (netskyd.escalation.leg_process, one process per leg).
+    ``send_in_process_of_its_own`` (netskyd.escalation.direct_send, one process per leg).
     A sender that raises counts as ``failed`` with the error (it should not raise).
     """
     results: dict[str, LegResult] = {}

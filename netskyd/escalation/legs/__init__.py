@@ -45,10 +45,10 @@ from netskyd.config.legs import (
     WebhookLeg,
     elapsed_ms,
 )
-from netskyd.escalation.legs import desktop, email, imessage, tmux, webhook
+from netskyd.escalation.legs import desktop, email, imessage, tmux_banner, webhook
 from netskyd.escalation.legs.desktop import write_sentinel
 from netskyd.escalation.legs.failure import LegFailed, describe
-from netskyd.escalation.legs.tmux import MARKER, refresh_marker
+from netskyd.escalation.legs.tmux_banner import MARKER, refresh_marker
 
 __all__ = [
     "KINDS",
@@ -81,7 +81,7 @@ KINDS: Final[Mapping[str, LegKind]] = {
     "email": email,
     "webhook": webhook,
     "desktop": desktop,
-    "tmux": tmux,
+    "tmux": tmux_banner,
 }
 
 
