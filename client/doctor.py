@@ -280,17 +280,6 @@ def check_legs(environ: Mapping[str, str], home: str) -> dict[str, Any]:
 
 #: Deadline of each git call of the work-loop checks.
 GIT_TIMEOUT_S = 10.0
-#: Variables that would point git at another repository or index (netskyd.work.git drops
-#: the same ones).
-GIT_REPO_VARS = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-)
 #: Dispatch states whose workspace may still hold work to harvest.
 OPEN_DISPATCHES = ("briefed", "reported", "done")
 
@@ -303,7 +292,9 @@ def git(
     run or missed the deadline, ``(code, git's last line)`` when it failed. Never raises."""
     import subprocess
 
-    env = {k: v for k, v in environ.items() if k not in GIT_REPO_VARS}
+    from netsky_shared.git import without_repo_vars
+
+    env = without_repo_vars(dict(environ))
     env.update(GIT_TERMINAL_PROMPT="0", GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
     env.setdefault("PATH", os.defpath)
     try:

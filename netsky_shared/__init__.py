@@ -14,6 +14,7 @@ pydantic, anyio, structlog or the daemon's machinery.
 - ``incidents``: incident files under ``state/escalations/`` (read, scan, ack).
 - ``health``: the health report and the readers of the files it is built from.
 - ``bundled``: the files shipped with netsky (prompts, units, the shim).
+- ``git``: the environment variables every git call netsky makes drops.
 """
 
 __version__ = "0.1.0"

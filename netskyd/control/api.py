@@ -78,6 +78,16 @@ def _float(params: dict[str, Any], key: str, default: float) -> float:
     return float(value)
 
 
+def _runtime(params: dict[str, Any]) -> Runtime | None:
+    runtime = params.get("runtime")
+    try:
+        return Runtime(runtime) if runtime else None
+    except ValueError as e:
+        raise RpcError(
+            protocol.INVALID_PARAMS, f"unknown runtime {runtime!r} (one of {', '.join(Runtime)})"
+        ) from e
+
+
 def _agent(params: dict[str, Any]) -> str:
     try:
         return parse_agent(str(params.get("agent", "")))
@@ -165,13 +175,7 @@ async def down(svc: Services, params: dict[str, Any]) -> Any:
 
 async def agent(svc: Services, params: dict[str, Any]) -> Any:
     name = _agent(params)
-    runtime = params.get("runtime")
-    try:
-        rt = Runtime(runtime) if runtime else None
-    except ValueError as e:
-        raise RpcError(
-            protocol.INVALID_PARAMS, f"unknown runtime {runtime!r} (one of {', '.join(Runtime)})"
-        ) from e
+    rt = _runtime(params)
     timeout_s = _float(params, "timeout_s", svc.settings().ready_timeout_s + 5)
     agents = await svc.supervisor.add_agent(name, rt)
     ready = await svc.supervisor.wait_ready(agents, timeout_s) if params.get("wait", True) else None
@@ -279,13 +283,7 @@ async def clone_brief(svc: Services, params: dict[str, Any]) -> Any:
     text = _str(params, "text", required=True)
     workspace = _str(params, "workspace", required=True)
     assert text is not None and workspace is not None
-    runtime = params.get("runtime")
-    try:
-        rt = Runtime(runtime) if runtime else None
-    except ValueError as e:
-        raise RpcError(
-            protocol.INVALID_PARAMS, f"unknown runtime {runtime!r} (one of {', '.join(Runtime)})"
-        ) from e
+    rt = _runtime(params)
     wait_s = params.get("wait_s", 0.0)
     if not isinstance(wait_s, int | float) or isinstance(wait_s, bool) or wait_s < 0:
         raise RpcError(protocol.INVALID_PARAMS, "wait_s must be a number of seconds >= 0")

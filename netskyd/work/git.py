@@ -19,18 +19,8 @@ from pathlib import Path
 import anyio
 
 from netsky_shared.errors import GitError
+from netsky_shared.git import without_repo_vars
 
-#: Variables a caller's environment must not leak into git (they would point every call
-#: at another repository or index).
-_GIT_REPO_VARS = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-)
 #: The identity commits made by netsky itself fall back to (a cherry-pick needs a
 #: committer; a machine with no git identity must still harvest).
 FALLBACK_NAME = "netsky"
@@ -49,7 +39,7 @@ class Result:
 def git_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment every git call runs with: ``environ`` without the variables that
     redirect git, no prompts, C locale, and a fallback committer identity."""
-    env = {k: v for k, v in environ.items() if k not in _GIT_REPO_VARS}
+    env = without_repo_vars(dict(environ))
     env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", GIT_EDITOR="true", GIT_PAGER="cat")
     env.setdefault("GIT_COMMITTER_NAME", FALLBACK_NAME)
     env.setdefault("GIT_COMMITTER_EMAIL", FALLBACK_EMAIL)
