@@ -12,7 +12,7 @@ class ConfigError(NetskyError):
 
 
 class DaemonAlreadyRunning(NetskyError):
-    """Raised when another netskyd holds ``state/netskyd.app.lock`` for this NETSKY_HOME."""
+    """Raised when another netskyd holds ``state/netskyd.lock`` for this NETSKY_HOME."""
 
 
 class DaemonNotRunning(NetskyError):

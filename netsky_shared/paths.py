@@ -57,7 +57,7 @@ class Paths:
 
     @property
     def lock(self) -> Path:
-        return self.state / "netskyd.app.lock"
+        return self.state / "netskyd.lock"
 
     @property
     def prompts(self) -> Path:

@@ -307,7 +307,7 @@ class Sandbox:
             proc.wait(timeout=KILL_WAIT_S)
 
     def lock_holder(self) -> int | None:
-        """The pid of a live daemon holding the sandbox's lock (``state/netskyd.app.lock``)."""
+        """The pid of a live daemon holding the sandbox's lock (``state/netskyd.lock``)."""
         try:
             f = open(self.paths.lock, encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError:

@@ -1,4 +1,4 @@
-"""The daemon lock: ``state/netskyd.app.lock`` (flock), one netskyd per NETSKY_HOME."""
+"""The daemon lock: ``state/netskyd.lock`` (flock), one netskyd per NETSKY_HOME."""
 
 from __future__ import annotations
 

@@ -114,7 +114,7 @@ class Shim:
 
     def remember(self) -> None:
         self.daemon_pid()
-        lock = self.ns.home / "state" / "netskyd.app.lock"
+        lock = self.ns.home / "state" / "netskyd.lock"
         if lock.exists() and lock.read_text().strip().isdigit():
             self.pids.add(int(lock.read_text().strip()))
 
