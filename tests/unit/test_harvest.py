@@ -265,3 +265,23 @@ async def test_a_harvest_a_killed_daemon_left_is_recovered(tmp_path: Path) -> No
         assert await loop.recover() == 0
     finally:
         await store.close()
+
+
+async def test_a_landing_is_pushed_where_the_branch_has_an_upstream(tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    sh(tmp_path, "init", "-q", "--bare", str(remote))
+    src = source_repo(tmp_path)
+    sh(src, "remote", "add", "origin", str(remote))
+    sh(src, "push", "-q", "-u", "origin", "main")
+    repo = await brief(tmp_path, src, "pushed")
+    tip = commit(repo, "p.txt", "p\n", "to be pushed")
+    out = await harvest(Git(60), request(tmp_path, src, repo, "pushed"))
+    assert out.outcome == "landed" and out.pushed == "origin/main"
+    assert sh(remote, "log", "-1", "--format=%s", "main") == "to be pushed"
+    assert sh(remote, "rev-parse", "main") == out.onto_after != tip  # a new commit, same change
+    # With push off (--no-push), the remote stays behind.
+    commit(repo, "q.txt", "q\n", "kept local")
+    req = request(tmp_path, src, repo, "pushed", push=False, base_sha=tip)
+    local = await harvest(Git(60), req)
+    assert local.outcome == "landed" and local.pushed is None
+    assert sh(remote, "log", "-1", "--format=%s", "main") == "to be pushed"
