@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,25 +35,10 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import logger, machine_facts, stop_on_sigterm  # noqa: E402
 from client.rpc import Client  # noqa: E402
+from tests.gitrepo import git  # noqa: E402
 from tests.harness import Netsky, wait_for  # noqa: E402
 
 log = logger("work_loop")
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.invalid",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.invalid",
-}
-
-
-def git(repo: Path, *args: str) -> str:
-    res = subprocess.run(
-        ["git", *args], cwd=repo, env=GIT_ENV, capture_output=True, text=True, timeout=600
-    )
-    if res.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)}: {res.stderr.strip()}")
-    return res.stdout.strip()
 
 
 def make_repo(root: Path, files: int, history_mb: int, blob_mb: int) -> dict[str, Any]:

@@ -8,47 +8,24 @@ harvested onto main behind the check.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.gitrepo import git, new_repo, snapshot
 from tests.harness import Netsky, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "owner",
-    "GIT_AUTHOR_EMAIL": "owner@example.invalid",
-    "GIT_COMMITTER_NAME": "owner",
-    "GIT_COMMITTER_EMAIL": "owner@example.invalid",
-}
-
-
-def git(repo: Path, *args: str) -> str:
-    res = subprocess.run(
-        ["git", *args], cwd=repo, env=GIT_ENV, capture_output=True, text=True, timeout=60
-    )
-    assert res.returncode == 0, res.stderr
-    return res.stdout.strip()
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """agent0's repository: main with one commit and a check script."""
-    src = tmp_path / "agent0-repo"
-    src.mkdir()
-    git(src, "init", "-q", "-b", "main")
-    (src / "README").write_text("the project\n")
-    (src / "shared.txt").write_text("base\n")
-    git(src, "add", "-A")
-    git(src, "commit", "-q", "-m", "start")
-    return src
+    files = {"README": "the project\n", "shared.txt": "base\n"}
+    return new_repo(tmp_path / "agent0-repo", files)
 
 
 def start(netsky: Netsky, repo: Path, **settings: object) -> None:
@@ -64,16 +41,6 @@ def brief(netsky: Netsky, tmp_path: Path, name: str, text: str, *args: str) -> d
     res = netsky.ctl(*argv)
     assert res.returncode == 0, res.stdout + res.stderr
     return dict(json.loads(res.stdout))
-
-
-def snapshot(repo: Path) -> dict[str, str]:
-    files = {
-        str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(repo.rglob("*"))
-        if p.is_file() and ".git" not in p.relative_to(repo).parts
-    }
-    index = hashlib.sha256((repo / ".git" / "index").read_bytes()).hexdigest()
-    return {"refs": git(repo, "for-each-ref", "refs/heads"), "index": index, **files}
 
 
 def test_two_clones_brief_report_harvest(netsky: Netsky, repo: Path, tmp_path: Path) -> None:

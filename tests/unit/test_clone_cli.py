@@ -15,7 +15,6 @@ import os
 import shutil
 import socket
 import sqlite3
-import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from client.clone import brief_timeout_s
 from client.harvest import harvest_timeout_s
 from client.netskyctl import main
 from netsky_shared import protocol
+from tests.gitrepo import git
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -579,21 +579,6 @@ def test_harvest_refusals(
 
 # -- doctor: workspaces and head-stability, with real git and a real meta.db ------------------
 
-GIT_ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.invalid",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.invalid",
-}
-
-
-def git(repo: Path, *args: str) -> str:
-    res = subprocess.run(
-        ["git", *args], cwd=repo, env=GIT_ENV, capture_output=True, text=True, timeout=30,
-        check=True,
-    )  # fmt: skip
-    return res.stdout.strip()
 
 
 def commit(repo: Path, name: str, text: str) -> str:

@@ -3,21 +3,15 @@ repository: what a demo clone does with a brief, so the work loop runs with no m
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from netskyd.agents import demo_work
+from tests.gitrepo import GIT_ENV
 
-ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.invalid",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.invalid",
-}
+ENV = GIT_ENV
 
 
 @pytest.fixture

@@ -7,9 +7,6 @@ never push into the branch agent0 has checked out.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import subprocess
 from pathlib import Path
 
 import anyio
@@ -20,46 +17,16 @@ from netskyd.work.git import Git
 from netskyd.work.harvest import Request, harvest
 from netskyd.work.names import branch_of, pick_clone, workspace_name
 from netskyd.work.workspaces import create
+from tests.gitrepo import GIT_ENV, git, new_repo, snapshot
 
 pytestmark = pytest.mark.timeout(120)
 
-ENV = {
-    **os.environ,
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.invalid",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.invalid",
-}
-
-
-def sh(cwd: Path, *args: str) -> str:
-    res = subprocess.run(
-        ["git", *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=60, check=True
-    )
-    return res.stdout.strip()
+ENV = GIT_ENV
+sh = git
 
 
 def source_repo(tmp_path: Path) -> Path:
-    src = tmp_path / "src"
-    src.mkdir()
-    sh(src, "init", "-q", "-b", "main")
-    (src / "README").write_text("hello\n")
-    (src / "shared.txt").write_text("one\n")
-    sh(src, "add", "-A")
-    sh(src, "commit", "-q", "-m", "first")
-    return src
-
-
-def snapshot(repo: Path) -> dict[str, str]:
-    """The bytes that must not change: every branch, HEAD, the index and each file."""
-    files = {
-        str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(repo.rglob("*"))
-        if p.is_file() and ".git" not in p.relative_to(repo).parts
-    }
-    refs = sh(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads")
-    index = hashlib.sha256((repo / ".git" / "index").read_bytes()).hexdigest()
-    return {"refs": refs, "HEAD": (repo / ".git" / "HEAD").read_text(), "index": index, **files}
+    return new_repo(tmp_path / "src", {"README": "hello\n", "shared.txt": "one\n"}, "first")
 
 
 async def brief(tmp_path: Path, src: Path, name: str, agent: str = "agent1") -> Path:
