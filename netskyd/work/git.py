@@ -10,16 +10,13 @@ runs git, so no git call can wedge the tick.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
-
 from netsky_shared.errors import GitError
 from netsky_shared.git import without_repo_vars
+from netskyd.children import run_child
 
 #: The identity commits made by netsky itself fall back to (a cherry-pick needs a
 #: committer; a machine with no git identity must still harvest).
@@ -95,59 +92,15 @@ async def run_command(
     what: str,
     stdout_path: Path | None = None,
 ) -> Result:
-    """Run ``argv`` in its own process group with a deadline; kill the group at the
-    deadline. With ``stdout_path`` both streams go to that file (appended) and the
+    """Run ``argv`` in its own process group with a deadline (netskyd.children); the group
+    is killed at it. With ``stdout_path`` both streams go to that file (appended) and the
     Result's texts are empty. Raises GitError when it cannot start or times out."""
-    out_file = None
-    if stdout_path is not None:
-        path = stdout_path
-        out_file = await anyio.to_thread.run_sync(lambda: open(path, "ab"))  # noqa: SIM115
     try:
-        try:
-            proc = await anyio.open_process(
-                list(argv),
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=out_file if out_file is not None else subprocess.PIPE,
-                stderr=subprocess.STDOUT if out_file is not None else subprocess.PIPE,
-                start_new_session=True,
-            )
-        except OSError as e:
-            raise GitError(f"{what}: cannot start {argv[0]}: {e}") from e
-        chunks: dict[str, list[bytes]] = {"out": [], "err": []}
-
-        async def drain(stream: object, key: str) -> None:
-            if stream is None:
-                return
-            async for chunk in stream:  # type: ignore[attr-defined]
-                chunks[key].append(chunk)
-
-        try:
-            with anyio.fail_after(timeout_s):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(drain, proc.stdout, "out")
-                    tg.start_soon(drain, proc.stderr, "err")
-                    code = await proc.wait()
-        except TimeoutError as e:
-            _kill_group(proc.pid)
-            with anyio.move_on_after(5, shield=True):
-                await proc.wait()
-            raise GitError(f"{what} did not finish within {timeout_s:g}s (killed)") from e
-        finally:
-            await proc.aclose()
-    finally:
-        if out_file is not None:
-            out_file.close()
-    return Result(
-        code,
-        b"".join(chunks["out"]).decode("utf-8", "replace"),
-        b"".join(chunks["err"]).decode("utf-8", "replace"),
-    )
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        code, out, err = await run_child(
+            argv, timeout_s=timeout_s, env=env, cwd=cwd, output=stdout_path
+        )
+    except TimeoutError as e:  # an OSError too: first
+        raise GitError(f"{what} did not finish within {timeout_s:g}s (killed)") from e
+    except OSError as e:
+        raise GitError(f"{what}: cannot start {argv[0]}: {e}") from e
+    return Result(code, out, err)

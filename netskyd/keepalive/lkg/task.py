@@ -15,13 +15,9 @@ netskyd.keepalive.lkg.snapshot promote --expect-fingerprint F --json`` in its ow
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -29,6 +25,7 @@ from anyio.abc import TaskStatus
 from netsky_shared.bundled import this_python
 from netsky_shared.health import read_install_selected
 from netsky_shared.paths import Paths
+from netskyd import children
 from netskyd.keepalive.lkg.install import fingerprint_of_running
 from netskyd.keepalive.lkg.snapshot import LkgError, read_manifest, running_from_lkg
 from netskyd.periodic import every
@@ -225,41 +222,10 @@ async def _record_if_changed(ctx: LkgTask, started_fp: str) -> None:
 async def run_child(
     cmd: Sequence[str], timeout_s: float, env: Mapping[str, str] | None
 ) -> tuple[int, str, str]:
-    """Run ``cmd`` in its own process group; return (exit code, stdout, stderr).
-
-    At the deadline the whole group (the promote and its selftest) is killed and
+    """Run ``cmd`` in its own process group (netskyd.children); return (exit code, stdout,
+    stderr). At the deadline the whole group (the promote and its selftest) is killed and
     LkgError raised."""
-    chunks: dict[int, list[bytes]] = {1: [], 2: []}
-    async with await anyio.open_process(
-        list(cmd),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-    ) as proc:
-
-        async def drain(stream: Any, key: int) -> None:
-            async for chunk in stream:
-                chunks[key].append(chunk)
-
-        try:
-            with anyio.fail_after(timeout_s):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(drain, proc.stdout, 1)
-                    tg.start_soon(drain, proc.stderr, 2)
-                await proc.wait()
-        except BaseException as e:  # the deadline, or the daemon stopping: the group goes
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            if isinstance(e, TimeoutError):
-                raise LkgError(f"recording took longer than {timeout_s:g}s") from e
-            raise
-    rc = proc.returncode if proc.returncode is not None else -1
-    return (
-        rc,
-        b"".join(chunks[1]).decode(errors="replace"),
-        b"".join(chunks[2]).decode(errors="replace"),
-    )
+    try:
+        return await children.run_child(cmd, timeout_s=timeout_s, env=env)
+    except TimeoutError as e:
+        raise LkgError(f"recording took longer than {timeout_s:g}s") from e
