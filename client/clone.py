@@ -28,7 +28,7 @@ from client.common import Usage, home_of, out, preview, setting, table
 from client.parser import WordsParser
 from client.rpc import Client
 from netsky_shared import protocol
-from netsky_shared.errors import DaemonNotRunning, NetskyError
+from netsky_shared.errors import DaemonNotRunning
 from netsky_shared.ids import agent_n, format_uptime, parse_agent, role_of
 from netsky_shared.incidents import parse_rfc3339
 from netsky_shared.paths import socket_path
@@ -53,6 +53,10 @@ MARGIN_S = 30.0
 
 
 # ----- arguments -----------------------------------------------------------------------------
+
+
+#: What a clone command that outlived its deadline says (netskyd finishes it anyway).
+STILL_WORKING = "netskyd may still finish it: netskyctl clone ls"
 
 
 def clone_agent(value: str) -> str:
@@ -111,21 +115,11 @@ def _client(environ: Mapping[str, str]) -> Client:
     return Client(socket_path(home_of(environ)))
 
 
-def _long_call(client: Client, method: str, params: dict[str, Any], timeout_s: float) -> Any:
-    """``client.call`` with a deadline that may pass while netskyd still works on it: the
-    error then says so and where to look."""
-    try:
-        return client.call(method, params, timeout_s=timeout_s)
-    except NetskyError as e:
-        if isinstance(e.__cause__, TimeoutError):
-            raise NetskyError(f"{e}; netskyd may still finish it: netskyctl clone ls") from e
-        raise
-
-
 # ----- text ----------------------------------------------------------------------------------
 
 
-def _sha(sha: str | None) -> str:
+def short_sha(sha: str | None) -> str:
+    """The first 12 characters of a commit id, ``-`` for none."""
     return sha[:12] if sha else "-"
 
 
@@ -151,7 +145,7 @@ def format_brief(res: dict[str, Any]) -> str:
             f"briefed {agent} ({d['runtime']}) into workspace {d['workspace']}",
             f"  repo:    {d['repo']}",
             f"  source:  {d['source_repo']}",
-            f"  branch:  {d['branch']} from {d['base']} at {_sha(d['base_sha'])}",
+            f"  branch:  {d['branch']} from {d['base']} at {short_sha(d['base_sha'])}",
             f"  {agent}: {state}",
             "next:",
             f"  netskyctl clone wait {n} --timeout 3600   # until it reports",
@@ -164,7 +158,7 @@ def format_report(res: dict[str, Any]) -> str:
     """A ``clone.report`` result as one line (a demo clone shows the first line)."""
     d = res["dispatch"]
     return (
-        f"{d['agent']} {d['state']}: head {_sha(d['head_sha'])}, {_commits(d['ahead'])} "
+        f"{d['agent']} {d['state']}: head {short_sha(d['head_sha'])}, {_commits(d['ahead'])} "
         f"ahead of {d['base']}; report {res['envelope'][:8]} sent to agent0"
     )
 
@@ -179,20 +173,20 @@ def format_dispatch(d: dict[str, Any], now_s: float | None = None) -> str:
         f"{d['agent']}: {d['state']} (for {_age(d['state_ts'], now_s)}), "
         f"workspace {d['workspace']}",
         f"  repo:      {d['repo']} (a clone of {d['source_repo']})",
-        f"  branch:    {d['branch']} from {d['base']} at {_sha(d['base_sha'])}",
+        f"  branch:    {d['branch']} from {d['base']} at {short_sha(d['base_sha'])}",
         f"  session:   {d['runtime']}, {session}",
         f"  briefed:   {d['ts']} ({d['brief_bytes']} bytes, envelope "
         f"{(d.get('brief_envelope') or '-')[:8]})",
     ]
     if d.get("head_sha"):
         lines.append(
-            f"  head:      {_sha(d['head_sha'])}, {_commits(d.get('ahead'))} ahead of "
+            f"  head:      {short_sha(d['head_sha'])}, {_commits(d.get('ahead'))} ahead of "
             f"{d['base']} (reported {d.get('reported_ts') or '-'})"
         )
     if d.get("report"):
         lines.append(f"  report:    {preview(d['report'], 100)}")
     if d.get("harvested_sha"):
-        lines.append(f"  harvested: up to {_sha(d['harvested_sha'])}")
+        lines.append(f"  harvested: up to {short_sha(d['harvested_sha'])}")
     if d.get("error"):
         lines.append(f"  error:     {d['error']}")
     n = agent_n(d["agent"])
@@ -245,8 +239,11 @@ def cmd_brief(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.wait:
         params["wait_s"] = args.wait
     with _client(environ) as client:
-        res = _long_call(
-            client, protocol.CLONE_BRIEF, params, brief_timeout_s(environ, args.wait or 0.0)
+        res = client.call(
+            protocol.CLONE_BRIEF,
+            params,
+            brief_timeout_s(environ, args.wait or 0.0),
+            if_late=STILL_WORKING,
         )
     out(args, res, format_brief(res))
     return protocol.EXIT_OK
@@ -262,7 +259,7 @@ def cmd_report(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         params["sha"] = args.sha
     with _client(environ) as client:
         timeout_s = setting(environ, "git_timeout_s", 300) * 2 + MARGIN_S
-        res = _long_call(client, protocol.CLONE_REPORT, params, timeout_s)
+        res = client.call(protocol.CLONE_REPORT, params, timeout_s, if_late=STILL_WORKING)
     out(args, res, format_report(res))
     return protocol.EXIT_OK
 
@@ -331,7 +328,7 @@ def cmd_wait(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     waited = time.monotonic() - t0
     state = row.get("state")
     if state in REPORTED:
-        head = f"head {_sha(row.get('head_sha'))}, {_commits(row.get('ahead'))} ahead"
+        head = f"head {short_sha(row.get('head_sha'))}, {_commits(row.get('ahead'))} ahead"
         text = f"{agent} {state} after {waited:.0f}s: {head} of {row.get('base')}"
         if row.get("report"):
             text += f"\n  report: {preview(row['report'], 100)}"
@@ -392,7 +389,7 @@ def cmd_kill(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     # --rm counts unharvested commits (git) and deletes a whole repository.
     timeout_s = 2 * setting(environ, "git_timeout_s", 300) + MARGIN_S
     with _client(environ) as client:
-        res = _long_call(client, protocol.CLONE_KILL, params, timeout_s)
+        res = client.call(protocol.CLONE_KILL, params, timeout_s, if_late=STILL_WORKING)
     d = res["dispatch"]
     lines = [
         f"{agent} {'killed' if res['killed'] else 'was not running'}; "

@@ -15,10 +15,10 @@ unknown clone or workspace exit 2. ``--json``: the HarvestResult (docs/protocol.
 
 from __future__ import annotations
 
+from client.clone import short_sha
 from client.common import home_of, out, setting
 from client.rpc import Client
 from netsky_shared import protocol
-from netsky_shared.errors import NetskyError
 from netsky_shared.paths import socket_path
 
 TYPE_CHECKING = False
@@ -42,10 +42,6 @@ def harvest_timeout_s(environ: Mapping[str, str]) -> float:
     )
 
 
-def _sha(sha: str | None) -> str:
-    return sha[:12] if sha else "-"
-
-
 def format_harvest(res: dict[str, Any]) -> str:
     """A HarvestResult as text (module docstring)."""
     who = f"{res['workspace']} ({res['agent']})"
@@ -61,7 +57,7 @@ def format_harvest(res: dict[str, Any]) -> str:
     if res["outcome"] == "landed":
         lines = [
             f"landed: {commits} of {who} on {onto}: "
-            f"{_sha(res['onto_before'])} -> {_sha(res['onto_after'])}",
+            f"{short_sha(res['onto_before'])} -> {short_sha(res['onto_after'])}",
             f"  check:  {check}",
             f"  pushed: {res['pushed'] or 'no (no upstream, or push is off)'}",
         ]
@@ -71,7 +67,7 @@ def format_harvest(res: dict[str, Any]) -> str:
         return "\n".join(lines)
     lines = [
         f"{res['outcome']}: {commits} of {who} not harvested; {onto} is unchanged "
-        f"(at {_sha(res['onto_before'])})",
+        f"(at {short_sha(res['onto_before'])})",
         f"  reason: {res.get('reason') or '-'}",
     ]
     if res.get("conflicts"):
@@ -90,15 +86,13 @@ def cmd_harvest(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         params["check"] = args.check
     timeout_s = harvest_timeout_s(environ)
     with Client(socket_path(home_of(environ))) as client:
-        try:
-            res = client.call(protocol.HARVEST, params, timeout_s=timeout_s)
-        except NetskyError as e:
-            if isinstance(e.__cause__, TimeoutError):
-                raise NetskyError(
-                    f"{e}; the harvest may still finish in netskyd (journal event "
-                    "work.harvested; 'netskyctl clone ls --all' shows what it harvested)"
-                ) from e
-            raise
+        res = client.call(
+            protocol.HARVEST,
+            params,
+            timeout_s,
+            if_late="the harvest may still finish in netskyd (journal event work.harvested; "
+            "'netskyctl clone ls --all' shows what it harvested)",
+        )
     out(args, res, format_harvest(res))
     return protocol.EXIT_OK if res["outcome"] == "landed" else protocol.EXIT_FAILED
 

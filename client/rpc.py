@@ -77,9 +77,16 @@ class Client:
             self._sock = None
 
     def call(
-        self, method: str, params: dict[str, Any] | None = None, timeout_s: float | None = None
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+        *,
+        if_late: str | None = None,
     ) -> Any:
-        """Send one request and return its result. Raises RpcFailed, DaemonNotRunning."""
+        """Send one request and return its result. Raises RpcFailed, DaemonNotRunning, and
+        NetskyError when no answer came within ``timeout_s``; ``if_late`` is added to that
+        message (for long work netskyd finishes anyway: where to look for it)."""
         assert self._sock is not None, "not connected"
         self._next_id += 1
         req = protocol.request(self._next_id, method, params)
@@ -88,9 +95,8 @@ class Client:
             self._sock.sendall((json.dumps(req) + "\n").encode())
             line = self._readline()
         except TimeoutError as e:
-            raise NetskyError(
-                f"netskyd did not answer {method} within {timeout_s or self.timeout_s:g}s"
-            ) from e
+            late = f"netskyd did not answer {method} within {timeout_s or self.timeout_s:g}s"
+            raise NetskyError(late + (f"; {if_late}" if if_late else "")) from e
         except OSError as e:
             raise DaemonNotRunning(f"lost the connection to netskyd: {e}") from e
         resp = json.loads(line)
