@@ -1,8 +1,9 @@
 """``netskyctl escalate SUBJECT BODY [--key K] [--severity S] [--direct]``.
 
-Through the daemon (method ``escalate``), or with ``--direct`` in this process with
-every leg in its own child process and no daemon at all (netskyd.escalation.direct; that path
-loads the settings with pydantic, so it costs more start-up than other commands).
+Through the daemon (method ``escalate``), or with ``--direct`` and no daemon at all: a child
+``python -m netskyd.escalation.direct`` of this install, with every leg in a process of its
+own (that child loads the settings with pydantic, so it costs more start-up than other
+commands; netskyctl itself imports nothing from netskyd).
 
 Output: the action (``opened``, ``repaged`` or ``joined``), the incident, one line per
 leg (``delivered``, ``failed: reason``, ``unavailable: reason``) and the ack command.

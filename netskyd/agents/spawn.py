@@ -113,14 +113,14 @@ class Spawner:
 
 
 async def create_session(
-    ctx: Spawner,
+    spawner: Spawner,
     agent: str,
     runtime: Runtime,
     constellation: list[str],
     work: Mapping[str, str] | None = None,
 ) -> Spawned:
-    """Steps 1-4 for ``ctx`` (``Spawner.create_session``)."""
-    settings = ctx.settings()
+    """Steps 1-4 for ``spawner`` (``Spawner.create_session``)."""
+    settings = spawner.settings()
     paths = settings.paths
     prompt = render_prompt(settings, agent, constellation, dict(work) if work else None)
     prompt_file = paths.prompt_file(agent)
@@ -133,7 +133,7 @@ async def create_session(
     elif not workdir.is_dir():
         raise SpawnFailed(f"{agent}'s workspace {workdir} does not exist")
     if settings.seed_runtime_settings and runtime in (Runtime.CLAUDE, Runtime.CODEX):
-        await seed_runtime(ctx, agent, runtime, workdir)
+        await seed_runtime(spawner, agent, runtime, workdir)
     command = build_command(settings, runtime, agent, prompt_file, workdir)
     session_id = uuid.uuid4().hex
     env = {
@@ -144,10 +144,10 @@ async def create_session(
         "NETSKY_RUNTIME": runtime.value,
         "NETSKY_OUTBOX": str(paths.channel(agent, "outbox")),
     }
-    if ctx.config_path is not None:
-        env["NETSKY_CONFIG"] = str(ctx.config_path)
+    if spawner.config_path is not None:
+        env["NETSKY_CONFIG"] = str(spawner.config_path)
     try:
-        pane = await ctx.tmux.new_session(
+        pane = await spawner.tmux.new_session(
             agent,
             command,
             cwd=workdir,
@@ -160,29 +160,29 @@ async def create_session(
     return Spawned(agent, runtime, session_id, pane)
 
 
-async def seed_runtime(ctx: Spawner, agent: str, runtime: Runtime, workdir: Path) -> None:
+async def seed_runtime(spawner: Spawner, agent: str, runtime: Runtime, workdir: Path) -> None:
     """Seed the runtime's own settings (netskyd/agents/seeding.py) for an agent that runs in
     ``workdir`` and record what changed (``state/seeded.jsonl``, ``runtime.seeded``;
     an answer left alone, e.g. an API key the owner rejected: ``runtime.seed_left``).
 
     What is seeded follows the dialog policy (``Settings.dialog_action``) and the
-    daemon's environment (``ctx.environ``: the agent's HOME and ANTHROPIC_API_KEY).
+    daemon's environment (``spawner.environ``: the agent's HOME and ANTHROPIC_API_KEY).
 
     Never fails the spawn: a settings file that cannot be parsed or written is
     reported (``runtime.seed_failed``) and left alone; the dialog it would have
     prevented is then the monitor's to answer.
     """
-    settings = ctx.settings()
+    settings = spawner.settings()
     policy = settings.dialog_action
-    async with ctx.seed_lock:
+    async with spawner.seed_lock:
         try:
             changes = await anyio.to_thread.run_sync(
-                seed.seed, runtime, ctx.environ, workdir, policy
+                seed.seed, runtime, spawner.environ, workdir, policy
             )
             state = settings.paths.state
             await anyio.to_thread.run_sync(seed.record, state, agent, runtime, changes)
         except (seed.SeedError, OSError) as e:
-            await ctx.recorder.event(
+            await spawner.recorder.event(
                 "runtime.seed_failed",
                 level="warning",
                 agent=agent,
@@ -192,7 +192,7 @@ async def seed_runtime(ctx: Spawner, agent: str, runtime: Runtime, workdir: Path
             return
     done = [c for c in changes if c.action == "set"]
     if done:
-        await ctx.recorder.event(
+        await spawner.recorder.event(
             "runtime.seeded",
             agent=agent,
             runtime=runtime.value,
@@ -203,7 +203,7 @@ async def seed_runtime(ctx: Spawner, agent: str, runtime: Runtime, workdir: Path
         )
     for c in changes:
         if c.action != "set":  # e.g. an API key the owner rejected: theirs to change
-            await ctx.recorder.event(
+            await spawner.recorder.event(
                 "runtime.seed_left",
                 agent=agent,
                 runtime=runtime.value,

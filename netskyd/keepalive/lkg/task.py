@@ -1,6 +1,6 @@
 """The daemon task that records the running install as last-known-good when healthy.
 
-``run(ctx)`` (started by ``Daemon.serve()``) waits for ``lkg_after_s`` of healthy running
+``LkgTask.run`` (started by netskyd.app.wiring) waits for ``lkg_after_s`` of healthy running
 (``unhealthy_reason``: fresh ticks; ``open_markers``: no gave-up or crash-loop marker holds an
 agent), then, when ``lkg/current`` holds another fingerprint, runs ``python -m
 netskyd.keepalive.lkg.snapshot promote --expect-fingerprint F --json`` in its own process group
@@ -102,7 +102,7 @@ class LkgTask:
 
 
 async def run(
-    ctx: LkgTask, *, task_status: TaskStatus[LkgTask] = anyio.TASK_STATUS_IGNORED
+    task: LkgTask, *, task_status: TaskStatus[LkgTask] = anyio.TASK_STATUS_IGNORED
 ) -> None:
     """Long-running task: after ``lkg_after_s`` of healthy running (fresh ticks, no open
     gave-up or crash-loop marker), record the running install as last-known-good when
@@ -110,25 +110,25 @@ async def run(
     (but cancellation). Records nothing when ``lkg_after_s`` is 0, while
     ``state/install-selected`` says ``lkg`` (the live install is distrusted), or when this
     daemon runs from ``lkg/``."""
-    task_status.started(ctx)
-    if running_from_lkg(ctx.paths.lkg):
-        await ctx.recorder.event("lkg.skipped", reason=f"netskyd runs from {sys.executable}")
+    task_status.started(task)
+    if running_from_lkg(task.paths.lkg):
+        await task.recorder.event("lkg.skipped", reason=f"netskyd runs from {sys.executable}")
         await anyio.sleep_forever()
     try:
         started_fp = await anyio.to_thread.run_sync(fingerprint_of_running)
     except Exception as e:  # noqa: BLE001 - the task must never take the daemon down
-        await ctx.recorder.event("lkg.record_failed", level="warning", error=f"fingerprint: {e}")
+        await task.recorder.event("lkg.record_failed", level="warning", error=f"fingerprint: {e}")
         await anyio.sleep_forever()
     watch = _Watch()
 
     async def check() -> None:
         try:
-            if await watch.due(ctx):
-                await _record_if_changed(ctx, started_fp)
+            if await watch.due(task):
+                await _record_if_changed(task, started_fp)
         except Exception as e:  # noqa: BLE001 - the task must never take the daemon down
-            await ctx.recorder.event("lkg.record_failed", level="warning", error=str(e))
+            await task.recorder.event("lkg.record_failed", level="warning", error=str(e))
 
-    await every(lambda: min(max(ctx.settings().tick_interval_s, 0.5), 30.0), check)
+    await every(lambda: min(max(task.settings().tick_interval_s, 0.5), 30.0), check)
 
 
 class _Watch:
@@ -139,15 +139,15 @@ class _Watch:
         self.next_check_at = 0.0
         self.distrusted = False
 
-    async def due(self, ctx: LkgTask) -> bool:
+    async def due(self, task: LkgTask) -> bool:
         """Whether to attempt a record now (then the next one is ``RECHECK_S`` away)."""
-        settings = ctx.settings()  # SIGHUP may change it
-        now = ctx.clock()
+        settings = task.settings()  # SIGHUP may change it
+        now = task.clock()
         if settings.lkg_after_s <= 0:
             return False
-        if read_install_selected(str(ctx.paths.home)) == "lkg":
+        if read_install_selected(str(task.paths.home)) == "lkg":
             if not self.distrusted:
-                await ctx.recorder.event(
+                await task.recorder.event(
                     "lkg.skipped",
                     reason="state/install-selected is lkg: the live install is "
                     "not recorded until 'netskyctl self-repair promote' selects it again",
@@ -156,7 +156,7 @@ class _Watch:
             return False
         self.distrusted = False
         why = unhealthy_reason(
-            now, ctx.ticks.last_tick_at, settings.tick_interval_s, open_markers(ctx.paths)
+            now, task.ticks.last_tick_at, settings.tick_interval_s, open_markers(task.paths)
         )
         if why is not None:
             self.healthy_since = None
@@ -168,17 +168,17 @@ class _Watch:
         return True
 
 
-async def _record_if_changed(ctx: LkgTask, started_fp: str) -> None:
+async def _record_if_changed(task: LkgTask, started_fp: str) -> None:
     """Record the running install unless ``lkg/current`` already is it."""
-    manifest = read_manifest(ctx.paths.lkg_current)
+    manifest = read_manifest(task.paths.lkg_current)
     if manifest is not None and manifest.get("fingerprint") == started_fp:
-        await ctx.recorder.event("lkg.unchanged", id=manifest.get("id"), fingerprint=started_fp)
+        await task.recorder.event("lkg.unchanged", id=manifest.get("id"), fingerprint=started_fp)
         return
     on_disk = await anyio.to_thread.run_sync(fingerprint_of_running)
     if on_disk != started_fp:
         # An upgrade landed under a running daemon: it is recorded after its own
         # healthy stretch, once a daemon runs it.
-        await ctx.recorder.event(
+        await task.recorder.event(
             "lkg.skipped", reason="the install on disk changed since netskyd started"
         )
         return
@@ -186,30 +186,30 @@ async def _record_if_changed(ctx: LkgTask, started_fp: str) -> None:
         *this_python("netskyd.keepalive.lkg.snapshot"),
         "promote",
         "--home",
-        str(ctx.paths.home),
+        str(task.paths.home),
         "--reason",
         "healthy-stretch",
         "--expect-fingerprint",
         started_fp,
         "--json",
     ]
-    t0 = ctx.monotonic()
-    rc, out, err = await run_child(cmd, ctx.settings().lkg_timeout_s, ctx.environ or None)
-    duration_ms = int((ctx.monotonic() - t0) * 1000)
+    t0 = task.monotonic()
+    rc, out, err = await run_child(cmd, task.settings().lkg_timeout_s, task.environ or None)
+    duration_ms = int((task.monotonic() - t0) * 1000)
     try:
         result = json.loads(out)
     except ValueError:
         result = {}
     if rc != 0 or not isinstance(result, dict) or "id" not in result:
         error = (result.get("error") if isinstance(result, dict) else None) or err.strip()[-500:]
-        await ctx.recorder.event(
+        await task.recorder.event(
             "lkg.record_failed",
             level="warning",
             error=error or f"exit {rc}",
             duration_ms=duration_ms,
         )
         return
-    await ctx.recorder.event(
+    await task.recorder.event(
         "lkg.recorded",
         id=result["id"],
         fingerprint=result["fingerprint"],
