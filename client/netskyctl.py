@@ -119,6 +119,18 @@ def format_status(st: dict[str, Any]) -> str:
         for c in clones:
             ahead = "" if c.get("ahead") is None else f", {c['ahead']} ahead"
             lines.append(f"  {c['agent']}: {c['workspace']} on {c['branch']}: {c['state']}{ahead}")
+    sched = st.get("schedule")
+    if sched and (sched["next"] or sched["crontab_error"] or sched["agent_missing"]):
+        nxt = ", ".join(f"{n['at'][11:19]}Z {n['kind']} {n['entry']} -> {n['agent']}"
+                        for n in sched["next"])  # fmt: skip
+        lines.append(
+            f"schedule: {sched['cron_entries']} cron entries, {sched['loops']} loops; "
+            f"next: {nxt or '-'} ('netskyctl cron ls', 'netskyctl loop ls')"
+        )
+        if sched["crontab_error"]:
+            lines.append(f"  cron.toml is not valid: {sched['crontab_error']['error']}")
+        if sched["agent_missing"]:
+            lines.append(f"  fires refused, agent not there: {', '.join(sched['agent_missing'])}")
     bus = st.get("bus")
     if bus:
         lines.append(

@@ -48,6 +48,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "client.harvest",
         "land a clone's commits on the target branch, only if the check passes",
     ),
+    "cron": ("client.schedule", "recurring prompts (cron.toml)"),
+    "loop": ("client.schedule", "self-paced follow-ups into an agent"),
     "incidents": ("client.incidents", "open incidents paged to the owner (no daemon needed)"),
     "ack": ("client.incidents", "acknowledge an incident (no daemon needed)"),
     "why": (

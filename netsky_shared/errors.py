@@ -116,3 +116,11 @@ class UnknownClone(NetskyError):
 class HarvestRefused(NetskyError):
     """Raised when a harvest cannot start: the target has uncommitted changes, nothing to
     apply, or an unknown branch. Nothing was changed."""
+
+
+class UnknownEntry(NetskyError):
+    """Raised when a cron entry's name or a loop's id names nothing (exit 2)."""
+
+
+class ScheduleFull(NetskyError):
+    """Raised when a cron entry or loop would pass ``schedule_max_entries`` (exit 1)."""

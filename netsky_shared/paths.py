@@ -161,6 +161,17 @@ class Paths:
         return self.workspaces / name / "repo"
 
     @property
+    def cron_toml(self) -> Path:
+        """``cron.toml``: the owner's recurring prompts (docs/schedule.md)."""
+        return self.home / "cron.toml"
+
+    @property
+    def cron_last_good(self) -> Path:
+        """``state/cron.last-good.toml``: the last cron.toml netskyd accepted, run while
+        cron.toml does not parse (also across a restart)."""
+        return self.state / "cron.last-good.toml"
+
+    @property
     def harvest_logs(self) -> Path:
         """``logs/harvest/``: the check's output of each harvest (``<id>.log``)."""
         return self.logs / "harvest"

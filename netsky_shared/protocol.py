@@ -21,7 +21,7 @@ API_VERSION: Final = 1
 #: meta.db's schema version (``PRAGMA user_version``) this install writes and reads:
 #: the number of the last migration in ``netskyd.store.db.MIGRATIONS`` (a unit test holds
 #: the two equal). ``netskyctl doctor`` compares the file's with it, without aiosqlite.
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 
 #: Longest accepted request or response line, in bytes.
 MAX_LINE_BYTES: Final = 4 * 1024 * 1024
@@ -62,6 +62,25 @@ CLONE_STATUS: Final = "clone.status"
 CLONE_KILL: Final = "clone.kill"
 #: {target: "agentN" | "N" | workspace, onto?, check?, push?: bool} -> HarvestResult
 HARVEST: Final = "harvest"
+#: Scheduling (docs/schedule.md). {name, schedule, agent, text, tz?, catchup?, paused?}
+#: -> {entry: EntryRow}
+CRON_ADD: Final = "cron.add"
+#: {} -> {entries: [EntryRow], crontab: {path, error, loaded_ts, last_good}}
+CRON_LS: Final = "cron.ls"
+#: {name} -> {removed: name}
+CRON_RM: Final = "cron.rm"
+#: {name} -> {entry: EntryRow, fire: FireRow}
+CRON_RUN: Final = "cron.run"
+#: {name, paused: bool} -> {entry: EntryRow}
+CRON_PAUSE: Final = "cron.pause"
+#: {agent, interval: "10m", text, count?: int, until?: RFC 3339 | "2h", from?} -> {loop: LoopRow}
+LOOP_CREATE: Final = "loop.create"
+#: {all?: bool} -> {loops: [LoopRow]}
+LOOP_LS: Final = "loop.ls"
+#: {id: int} -> {loop: LoopRow}
+LOOP_RM: Final = "loop.rm"
+#: {kind?: "cron" | "loop", entry?, limit?: int} -> {fires: [FireRow, newest first]}
+SCHEDULE_FIRES: Final = "schedule.fires"
 #: {seconds: float} -> {blocked_s} — blocks the event loop (only with ``debug_rpc``)
 DEBUG_BLOCK_LOOP: Final = "debug.block_loop"
 METHODS: Final = frozenset(
@@ -85,6 +104,15 @@ METHODS: Final = frozenset(
         CLONE_STATUS,
         CLONE_KILL,
         HARVEST,
+        CRON_ADD,
+        CRON_LS,
+        CRON_RM,
+        CRON_RUN,
+        CRON_PAUSE,
+        LOOP_CREATE,
+        LOOP_LS,
+        LOOP_RM,
+        SCHEDULE_FIRES,
         DEBUG_BLOCK_LOOP,
     }
 )

@@ -11,7 +11,9 @@ so a component is handed to the next only when it is ready:
 4. the bus (deliveries, held by the monitor's ``ActivityGate``);
 5. the session watcher (tmux hooks: deaths within a second), its events to the
    supervisor;
-6. the ticker (the ``TickView`` port), the control socket, the heartbeat and the
+6. the work loop and the scheduler (cron entries and loops: it sends what a crash
+   left persisted before it says started);
+7. the ticker (the ``TickView`` port), the control socket, the heartbeat and the
    last-known-good recorder.
 
 Two channels belong to the daemon rather than to any component: the *wake* channel
@@ -50,8 +52,10 @@ from netskyd.keepalive.heartbeat import Pulse
 from netskyd.keepalive.lkg.task import LkgTask
 from netskyd.keepalive.sdnotify import Notifier
 from netskyd.ports import Clock, Monotonic, SettingsView, TickView
+from netskyd.schedule.scheduler import Scheduler
 from netskyd.store.db import Store
 from netskyd.store.recorder import Recorder
+from netskyd.store.schedule import ScheduleRecords
 from netskyd.store.work import WorkRecords
 from netskyd.supervision.supervisor import Supervisor
 from netskyd.supervision.table import AgentTable
@@ -102,6 +106,7 @@ class Components:
     sessions: SessionWatcher | None
     ticker: Ticker
     work: WorkLoop
+    schedule: Scheduler
 
 
 def health_refresher(infra: Infra, table: AgentTable, monitor: Monitor) -> Any:
@@ -203,6 +208,15 @@ async def start(tg: TaskGroup, infra: Infra) -> Components:
         clock=infra.clock,
     )
     await work.recover()
+    schedule: Scheduler = await tg.start(
+        Scheduler(
+            settings=s,
+            records=ScheduleRecords(infra.store),
+            recorder=infra.recorder,
+            agents=table,
+            clock=infra.clock,
+        ).run
+    )
     refresh = health_refresher(infra, table, monitor)
     ticker: Ticker = await tg.start(
         Ticker(
@@ -232,6 +246,7 @@ async def start(tg: TaskGroup, infra: Infra) -> Components:
         bus=bus,
         sessions=sessions,
         work=work,
+        schedule=schedule,
         refresh_health=partial(refresh, ticks=ticks),
     )
     await tg.start(control.run, services)
@@ -254,4 +269,4 @@ async def start(tg: TaskGroup, infra: Infra) -> Components:
             monotonic=infra.monotonic,
         ).run
     )
-    return Components(pager, table, monitor, supervisor, bus, sessions, ticker, work)
+    return Components(pager, table, monitor, supervisor, bus, sessions, ticker, work, schedule)

@@ -160,6 +160,12 @@ class Settings(BaseModel):
     lkg_timeout_s: float = Field(600.0, gt=0)
     #: Enables the ``debug.*`` RPC methods (tests and drills only).
     debug_rpc: bool = False
+    #: Tests only: the daemon SIGKILLs itself at this named point (``schedule.persisted``:
+    #: a fire is persisted and its envelope not yet sent). None in real use.
+    debug_crash_at: str | None = None
+    #: Tests only: the scheduler's clock runs this many seconds ahead of the wall clock,
+    #: so a test reaches a minute boundary in seconds, not a minute.
+    debug_clock_offset_s: float = 0.0
     #: Lines of a dead agent's pane kept in the crash record and the synthetic handoff.
     crash_tail_lines: int = Field(20, ge=0, le=1000)
     session_width: int = Field(200, ge=40)
@@ -180,6 +186,10 @@ class Settings(BaseModel):
     git_timeout_s: float = Field(300.0, gt=0)
     #: Push the target branch after a harvest when it has an upstream.
     harvest_push: bool = True
+    #: Scheduling (docs/schedule.md). How often cron.toml is looked at for an owner's edit.
+    cron_watch_s: float = Field(2.0, gt=0)
+    #: Cron entries and active loops netskyd keeps at most (each is a few hundred bytes).
+    schedule_max_entries: int = Field(5000, ge=1)
     claude_command: str = "claude"
     claude_args: list[str] = Field(default_factory=list)
     codex_command: str = "codex"

@@ -25,6 +25,9 @@ from netskyd.bus.watcher import Bus
 from netskyd.config import Runtime
 from netskyd.escalation.spool import Spool
 from netskyd.ports import Clock, SettingsView, TickView
+from netskyd.schedule.crontab import CronEntry
+from netskyd.schedule.plan import ScheduleError
+from netskyd.schedule.scheduler import Scheduler
 from netskyd.store.db import Store
 from netskyd.supervision.supervisor import Supervisor
 from netskyd.work.loop import WorkLoop
@@ -45,6 +48,7 @@ class Services:
     bus: Bus
     sessions: SessionWatcher | None
     work: WorkLoop
+    schedule: Scheduler
     #: Rebuild and write the health report now (netskyd.keepalive.health.refresh).
     refresh_health: Callable[[], Awaitable[dict[str, Any]]]
 
@@ -140,6 +144,9 @@ async def status(svc: Services, params: dict[str, Any]) -> Any:
             {k: d[k] for k in ("agent", "workspace", "branch", "state", "ahead", "head_sha")}
             for d in (await svc.work.status())["clones"]
         ],
+        # Cron entries and loops (docs/schedule.md): the next three fires, counts, a
+        # cron.toml that is not valid.
+        "schedule": svc.schedule.summary(),
         "bus": {
             "delivered": svc.bus.delivered_count,
             "duplicates": svc.bus.duplicate_count,
@@ -331,6 +338,82 @@ async def harvest_(svc: Services, params: dict[str, Any]) -> Any:
     )
 
 
+def _name(params: dict[str, Any]) -> str:
+    name = _str(params, "name", required=True)
+    assert name is not None
+    return name
+
+
+async def cron_add(svc: Services, params: dict[str, Any]) -> Any:
+    fields = {k: params[k] for k in ("name", "schedule", "agent", "text", "tz", "catchup",
+                                     "paused") if params.get(k) is not None}  # fmt: skip
+    from netskyd.schedule.crontab import CrontabError, check_entry
+
+    try:
+        entry: CronEntry = check_entry(fields)
+        return await svc.schedule.cron_add(entry)
+    except (CrontabError, ScheduleError) as e:
+        raise RpcError(protocol.INVALID_PARAMS, str(e)) from e
+
+
+async def cron_ls(svc: Services, params: dict[str, Any]) -> Any:
+    return await svc.schedule.cron_ls()
+
+
+async def cron_rm(svc: Services, params: dict[str, Any]) -> Any:
+    try:
+        return await svc.schedule.cron_rm(_name(params))
+    except ValueError as e:
+        raise RpcError(protocol.INVALID_PARAMS, str(e)) from e
+
+
+async def cron_run(svc: Services, params: dict[str, Any]) -> Any:
+    return await svc.schedule.cron_run(_name(params))
+
+
+async def cron_pause(svc: Services, params: dict[str, Any]) -> Any:
+    try:
+        return await svc.schedule.cron_pause(_name(params), bool(params.get("paused", True)))
+    except ValueError as e:
+        raise RpcError(protocol.INVALID_PARAMS, str(e)) from e
+
+
+async def loop_create(svc: Services, params: dict[str, Any]) -> Any:
+    interval = _str(params, "interval", required=True)
+    text = _str(params, "text", required=True)
+    assert interval is not None and text is not None
+    by = params.get("from") or "owner"
+    if not isinstance(by, str):
+        raise RpcError(protocol.INVALID_PARAMS, "from must be an agent id")
+    try:
+        return await svc.schedule.loop_create(
+            _agent(params), interval, text, count=_int(params, "count", None),
+            until=_str(params, "until"), by=by,
+        )  # fmt: skip
+    except ValueError as e:
+        raise RpcError(protocol.INVALID_PARAMS, str(e)) from e
+
+
+async def loop_ls(svc: Services, params: dict[str, Any]) -> Any:
+    return await svc.schedule.loop_ls(every=bool(params.get("all", False)))
+
+
+async def loop_rm(svc: Services, params: dict[str, Any]) -> Any:
+    loop_id = _int(params, "id", None)
+    if loop_id is None:
+        raise RpcError(protocol.INVALID_PARAMS, "id must be a loop's number")
+    return await svc.schedule.loop_rm(loop_id)
+
+
+async def schedule_fires(svc: Services, params: dict[str, Any]) -> Any:
+    kind = params.get("kind")
+    if kind not in (None, "cron", "loop"):
+        raise RpcError(protocol.INVALID_PARAMS, "kind must be cron or loop")
+    return await svc.schedule.fires(
+        kind=kind, entry=_str(params, "entry"), limit=_int(params, "limit", 50) or 50
+    )
+
+
 HANDLERS: dict[str, Handler] = {
     protocol.HELLO: hello,
     protocol.PING: ping,
@@ -351,6 +434,15 @@ HANDLERS: dict[str, Handler] = {
     protocol.CLONE_STATUS: clone_status,
     protocol.CLONE_KILL: clone_kill,
     protocol.HARVEST: harvest_,
+    protocol.CRON_ADD: cron_add,
+    protocol.CRON_LS: cron_ls,
+    protocol.CRON_RM: cron_rm,
+    protocol.CRON_RUN: cron_run,
+    protocol.CRON_PAUSE: cron_pause,
+    protocol.LOOP_CREATE: loop_create,
+    protocol.LOOP_LS: loop_ls,
+    protocol.LOOP_RM: loop_rm,
+    protocol.SCHEDULE_FIRES: schedule_fires,
     protocol.DEBUG_BLOCK_LOOP: debug_block_loop,
 }
 assert set(HANDLERS) == protocol.METHODS, "every protocol method needs a handler"

@@ -28,6 +28,7 @@ from netsky_shared.errors import (
     SpawnFailed,
     UnknownAgent,
     UnknownClone,
+    UnknownEntry,
 )
 from netskyd import log as logmod
 from netskyd.control.api import HANDLERS, RpcError, Services
@@ -38,7 +39,7 @@ log = logmod.get("netskyd.control.server")
 
 def error_code_for(exc: NetskyError) -> int:
     """The JSON-RPC error code of a NetskyError."""
-    if isinstance(exc, UnknownAgent | UnknownClone):
+    if isinstance(exc, UnknownAgent | UnknownClone | UnknownEntry):
         return protocol.UNKNOWN_AGENT
     if isinstance(exc, InboxFull | EnvelopeTooLarge | RestartBusy | ClonesFull):
         return protocol.TEMPORARY_FAILURE

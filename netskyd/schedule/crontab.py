@@ -13,20 +13,24 @@ Shape::
 
 ``read(text)`` parses and checks every entry and returns them, or raises CrontabError whose
 message names the line (a TOML syntax error, an entry with a bad schedule, zone, policy or
-agent, a duplicate name, a file over ``MAX_BYTES``): the caller keeps its last good list.
-``render(entries)`` writes the file back (``cron add``/``rm``/``pause``), one table per
-entry, strings escaped as TOML basic strings. Pure: no file is read or written here.
+agent, text the bus would refuse, a duplicate name, a file over ``MAX_BYTES``): the caller
+keeps its last good list. ``add``, ``remove`` and ``set_paused`` edit the text the way
+``cron add|rm|pause|resume`` do, through tomlkit, so the owner's comments, order and
+layout stay as they were. Pure: no file is read or written here.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
+
 from netsky_shared.ids import is_agent_id
-from netskyd.runtimes import toml_string
+from netsky_shared.maildir import BadText, check_text
 from netskyd.schedule.plan import CATCHUP, ScheduleError, check_schedule, zone
 
 #: A cron.toml larger than this is refused (it is a few entries, not data).
@@ -53,9 +57,6 @@ class CronEntry:
     catchup: str = "one"
     paused: bool = False
 
-    def paused_as(self, paused: bool) -> CronEntry:
-        return replace(self, paused=paused)
-
 
 def check_entry(raw: dict[str, Any]) -> CronEntry:
     """One ``[[cron]]`` table as a CronEntry. Raises CrontabError naming the field."""
@@ -72,6 +73,10 @@ def check_entry(raw: dict[str, Any]) -> CronEntry:
         raise CrontabError(f"agent {agent!r} is not an agent id (agent0, agentN, agentinfinity)")
     if len(text.encode()) > MAX_TEXT_BYTES:
         raise CrontabError(f"text is {len(text.encode())} bytes; at most {MAX_TEXT_BYTES}")
+    try:
+        text = check_text(text)
+    except BadText as e:
+        raise CrontabError(str(e)) from e
     tz = raw.get("tz", "UTC")
     catchup = raw.get("catchup", "one")
     paused = raw.get("paused", False)
@@ -124,22 +129,78 @@ def _table_lines(text: str) -> list[int]:
     return [n for n, line in enumerate(text.splitlines(), 1) if line.strip() == "[[cron]]"]
 
 
-def render(entries: list[CronEntry]) -> str:
-    """cron.toml's text for ``entries`` (a header comment, then one table each)."""
-    out = [
-        "# netsky's recurring prompts (docs/schedule.md); 'netskyctl cron add|rm|pause|resume'",
-        "# rewrite this file, and netskyd reads it again when it changes.",
-    ]
-    for e in entries:
-        out += [
-            "",
-            "[[cron]]",
-            f"name = {toml_string(e.name)}",
-            f"schedule = {toml_string(e.schedule)}",
-            f"agent = {toml_string(e.agent)}",
-            f"text = {toml_string(e.text)}",
-            f"tz = {toml_string(e.tz)}",
-            f"catchup = {toml_string(e.catchup)}",
-            f"paused = {'true' if e.paused else 'false'}",
-        ]
-    return "\n".join(out) + "\n"
+HEADER = (
+    "# netsky's recurring prompts (docs/schedule.md). Edit this file or use\n"
+    "# 'netskyctl cron add|rm|pause|resume'; netskyd reads it again when it changes, and\n"
+    "# keeps running the last good version while a change does not parse.\n"
+)
+
+
+def _document(text: str) -> tomlkit.TOMLDocument:
+    read(text)  # the file as it is must be valid before it is edited
+    try:
+        return tomlkit.parse(text)
+    except TOMLKitError as e:  # pragma: no cover - tomllib accepted it
+        raise CrontabError(f"cron.toml does not parse: {e}") from e
+
+
+def _tables(doc: tomlkit.TOMLDocument) -> Any:
+    if "cron" not in doc:
+        doc.append("cron", tomlkit.aot())
+    return doc["cron"]
+
+
+def add(text: str, entry: CronEntry) -> str:
+    """``text`` with ``entry`` appended as a ``[[cron]]`` table. Raises CrontabError when
+    ``text`` is not valid, the entry is not, or its name is taken."""
+    doc = _document(text or HEADER)
+    check_entry(fields_of(entry))
+    tables = _tables(doc)
+    if any(t.get("name") == entry.name for t in tables):
+        raise CrontabError(f"an entry named {entry.name!r} exists (cron rm it first)")
+    table = tomlkit.table()
+    for key, value in fields_of(entry).items():
+        table.add(key, value)
+    tables.append(table)
+    out = tomlkit.dumps(doc)
+    read(out)
+    return out
+
+
+def remove(text: str, name: str) -> str:
+    """``text`` without the entry ``name``. Raises CrontabError (no such entry)."""
+    doc = _document(text)
+    tables = _tables(doc)
+    index = _index(tables, name)
+    del tables[index]
+    if not tables:
+        del doc["cron"]
+    return tomlkit.dumps(doc)
+
+
+def set_paused(text: str, name: str, paused: bool) -> str:
+    """``text`` with entry ``name``'s ``paused`` set. Raises CrontabError."""
+    doc = _document(text)
+    tables = _tables(doc)
+    tables[_index(tables, name)]["paused"] = paused
+    return tomlkit.dumps(doc)
+
+
+def _index(tables: Any, name: str) -> int:
+    for i, t in enumerate(tables):
+        if t.get("name") == name:
+            return i
+    raise CrontabError(f"no cron entry named {name!r} (netskyctl cron ls)")
+
+
+def fields_of(e: CronEntry) -> dict[str, Any]:
+    """An entry as its ``[[cron]]`` table's keys and values."""
+    return {
+        "name": e.name,
+        "schedule": e.schedule,
+        "agent": e.agent,
+        "text": e.text,
+        "tz": e.tz,
+        "catchup": e.catchup,
+        "paused": e.paused,
+    }

@@ -111,19 +111,21 @@ def decide(
     if catchup not in CATCHUP:
         raise ScheduleError(f"catchup must be one of {', '.join(CATCHUP)}, not {catchup!r}")
     since = created if last is None else last
-    due = slots_between(expr, tz, since, now, COUNT_LIMIT)
-    if not due:
+    first = slots_between(expr, tz, since, now, 2)
+    if not first:
         return Decision((), 0, last, next_slot(expr, tz, max(since, now)))
+    oldest = first[0]
+    if len(first) == 1 and now - oldest <= ON_TIME_S:
+        return Decision((Fire(oldest, max(0.0, now - oldest), 0),), 0, oldest,
+                        next_slot(expr, tz, now))  # fmt: skip
+    if catchup == "all":  # the oldest only: cheap however long the scheduler was away
+        return Decision((Fire(oldest, now - oldest, 0),), 0, oldest, next_slot(expr, tz, oldest))
+    due = slots_between(expr, tz, since, now, COUNT_LIMIT)
     newest = due[-1] if len(due) < COUNT_LIMIT else _newest_slot(expr, tz, now)
     total = len(due)
     late = now - newest
-    if total == 1 and late <= ON_TIME_S:
-        return Decision((Fire(newest, max(0.0, late), 0),), 0, newest, next_slot(expr, tz, now))
     if catchup == "none":
         return Decision((), total, newest, next_slot(expr, tz, now))
-    if catchup == "all":
-        oldest = due[0]
-        return Decision((Fire(oldest, now - oldest, 0),), 0, oldest, next_slot(expr, tz, oldest))
     return Decision((Fire(newest, late, total - 1),), 0, newest, next_slot(expr, tz, now))
 
 
@@ -149,15 +151,21 @@ def parse_interval(text: str) -> float:
     return seconds
 
 
-def loop_next(created: float, interval_s: float, fired: int, now: float) -> float:
-    """When a loop fires next: its grid ``created + k * interval`` after its ``fired``-th
-    fire, never in the past by more than one interval (a loop that was down fires once,
-    then keeps its grid)."""
-    nominal = created + (fired + 1) * interval_s
-    if nominal >= now:
-        return nominal
-    behind = int((now - nominal) // interval_s)
-    return nominal + behind * interval_s
+def loop_decide(created: float, interval_s: float, handled: float | None, now: float) -> Decision:
+    """The loop decision at ``now``: a loop's slots are its grid ``created + k * interval``
+    (k >= 1); ``handled`` is the newest slot it handled (None: none yet). A loop that was
+    down fires once for every slot it missed (its newest, ``missed`` counting the
+    others), then keeps its grid: loops catch up ``one``, always."""
+    k_done = 0 if handled is None else round((handled - created) / interval_s)
+    first = created + (k_done + 1) * interval_s
+    if first > now:
+        return Decision((), 0, handled, first)
+    k_now = max(k_done + 1, int((now - created) // interval_s))
+    slot = created + k_now * interval_s
+    missed = k_now - k_done - 1
+    late = max(0.0, now - slot)
+    fire = Fire(slot, late, 0 if missed == 0 and late <= ON_TIME_S else missed)
+    return Decision((fire,), 0, slot, created + (k_now + 1) * interval_s)
 
 
 def loop_over(count: int | None, until: float | None, fired: int, at: float) -> bool:

@@ -95,6 +95,20 @@ class Store:
         async with self.conn.execute(sql, params) as cur:
             return int(cur.lastrowid or 0)
 
+    async def write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one write statement and commit it (one statement is one transaction, so
+        no other task's write can split it); returns ``lastrowid`` (0 if none). The
+        path of the records kept outside this class (netskyd.store.work, .schedule)."""
+        rowid = await self._exec(sql, params)
+        await self.conn.commit()
+        return rowid
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """The rows of a query as dicts keyed by column name."""
+        async with self.conn.execute(sql, params) as cur:
+            cols = [c[0] for c in cur.description]
+            return [dict(zip(cols, row, strict=True)) for row in await cur.fetchall()]
+
     async def _exec_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """``executemany`` with its cursor closed (see _exec)."""
         async with self.conn.executemany(sql, rows):

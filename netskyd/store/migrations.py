@@ -223,6 +223,64 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX harvests_workspace ON harvests(workspace, id);
         """,
     ),
+    (
+        7,
+        """
+        -- Scheduling (netskyd/schedule/). A cron entry's baseline: slots after it are the
+        -- entry's (set when netskyd first sees the entry, or its schedule or zone changes,
+        -- or it is resumed), so a new entry never fires for slots before it existed.
+        CREATE TABLE cron_entries (
+            name TEXT PRIMARY KEY,
+            schedule TEXT NOT NULL,
+            tz TEXT NOT NULL,
+            paused INTEGER NOT NULL DEFAULT 0,
+            baseline REAL NOT NULL,
+            seen_ts TEXT NOT NULL
+        );
+        -- Loops: state active -> done (count or until reached) or removed (loop rm).
+        CREATE TABLE loops (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            interval_s REAL NOT NULL,
+            text TEXT NOT NULL,
+            created REAL NOT NULL,
+            count INTEGER,
+            until REAL,
+            state TEXT NOT NULL,
+            state_ts TEXT NOT NULL,
+            reason TEXT
+        );
+        -- One row per fire (kind cron: entry is the name; loop: the loop's id). slot is
+        -- the slot fired for, through the newest slot the row stands for (missed slots
+        -- it replaces, slots coalesced into it while it was pending), both epoch s.
+        -- The row is written (outcome persisted) before its envelope is sent, then
+        -- marked sent; skipped (catch-up none) and refused (no such agent) rows send
+        -- nothing. envelope_json is kept until the envelope is in the inbox.
+        CREATE TABLE fires (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            entry TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            slot REAL NOT NULL,
+            through REAL NOT NULL,
+            slot_ts TEXT NOT NULL,
+            fired_at TEXT NOT NULL,
+            late_s REAL NOT NULL,
+            missed INTEGER NOT NULL DEFAULT 0,
+            coalesced INTEGER NOT NULL DEFAULT 0,
+            outcome TEXT NOT NULL,
+            envelope TEXT,
+            envelope_file TEXT,
+            envelope_json TEXT,
+            sent_at TEXT,
+            reason TEXT
+        );
+        CREATE INDEX fires_entry ON fires(kind, entry, id);
+        CREATE INDEX fires_outcome ON fires(outcome, id);
+        """,
+    ),
 ]
 
 if MIGRATIONS[-1][0] != SCHEMA_VERSION:  # the next migration bumps both

@@ -52,7 +52,7 @@ class WorkRecords:
         """Insert a dispatch (keys: ``_DISPATCH_FIELDS``); returns its id."""
         cols = ", ".join(_DISPATCH_FIELDS)
         marks = ", ".join("?" for _ in _DISPATCH_FIELDS)
-        return await self.store._exec(
+        return await self.store.write(
             f"INSERT INTO clone_dispatches ({cols}) VALUES ({marks})",
             [row[k] for k in _DISPATCH_FIELDS],
         )
@@ -62,7 +62,7 @@ class WorkRecords:
         if not fields:
             return
         sets = ", ".join(f"{k} = ?" for k in fields)
-        await self.store._exec(
+        await self.store.write(
             f"UPDATE clone_dispatches SET {sets} WHERE id = ?", [*fields.values(), dispatch_id]
         )
 
@@ -93,14 +93,14 @@ class WorkRecords:
         """Insert a harvest attempt (keys: ``_HARVEST_FIELDS``); returns its id."""
         cols = ", ".join(_HARVEST_FIELDS)
         marks = ", ".join("?" for _ in _HARVEST_FIELDS)
-        return await self.store._exec(
+        return await self.store.write(
             f"INSERT INTO harvests ({cols}) VALUES ({marks})", [row[k] for k in _HARVEST_FIELDS]
         )
 
     async def finish_harvest(self, harvest_id: int, **fields: Any) -> None:
         """Record a harvest's result (column names of harvests)."""
         sets = ", ".join(f"{k} = ?" for k in fields)
-        await self.store._exec(
+        await self.store.write(
             f"UPDATE harvests SET {sets} WHERE id = ?", [*fields.values(), harvest_id]
         )
 
@@ -116,6 +116,4 @@ class WorkRecords:
         )
 
     async def _rows(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-        async with self.store.conn.execute(sql, params) as cur:
-            cols = [c[0] for c in cur.description]
-            return [dict(zip(cols, row, strict=True)) for row in await cur.fetchall()]
+        return await self.store.rows(sql, params)

@@ -7,7 +7,15 @@ import tomllib
 
 import pytest
 
-from netskyd.schedule.crontab import MAX_BYTES, CronEntry, CrontabError, read, render
+from netskyd.schedule.crontab import (
+    MAX_BYTES,
+    CronEntry,
+    CrontabError,
+    add,
+    read,
+    remove,
+    set_paused,
+)
 
 GOOD = """
 # the owner's comment
@@ -38,13 +46,39 @@ def test_entries_are_read_with_their_defaults() -> None:
     assert read("") == []
 
 
-def test_render_reads_back_the_same_entries_whatever_the_text_holds() -> None:
-    tricky = CronEntry("q", "0 0 * * *", "agent1", 'say "hi"\n\ttab \\ back \x7f ☃', "UTC")
-    text = render([*read(GOOD), tricky])
+def test_add_reads_back_the_same_entry_whatever_the_text_holds() -> None:
+    tricky = CronEntry("q", "0 0 * * *", "agent1", 'say "hi"\n\ttab \\ back \'\'\' ☃ """', "UTC")
+    text = add(GOOD, tricky)
     again = read(text)
-    assert again[:2] == read(GOOD)
-    assert again[2].text == 'say "hi"\n\ttab \\ back  ☃'  # DEL is dropped, the rest kept
+    assert again == [*read(GOOD), tricky]
     assert tomllib.loads(text)["cron"][0]["name"] == "standup"
+    assert read(add("", tricky)) == [tricky]
+
+
+def test_edits_keep_the_owners_comments_and_layout() -> None:
+    paused = set_paused(GOOD, "standup", True)
+    assert "# the owner's comment" in paused
+    assert [e.paused for e in read(paused)] == [True, True]
+    removed = remove(paused, "sweep")
+    assert "# the owner's comment" in removed and "sweep" not in removed
+    assert [e.name for e in read(removed)] == ["standup"]
+    assert read(remove(removed, "standup")) == []
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (lambda t: remove(t, "nope"), "no cron entry named 'nope'"),
+        (lambda t: set_paused(t, "nope", True), "no cron entry named 'nope'"),
+        (lambda t: add(t, CronEntry("standup", "* * * * *", "agent0", "x")), "exists"),
+        (lambda t: add(t, CronEntry("x", "* * * * *", "agent0", "a\x1bb")), "control character"),
+        (lambda t: add(t, CronEntry("x", "* * * * *", "agent0", "</channel>")), "channel"),
+        (lambda t: add("[[cron]\n", CronEntry("x", "* * * * *", "agent0", "t")), "parse"),
+    ],
+)
+def test_bad_edits_are_refused(edit: object, why: str) -> None:
+    with pytest.raises(CrontabError, match=why):
+        edit(GOOD)  # type: ignore[operator]
 
 
 @pytest.mark.parametrize(

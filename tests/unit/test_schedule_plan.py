@@ -9,10 +9,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from netskyd.schedule.plan import (
+    Fire,
     ScheduleError,
     check_schedule,
     decide,
-    loop_next,
+    loop_decide,
     loop_over,
     next_slot,
     parse_interval,
@@ -164,9 +165,16 @@ def test_bad_intervals(text: str) -> None:
 
 def test_loops_keep_their_grid_and_end() -> None:
     created = NOW
-    assert loop_next(created, 600, 0, NOW + 10) == NOW + 600
-    # a loop that was down an hour fires once, then keeps its grid
-    assert loop_next(created, 600, 1, NOW + 3600 + 5) == NOW + 3600
+    waiting = loop_decide(created, 600, None, NOW + 10)
+    assert waiting.fires == () and waiting.next_at == NOW + 600
+    first = loop_decide(created, 600, None, NOW + 600.2)
+    assert first.fires == (Fire(NOW + 600, pytest.approx(0.2), 0),)
+    assert first.handled == NOW + 600 and first.next_at == NOW + 1200
+    # a loop that was down an hour fires once for the five slots it missed, then keeps
+    # its grid
+    late = loop_decide(created, 600, NOW + 600, NOW + 3600 + 5)
+    assert late.fires == (Fire(NOW + 3600, 5.0, 4),)
+    assert late.handled == NOW + 3600 and late.next_at == NOW + 4200
     assert not loop_over(3, None, 2, NOW)
     assert loop_over(3, None, 3, NOW)
     assert loop_over(None, NOW + 100, 0, NOW + 101)
