@@ -441,7 +441,17 @@ def doctor(environ: Mapping[str, str]) -> list[dict[str, Any]]:
         check_legs(environ, home),
         check_workspaces(home, environ),
         check_head_stability(home, environ),
+        _schedule_check(home, found),
     ]
+
+
+def _schedule_check(home: str, found: dict[str, Any]) -> dict[str, Any]:
+    from client.schedule import doctor_check
+
+    try:
+        return doctor_check(home, found["state"] == "up")
+    except NetskyError as e:
+        return check("cron", "warn", f"could not ask netskyd: {e}")
 
 
 def cmd_doctor(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

@@ -18,6 +18,7 @@ method's result as is).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -204,6 +205,43 @@ def cmd_fires(kind: str) -> Any:
         return protocol.EXIT_OK
 
     return run
+
+
+def doctor_check(home: str, up: bool) -> dict[str, Any]:
+    """``doctor``'s ``cron`` finding: with netskyd ``up`` its view (``cron.ls``: the
+    entries in force, a cron.toml it refused, fires refused for a missing agent); without,
+    whether cron.toml is TOML at all (the schedules are checked by netskyd)."""
+    from client.doctor import check
+
+    path = os.path.join(home, "cron.toml")
+    if not up:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(256 * 1024 + 1)
+        except FileNotFoundError:
+            return check("cron", "ok", f"no {path} (no cron entries)")
+        except OSError as e:
+            return check("cron", "fail", f"{path}: {e.strerror or e}")
+        import tomllib
+
+        try:
+            doc = tomllib.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            return check("cron", "warn", f"{path} does not parse: {e}",
+                         "fix it; netskyd runs state/cron.last-good.toml meanwhile")  # fmt: skip
+        n = len(doc.get("cron", [])) if isinstance(doc.get("cron"), list) else 0
+        return check("cron", "ok", f"{path} parses ({n} entries; netskyd checks the schedules)")
+    with Client(socket_path(home)) as client:
+        res = client.call(protocol.CRON_LS, {}, TIMEOUT_S)
+    error = res["crontab"]["error"]
+    if error:
+        return check("cron", "warn", f"cron.toml is not valid: {error['error']}",
+                     "fix it; netskyd keeps running the last good version meanwhile")  # fmt: skip
+    missing = [e["name"] for e in res["entries"] if e["state"] == "agent-missing"]
+    if missing:
+        detail = f"entries for an agent not in the constellation: {', '.join(missing)}"
+        return check("cron", "warn", detail, "netskyctl cron rm NAME, or bring the agent up")
+    return check("cron", "ok", f"{len(res['entries'])} cron entries in force")
 
 
 # ----- loop ----------------------------------------------------------------------------------

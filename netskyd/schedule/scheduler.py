@@ -32,13 +32,21 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
 
 from netsky_shared.errors import NetskyError
 from netsky_shared.ids import ROOT, WATCHDOG, rfc3339
-from netsky_shared.maildir import atomic_write_bytes, envelope_filename, new_envelope, send
+from netsky_shared.maildir import (
+    atomic_write_bytes,
+    envelope_filename,
+    fsync_dir,
+    new_envelope,
+    publish,
+    stage,
+)
 from netsky_shared.paths import Paths
 from netskyd.faults import crash_point
 from netskyd.ports import AgentView, Clock, SettingsView
@@ -301,23 +309,46 @@ class Scheduler(ScheduleCommands):
         due = sorted(
             (s for s in self.slotted.values() if s.next_at <= now), key=lambda s: s.next_at
         )
-        events: list[dict[str, Any]] = []
+        batch: list[tuple[Slotted, dict[str, Any], dict[str, Any]]] = []
         for s in due:
             try:
                 if s.key[0] == "cron":
-                    await self._cron_due(s, now, events)
+                    await self._cron_due(s, now, batch)
                 else:
-                    await self._loop_due(s, now, events)
+                    await self._loop_due(s, now, batch)
             except plan.ScheduleError as e:  # checked when added; a zone database change
                 s.next_at = math.inf
                 await self.recorder.event(
                     "schedule.entry_failed", level="error", kind=s.key[0], entry=s.key[1],
                     error=str(e),
                 )  # fmt: skip
-        if events:
-            await self.recorder.events("schedule.fired", events)
+        if batch:
+            await self._persist_and_send(batch)
 
-    async def _cron_due(self, s: Slotted, now: float, events: list[dict[str, Any]]) -> None:
+    async def _persist_and_send(
+        self, batch: list[tuple[Slotted, dict[str, Any], dict[str, Any]]]
+    ) -> None:
+        """The fires of one pass: their rows committed together (each slot handled from
+        then on), then their envelopes into the inboxes (one fsync per inbox), then the
+        rows marked sent; one journal batch."""
+        ids = await self.records.add_fires([row for _, row, _ in batch])
+        for (_, row, _), fire_id in zip(batch, ids, strict=True):
+            row["id"] = fire_id  # the same dict the entry keeps as its last fire
+        crash_point(self.settings(), "schedule.persisted")
+        await self._send_many([(row["id"], env) for _, row, env in batch])
+        await self.recorder.events(
+            "schedule.fired",
+            [
+                {
+                    "agent": row["agent"], "kind": row["kind"], "entry": row["entry"],
+                    "slot": row["slot_ts"], "late_s": row["late_s"], "missed": row["missed"],
+                    "envelope_id": row["envelope"],
+                }  # fmt: skip
+                for _, row, _ in batch
+            ],
+        )
+
+    async def _cron_due(self, s: Slotted, now: float, batch: list[Any]) -> None:
         e = self.entries.get(s.key[1])
         if e is None:
             self.slotted.pop(s.key, None)
@@ -338,13 +369,11 @@ class Scheduler(ScheduleCommands):
             )
         for fire in d.fires:
             body = cron_text(e.name, e.text, fire)
-            went = await self._fire(s, e.agent, fire, now, body, wait=e.catchup == "all")
+            went = await self._fire(s, e.agent, fire, now, body, batch, wait=e.catchup == "all")
             if went == "waiting":
                 s.next_at = now + PENDING_RECHECK_S
-            elif went == "sent":
-                events.append(self._fired_row(s, e.agent, fire, now))
 
-    async def _loop_due(self, s: Slotted, now: float, events: list[dict[str, Any]]) -> None:
+    async def _loop_due(self, s: Slotted, now: float, batch: list[Any]) -> None:
         loop_id = int(s.key[1])
         row = self.loops.get(loop_id)
         if row is None:
@@ -358,8 +387,7 @@ class Scheduler(ScheduleCommands):
         s.next_at = d.next_at
         for fire in d.fires:
             body = loop_text(loop_id, row["text"], fire, s.sent + 1, count)
-            if await self._fire(s, row["agent"], fire, now, body) == "sent":
-                events.append(self._fired_row(s, row["agent"], fire, now))
+            await self._fire(s, row["agent"], fire, now, body, batch)
         if plan.loop_over(count, until, s.sent, s.next_at):
             await self._end_loop(loop_id, "done", self._end_reason(row, s.sent))
 
@@ -377,14 +405,6 @@ class Scheduler(ScheduleCommands):
             "schedule.loop_ended", agent=row["agent"] if row else None, loop=loop_id,
             state=state, reason=reason,
         )  # fmt: skip
-
-    def _fired_row(self, s: Slotted, agent: str, fire: Fire, now: float) -> dict[str, Any]:
-        last = s.last or {}
-        return {
-            "agent": agent, "kind": s.key[0], "entry": s.key[1], "slot": rfc3339(fire.slot),
-            "late_s": round(fire.late_s, 3), "missed": fire.missed,
-            "envelope_id": last.get("envelope"),
-        }  # fmt: skip
 
     def exists(self, agent: str) -> bool:
         """True for agent0, agentinfinity and the agents of the desired constellation
@@ -408,11 +428,20 @@ class Scheduler(ScheduleCommands):
         )
 
     async def _fire(
-        self, s: Slotted, agent: str, fire: Fire, now: float, body: str, *, wait: bool = False
+        self,
+        s: Slotted,
+        agent: str,
+        fire: Fire,
+        now: float,
+        body: str,
+        batch: list[tuple[Slotted, dict[str, Any], dict[str, Any]]],
+        *,
+        wait: bool = False,
     ) -> str:
         """One fire of ``s`` (module docstring): ``refused``, ``waiting`` (``wait`` and
-        the previous one pending), ``coalesced``, or ``sent`` (persisted; its envelope in
-        the inbox, or retried while the inbox is full)."""
+        the previous one pending), ``coalesced``, or ``sent`` (its row and envelope
+        added to the pass's ``batch``, persisted and sent together at the end of the
+        pass: ``_persist_and_send``)."""
         if not self.exists(agent):
             await self._record(s, agent, fire, now, outcome="refused",
                                reason=f"{agent} is not part of the constellation")  # fmt: skip
@@ -440,9 +469,9 @@ class Scheduler(ScheduleCommands):
             )  # fmt: skip
             return "coalesced"
         envelope = new_envelope(SENDERS[s.key[0]], agent, body, kind=s.key[0])
-        fire_id = await self._record(s, agent, fire, now, outcome="persisted", envelope=envelope)
-        crash_point(self.settings(), "schedule.persisted")
-        await self._send(fire_id, envelope)
+        row = self._row(s, agent, fire, now, outcome="persisted", envelope=envelope)
+        self._keep(s, row, envelope)
+        batch.append((s, row, envelope))
         self.fired_count += 1
         return "sent"
 
@@ -458,13 +487,33 @@ class Scheduler(ScheduleCommands):
         reason: str | None = None,
         through: float | None = None,
     ) -> int:
-        """Persist one fire row (one committed statement) and keep it as ``s``'s state."""
+        """Persist one fire row now (one committed statement) and keep it as ``s``'s
+        state; returns its id."""
+        row = self._row(s, agent, fire, now, outcome=outcome, envelope=envelope, reason=reason,
+                        through=through)  # fmt: skip
+        row["id"] = await self.records.add_fire(row)
+        self._keep(s, row, envelope)
+        return int(row["id"])
+
+    @staticmethod
+    def _row(
+        s: Slotted,
+        agent: str,
+        fire: Fire,
+        now: float,
+        *,
+        outcome: str,
+        envelope: dict[str, Any] | None = None,
+        reason: str | None = None,
+        through: float | None = None,
+    ) -> dict[str, Any]:
+        """A ``fires`` row (netskyd.store.schedule) for one fire of ``s``."""
         row: dict[str, Any] = {
             "kind": s.key[0], "entry": s.key[1], "agent": agent, "slot": fire.slot,
             "through": fire.slot if through is None else through,
             "slot_ts": rfc3339(fire.slot), "fired_at": rfc3339(now),
             "late_s": round(fire.late_s, 3), "missed": fire.missed, "outcome": outcome,
-            "reason": reason,
+            "reason": reason, "coalesced": 0,
         }  # fmt: skip
         if envelope is not None:
             row |= {
@@ -472,38 +521,60 @@ class Scheduler(ScheduleCommands):
                 "envelope_file": envelope_filename(envelope),
                 "envelope_json": json.dumps(envelope),
             }
-        row["id"] = await self.records.add_fire(row)
+        return row
+
+    @staticmethod
+    def _keep(s: Slotted, row: dict[str, Any], envelope: dict[str, Any] | None) -> None:
+        """What ``s`` remembers of a fire row: the newest slot handled; for a sending row
+        the count and the row itself (to see whether it is still pending)."""
         s.handled = max(s.handled or row["through"], row["through"])
         if envelope is not None:
             s.sent += 1
-            s.last = row | {"coalesced": 0}
-        return int(row["id"])
+            s.last = row
 
     async def _send(self, fire_id: int, envelope: dict[str, Any]) -> bool:
-        """Put a persisted fire's envelope in its inbox and mark the row sent; an inbox
-        that is full (or any error) leaves it persisted, sent again on a later pass."""
+        """``_send_many`` of one fire; True when its envelope is in the inbox."""
+        return not await self._send_many([(fire_id, envelope)])
+
+    async def _send_many(self, fires: list[tuple[int, dict[str, Any]]]) -> set[int]:
+        """Put persisted fires' envelopes in their inboxes (one worker thread, each inbox
+        fsynced once) and mark their rows sent. One that cannot go (an inbox full, a
+        disk error) stays persisted and is sent again on a later pass. Returns the ids
+        of those that did not go."""
         st = self.settings()
-        try:
-            await anyio.to_thread.run_sync(
-                lambda: send(
-                    st.paths, envelope, inbox_max_pending=st.inbox_max_pending,
-                    envelope_max_bytes=max(st.envelope_max_bytes, 1 << 20),
-                )
-            )  # fmt: skip
-        except (NetskyError, OSError) as e:
+
+        def put() -> dict[int, str]:
+            failed: dict[int, str] = {}
+            inboxes: set[Path] = set()
+            for fire_id, envelope in fires:
+                try:
+                    tmp = stage(
+                        st.paths, envelope, inbox_max_pending=st.inbox_max_pending,
+                        envelope_max_bytes=max(st.envelope_max_bytes, 1 << 20),
+                    )  # fmt: skip
+                    inboxes.add(publish(tmp, sync=False).parent)
+                except (NetskyError, OSError) as e:
+                    failed[fire_id] = str(e)
+            for d in inboxes:
+                fsync_dir(d)
+            return failed
+
+        failed = await anyio.to_thread.run_sync(put)
+        for fire_id, error in failed.items():
             if fire_id not in self._unsent:
                 await self.recorder.event(
-                    "schedule.send_deferred", level="warning", agent=envelope["to"],
-                    fire=fire_id, error=str(e),
-                )  # fmt: skip
+                    "schedule.send_deferred", level="warning", fire=fire_id, error=error
+                )
             self._unsent.add(fire_id)
-            return False
-        self._unsent.discard(fire_id)
-        await self.records.mark_sent(fire_id, rfc3339(self.now()))
+        went = [fire_id for fire_id, _ in fires if fire_id not in failed]
+        await self.records.mark_sent(went, rfc3339(self.now()))
+        for fire_id in went:
+            self._unsent.discard(fire_id)
+        sent = set(went)
         for s in self.slotted.values():
-            if s.last is not None and s.last.get("id") == fire_id:
+            if s.last is not None and s.last.get("id") in sent:
                 s.last["outcome"] = "sent"
-        return True
+        return set(failed)
 
     async def resend(self, fire_ids: list[int], rows: list[dict[str, Any]] | None = None) -> None:
         """Send the fires still ``persisted`` (a crash between persist and send, a full
@@ -515,7 +586,7 @@ class Scheduler(ScheduleCommands):
         for r in rows:
             envelope = json.loads(r["envelope_json"])
             if await self._already_there(r):
-                await self.records.mark_sent(r["id"], rfc3339(self.now()))
+                await self.records.mark_sent([r["id"]], rfc3339(self.now()))
                 self._unsent.discard(r["id"])
                 continue
             (self.paths.channel(r["agent"], "tmp") / r["envelope_file"]).unlink(missing_ok=True)

@@ -103,6 +103,11 @@ class Store:
         await self.conn.commit()
         return rowid
 
+    async def write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """``executemany`` of one statement over ``rows``, committed together."""
+        await self._exec_many(sql, rows)
+        await self.conn.commit()
+
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """The rows of a query as dicts keyed by column name."""
         async with self.conn.execute(sql, params) as cur:

@@ -279,6 +279,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         CREATE INDEX fires_entry ON fires(kind, entry, id);
         CREATE INDEX fires_outcome ON fires(outcome, id);
+        CREATE INDEX fires_envelope ON fires(envelope);
         """,
     ),
 ]

@@ -120,12 +120,33 @@ class ScheduleRecords:
             f"INSERT INTO fires ({cols}) VALUES ({marks})", [row.get(k) for k in _FIRE_FIELDS]
         )
 
-    async def mark_sent(self, fire_id: int, sent_at: str) -> None:
-        """The fire's envelope is in the inbox: drop the copy kept for a resend."""
-        await self.store.write(
+    async def add_fires(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Persist the sending fires of one pass (each with an ``envelope``) in one
+        transaction; returns their ids in order."""
+        cols = ", ".join(_FIRE_FIELDS)
+        marks = ", ".join("?" for _ in _FIRE_FIELDS)
+        await self.store.write_many(
+            f"INSERT INTO fires ({cols}) VALUES ({marks})",
+            [[row.get(k) for k in _FIRE_FIELDS] for row in rows],
+        )
+        ids: dict[str, int] = {}
+        envelopes = [row["envelope"] for row in rows]
+        for i in range(0, len(envelopes), 500):
+            chunk = envelopes[i : i + 500]
+            found = await self.store.rows(
+                f"SELECT id, envelope FROM fires WHERE envelope IN "
+                f"({', '.join('?' for _ in chunk)})",
+                chunk,
+            )
+            ids |= {r["envelope"]: int(r["id"]) for r in found}
+        return [ids[e] for e in envelopes]
+
+    async def mark_sent(self, fire_ids: list[int], sent_at: str) -> None:
+        """The fires' envelopes are in their inboxes: drop the copies kept for a resend."""
+        await self.store.write_many(
             "UPDATE fires SET outcome = 'sent', sent_at = ?, envelope_json = NULL "
             "WHERE id = ? AND outcome = 'persisted'",
-            (sent_at, fire_id),
+            [(sent_at, fire_id) for fire_id in fire_ids],
         )
 
     async def coalesce(self, fire_id: int, through: float) -> None:

@@ -75,6 +75,7 @@ def test_an_every_minute_entry_fires_within_a_second_of_the_minute(netsky: Netsk
     assert added["entry"]["agent"] == "agent0" and len(added["entry"]["next"]) == 3
     status = ok(netsky, "status")
     assert status["schedule"]["next"][0]["entry"] == "tick"
+    assert "schedule: 1 cron entries, 0 loops; next: " in netsky.ctl("status").stdout
     got = wait_for(lambda: receipts(netsky, "agent0", "[cron tick]"), LEAD_S + 30,
                    "the cron fire at agent0")  # fmt: skip
     (row,) = [r for r in fire_rows(netsky) if r["outcome"] == "sent"]
@@ -170,6 +171,11 @@ def test_hostile_input_gets_clear_errors_and_the_last_good_schedule_runs(netsky:
         assert ok(netsky, "status")["schedule"]["crontab_error"] is not None
         text = netsky.ctl("cron", "ls").stdout
         assert "cron.toml is not valid" in text and "last good version" in text
+        doctor = json.loads(netsky.ctl("doctor", "--json").stdout)
+        (finding,) = [c for c in doctor["checks"] if c["name"] == "cron"]
+        assert finding["status"] == "warn" and says in finding["detail"]
     assert netsky.ctl("ping").returncode == 0
     crontab.write_text(good)
     wait_for(lambda: ok(netsky, "cron", "ls")["crontab"]["error"] is None, 10, "the fix")
+    doctor = json.loads(netsky.ctl("doctor", "--json").stdout)
+    assert [c["status"] for c in doctor["checks"] if c["name"] == "cron"] == ["ok"]
