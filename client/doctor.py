@@ -442,7 +442,17 @@ def doctor(environ: Mapping[str, str]) -> list[dict[str, Any]]:
         check_workspaces(home, environ),
         check_head_stability(home, environ),
         _schedule_check(home, found),
+        _owner_check(home, found),
     ]
+
+
+def _owner_check(home: str, found: dict[str, Any]) -> dict[str, Any]:
+    from client.owner import doctor_check
+
+    try:
+        return doctor_check(home, found["state"] == "up")
+    except NetskyError as e:
+        return check("owner", "warn", f"could not ask netskyd: {e}")
 
 
 def _schedule_check(home: str, found: dict[str, Any]) -> dict[str, Any]:

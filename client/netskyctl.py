@@ -131,6 +131,14 @@ def format_status(st: dict[str, Any]) -> str:
             lines.append(f"  cron.toml is not valid: {sched['crontab_error']['error']}")
         if sched["agent_missing"]:
             lines.append(f"  fires refused, agent not there: {', '.join(sched['agent_missing'])}")
+    for src in st.get("owner") or []:
+        last = src["last_message_ts"] or "never"
+        line = (
+            f"owner {src['name']}: {src['state']} since {src['since'][11:19]}Z, last message "
+            f"{last}; {src['delivered']} delivered, {src['dropped']} dropped (not allowed), "
+            f"{src['quarantined']} quarantined"
+        )
+        lines.append(line + (f" — {src['error']}" if src["error"] else ""))
     bus = st.get("bus")
     if bus:
         lines.append(

@@ -50,6 +50,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "cron": ("client.schedule", "recurring prompts (cron.toml)"),
     "loop": ("client.schedule", "self-paced follow-ups into an agent"),
+    "imessage": ("client.owner", "agent0's iMessage to its owner"),
+    "email": ("client.owner", "agent0's mail to its owner"),
     "incidents": ("client.incidents", "open incidents paged to the owner (no daemon needed)"),
     "ack": ("client.incidents", "acknowledge an incident (no daemon needed)"),
     "why": (

@@ -6,7 +6,8 @@ An envelope is one JSON file (ARCHITECTURE.md, "The agent bus")::
      "ts": "2026-11-21T10:00:00.123456Z", "kind": "message", "text": "...",
      "chat_id": "agent1", "in_reply_to": null}
 
-named ``<ts in ns>-<from>-<id>.json`` so names sort by time. Sending follows
+plus ``"source": "email" | "imessage"`` on the owner's messages (docs/owner.md; absent
+means ``agent``), named ``<ts in ns>-<from>-<id>.json`` so names sort by time. Sending follows
 maildir delivery: write to ``tmp/``, fsync, rename into ``inbox/`` (maildir's
 ``new/``), fsync the directory. The rename is atomic on one filesystem, so the
 daemon never sees half an envelope, and sending needs no daemon.
@@ -88,6 +89,7 @@ def new_envelope(
     chat_id: str | None = None,
     in_reply_to: str | None = None,
     ts_ns: int | None = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """Build an envelope dict (shape in the module docstring).
 
@@ -112,6 +114,7 @@ def new_envelope(
         "text": text,
         "chat_id": chat_id or sender,
         "in_reply_to": in_reply_to,
+        **({"source": source} if source else {}),
         "_ts_ns": ts_ns,
     }
 

@@ -81,6 +81,13 @@ LOOP_LS: Final = "loop.ls"
 LOOP_RM: Final = "loop.rm"
 #: {kind?: "cron" | "loop", entry?, limit?: int} -> {fires: [FireRow, newest first]}
 SCHEDULE_FIRES: Final = "schedule.fires"
+#: The owner's line (docs/owner.md); only agent0 and agentinfinity (the daemon checks the
+#: caller's pane). {text, agent_n?} -> {to, ts, by}
+IMESSAGE_SEND: Final = "imessage.send"
+#: {subject, body, agent_n?} -> {to, subject, message_id, ts, by}
+EMAIL_SEND: Final = "email.send"
+#: {subject, body, agent_n?} -> {mailbox, to, subject, ts, by}
+EMAIL_DRAFT: Final = "email.draft"
 #: {seconds: float} -> {blocked_s} — blocks the event loop (only with ``debug_rpc``)
 DEBUG_BLOCK_LOOP: Final = "debug.block_loop"
 METHODS: Final = frozenset(
@@ -113,6 +120,9 @@ METHODS: Final = frozenset(
         LOOP_LS,
         LOOP_RM,
         SCHEDULE_FIRES,
+        IMESSAGE_SEND,
+        EMAIL_SEND,
+        EMAIL_DRAFT,
         DEBUG_BLOCK_LOOP,
     }
 )

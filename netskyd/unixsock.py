@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import sys
 from pathlib import Path
 
 import anyio
@@ -42,4 +43,20 @@ def peer_uid(sock: socket.socket) -> int | None:
     if hasattr(socket, "LOCAL_PEERCRED"):
         raw = sock.getsockopt(0, socket.LOCAL_PEERCRED, struct.calcsize("2I"))
         return int(struct.unpack("2I", raw)[1])
+    return None
+
+
+def peer_pid(sock: socket.socket) -> int | None:
+    """The pid of the process at the other end of a Unix socket, or None if unknown
+    (Linux: ``SO_PEERCRED``; macOS: ``LOCAL_PEERPID``)."""
+    try:
+        if hasattr(socket, "SO_PEERCRED"):
+            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            return int(struct.unpack("3i", raw)[0]) or None
+        local_peerpid = getattr(socket, "LOCAL_PEERPID", 0x002 if sys.platform == "darwin" else 0)
+        if local_peerpid:
+            raw = sock.getsockopt(0, local_peerpid, struct.calcsize("i"))
+            return int(struct.unpack("i", raw)[0]) or None
+    except OSError:
+        return None
     return None

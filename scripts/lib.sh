@@ -1,6 +1,7 @@
 # Shared set-up steps for scripts/demo and scripts/test (sourced, not run).
-# Installs what a fresh machine lacks: tmux (apt-get, or brew on macOS) and a
-# virtualenv in .venv with netsky and its dependencies from the package index.
+# Installs what a fresh machine lacks: tmux (apt-get, or brew on macOS), dovecot for
+# the IMAP tests (apt-get only) and a virtualenv in .venv with netsky and its
+# dependencies from the package index.
 
 NETSKY_PYTHON="${NETSKY_PYTHON:-python3}"
 VENV="${VENV:-.venv}"
@@ -38,6 +39,41 @@ ensure_systemd_analyze() {
   else
     say "systemd-analyze is missing and apt-get is not here: the unit-file tests will fail"
   fi
+}
+
+ensure_dovecot() {
+  # The IMAP tests run a private dovecot on 127.0.0.1 (tests/imap_server.py); they are
+  # skipped when /usr/sbin/dovecot is missing. Debian's postinst would start a system
+  # dovecot on every interface, so a policy-rc.d that refuses service starts is put in
+  # place for the install (and removed after, unless one was there already).
+  if [ -x /usr/sbin/dovecot ]; then return 0; fi
+  if [ "$(uname -s)" != "Linux" ] || ! command -v apt-get >/dev/null 2>&1; then
+    say "dovecot is missing and apt-get is not here: the IMAP tests will be skipped"
+    return 0
+  fi
+  say "dovecot is missing; installing dovecot-imapd (IMAP tests; no service is started)"
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  local policy=/usr/sbin/policy-rc.d made_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+    made_policy=1
+  fi
+  local rc=0
+  $sudo apt-get update -qq || rc=$?
+  if [ "$rc" -eq 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      dovecot-imapd || rc=$?
+  fi
+  if [ -n "$made_policy" ]; then $sudo rm -f "$policy"; fi
+  if [ "$rc" -ne 0 ]; then
+    say "installing dovecot failed: the IMAP tests will be skipped"
+  elif command -v systemctl >/dev/null 2>&1; then
+    # The package enables the unit too, which would start it at the next boot.
+    $sudo systemctl disable dovecot.service dovecot.socket >/dev/null 2>&1 || true
+  fi
+  return 0
 }
 
 ensure_venv() {

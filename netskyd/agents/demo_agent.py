@@ -131,6 +131,15 @@ class DemoAgent:
         except OSError as e:
             self.say(f"{self.agent}: could not write receipt: {e}")
 
+    def action(self, row: dict[str, object]) -> None:
+        """Append what the agent did to ``state/demo/<agent>.actions.jsonl`` (tests read it)."""
+        path = self.paths.demo_receipts(self.agent).with_name(f"{self.agent}.actions.jsonl")
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"ts_ns": time.time_ns(), **row}) + "\n")
+        except OSError as e:
+            self.say(f"{self.agent}: could not write the action: {e}")
+
     def handle(self, sender: str, text: str, attrs: Mapping[str, str]) -> int | None:
         """Act on one message; return an exit code to stop the agent."""
         self.say(f"← {sender}: {text}")
@@ -150,6 +159,12 @@ class DemoAgent:
         if demo_work.is_brief(self.agent, text) and demo_work.steps(text):
             ok = demo_work.run_steps(text, self.workdir, self.environ, self.say)
             self.say(f"{self.agent}: brief {'carried out' if ok else 'stopped at a failed step'}")
+            return None
+        owner_args = demo_work.owner_verb(text)
+        if owner_args is not None:
+            went, said = demo_work.run_owner_verb(owner_args, self.workdir, self.environ)
+            self.say(f"{self.agent}: owner line {'ok' if went else 'refused'}: {said}")
+            self.action({"verb": owner_args[0] + " " + owner_args[1], "ok": went, "said": said})
             return None
         if command == "ping" and sender != "owner":
             envelope = new_envelope(self.agent, sender, "pong", chat_id=self.agent)

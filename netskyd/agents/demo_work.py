@@ -12,6 +12,11 @@ netskyd.work.loop writes it) may hold steps, one per line; other lines are prose
 Steps run in order in the agent's working directory (its workspace); the first one that
 fails stops the rest and is said on the pane. Every child has a deadline
 (``STEP_TIMEOUT_S``). Stdlib only, like the demo agent.
+
+A message ``owner imessage TEXT``, ``owner email TEXT`` or ``owner draft TEXT`` (to any
+demo agent) runs the owner's verb an AI agent would (``netskyctl imessage send --owner``,
+``email send --owner``, ``email draft``) from the agent's own pane, so netskyd's check of
+the caller (docs/owner.md) sees the real process tree: agent0's goes, a clone's is refused.
 """
 
 from __future__ import annotations
@@ -27,6 +32,32 @@ from netsky_shared.bundled import this_python
 #: Deadline of each git or netskyctl child of a step, in seconds.
 STEP_TIMEOUT_S = 60.0
 _STEP = re.compile(r"^(write|append|commit|report|done)\b[ \t]*(.*)$")
+
+
+_OWNER = re.compile(r"^owner (imessage|email|draft) (.+)$", re.DOTALL)
+OWNER_SUBJECT = "from the demo agent"
+
+
+def owner_verb(text: str) -> list[str] | None:
+    """The netskyctl arguments of an ``owner VERB TEXT`` message, or None for another."""
+    m = _OWNER.fullmatch(text.strip())
+    if m is None:
+        return None
+    verb, rest = m.group(1), m.group(2).strip()
+    if verb == "imessage":
+        return ["imessage", "send", "--owner", rest]
+    if verb == "email":
+        return ["email", "send", "--owner", OWNER_SUBJECT, rest]
+    return ["email", "draft", OWNER_SUBJECT, rest]
+
+
+def run_owner_verb(args: list[str], workdir: Path, environ: Mapping[str, str]) -> tuple[bool, str]:
+    """Run ``netskyctl ARGS`` as this agent's child; (it went, what it said)."""
+    try:
+        out = _run([*this_python("client"), *args], workdir, environ)
+    except (OSError, ValueError, subprocess.SubprocessError) as e:
+        return False, str(e)
+    return True, out.strip().splitlines()[-1] if out.strip() else "ok"
 
 
 def is_brief(agent: str, text: str) -> bool:

@@ -11,8 +11,9 @@ so a component is handed to the next only when it is ready:
 4. the bus (deliveries, held by the monitor's ``ActivityGate``);
 5. the session watcher (tmux hooks: deaths within a second), its events to the
    supervisor;
-6. the work loop and the scheduler (cron entries and loops: it sends what a crash
-   left persisted before it says started);
+6. the work loop, the scheduler (cron entries and loops: it sends what a crash
+   left persisted before it says started) and the owner's line (its sources connect
+   in the background);
 7. the ticker (the ``TickView`` port), the control socket, the heartbeat and the
    last-known-good recorder.
 
@@ -51,6 +52,7 @@ from netskyd.keepalive import health
 from netskyd.keepalive.heartbeat import Pulse
 from netskyd.keepalive.lkg.task import LkgTask
 from netskyd.keepalive.sdnotify import Notifier
+from netskyd.owner.channels import OwnerChannels
 from netskyd.ports import Clock, Monotonic, SettingsView, TickView
 from netskyd.schedule.scheduler import Scheduler
 from netskyd.store.db import Store
@@ -107,6 +109,7 @@ class Components:
     ticker: Ticker
     work: WorkLoop
     schedule: Scheduler
+    owner: OwnerChannels
 
 
 def health_refresher(infra: Infra, table: AgentTable, monitor: Monitor) -> Any:
@@ -217,6 +220,16 @@ async def start(tg: TaskGroup, infra: Infra) -> Components:
             clock=infra.clock,
         ).run
     )
+    owner: OwnerChannels = await tg.start(
+        OwnerChannels(
+            settings=s,
+            environ=infra.environ,
+            store=infra.store,
+            recorder=infra.recorder,
+            pager=pager,
+            clock=infra.clock,
+        ).run
+    )
     refresh = health_refresher(infra, table, monitor)
     ticker: Ticker = await tg.start(
         Ticker(
@@ -247,6 +260,7 @@ async def start(tg: TaskGroup, infra: Infra) -> Components:
         sessions=sessions,
         work=work,
         schedule=schedule,
+        owner=owner,
         refresh_health=partial(refresh, ticks=ticks),
     )
     await tg.start(control.run, services)
@@ -269,4 +283,6 @@ async def start(tg: TaskGroup, infra: Infra) -> Components:
             monotonic=infra.monotonic,
         ).run
     )
-    return Components(pager, table, monitor, supervisor, bus, sessions, ticker, work, schedule)
+    return Components(
+        pager, table, monitor, supervisor, bus, sessions, ticker, work, schedule, owner
+    )

@@ -60,6 +60,8 @@ class Envelope(BaseModel):
     text: str
     chat_id: str = Field(pattern=r"^[A-Za-z0-9_.:@+-]{1,64}$")
     in_reply_to: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    #: Where it came from: another agent (the bus), or the owner's line (docs/owner.md).
+    source: Literal["agent", "email", "imessage"] = "agent"
 
     @field_validator("sender")
     @classmethod
@@ -110,7 +112,8 @@ class Envelope(BaseModel):
 
 
 def render_channel(envelopes: list[Envelope]) -> str:
-    """Render envelopes as ``<channel source="agent" ...>`` blocks, one after another.
+    """Render envelopes as ``<channel source="agent" ...>`` blocks, one after another
+    (``source`` is ``email`` or ``imessage`` for the owner's messages).
 
     ``kind`` appears as an attribute when it is not ``message`` (e.g. ``handoff``).
     """
@@ -119,7 +122,7 @@ def render_channel(envelopes: list[Envelope]) -> str:
         attrs = " ".join(
             f'{k}="{html.escape(v, quote=True)}"'
             for k, v in (
-                ("source", "agent"),
+                ("source", env.source),
                 ("chat_id", env.chat_id),
                 ("from", env.sender),
                 ("ts", env.ts),

@@ -22,6 +22,7 @@ from netsky_shared.errors import ConfigError
 from netsky_shared.ids import MAX_CLONE, is_agent_id
 from netsky_shared.paths import Paths
 from netskyd.config.legs import Leg, with_types
+from netskyd.config.owner import OwnerSettings
 from netskyd.runtimes.catalogue import DIALOGS, Action, Kind
 from netskyd.runtimes.names import Runtime as Runtime  # re-exported: callers import it here
 
@@ -130,6 +131,8 @@ class Settings(BaseModel):
     #: Page legs by name: ``[legs.email]``, ``[legs.ntfy] type = "webhook"``, ...
     #: (netskyd.config.legs). desktop and tmux are on unless configured ``enabled = false``.
     legs: dict[str, Leg] = Field(default_factory=dict)
+    #: The owner's line (docs/owner.md): ``[owner.email]``, ``[owner.imessage]``.
+    owner: OwnerSettings = Field(default_factory=OwnerSettings)
     #: The same key escalated again within this long of its last page joins the open
     #: incident; after it, the incident is paged again.
     escalation_quiet_s: float = Field(3600.0, gt=0)

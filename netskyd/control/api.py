@@ -24,6 +24,8 @@ from netskyd.agents.sessions import SessionWatcher
 from netskyd.bus.watcher import Bus
 from netskyd.config import Runtime
 from netskyd.escalation.spool import Spool
+from netskyd.owner.callers import owner_line_caller
+from netskyd.owner.channels import OwnerChannels
 from netskyd.ports import Clock, SettingsView, TickView
 from netskyd.schedule.crontab import CronEntry
 from netskyd.schedule.plan import ScheduleError
@@ -49,6 +51,7 @@ class Services:
     sessions: SessionWatcher | None
     work: WorkLoop
     schedule: Scheduler
+    owner: OwnerChannels
     #: Rebuild and write the health report now (netskyd.keepalive.health.refresh).
     refresh_health: Callable[[], Awaitable[dict[str, Any]]]
 
@@ -147,6 +150,8 @@ async def status(svc: Services, params: dict[str, Any]) -> Any:
         # Cron entries and loops (docs/schedule.md): the next three fires, counts, a
         # cron.toml that is not valid.
         "schedule": svc.schedule.summary(),
+        # The owner's inbound sources (docs/owner.md): state, last message, counts.
+        "owner": svc.owner.rows(),
         "bus": {
             "delivered": svc.bus.delivered_count,
             "duplicates": svc.bus.duplicate_count,
@@ -414,6 +419,42 @@ async def schedule_fires(svc: Services, params: dict[str, Any]) -> Any:
     )
 
 
+def _owner_caller(svc: Services, params: dict[str, Any]) -> str:
+    """Who signs an owner verb (netskyd.owner.callers); raises NotAllowed for a clone."""
+    panes = {a: st.pane_pid for a, st in svc.supervisor.agents.items() if st.pane_pid}
+    claimed = params.get("agent_n")
+    pid = params.get("_peer_pid")
+    said = str(claimed) if claimed not in (None, "") else None
+    return owner_line_caller(pid if isinstance(pid, int) else None, said, panes)
+
+
+async def imessage_send(svc: Services, params: dict[str, Any]) -> Any:
+    text = _str(params, "text", required=True)
+    assert text is not None
+    by = _owner_caller(svc, params)
+    return {**await svc.owner.send_imessage(text, by), "by": by}
+
+
+async def email_send(svc: Services, params: dict[str, Any]) -> Any:
+    subject = _str(params, "subject", required=True)
+    body = params.get("body", "")
+    if not isinstance(body, str):
+        raise RpcError(protocol.INVALID_PARAMS, "body must be a string")
+    assert subject is not None
+    by = _owner_caller(svc, params)
+    return {**await svc.owner.send_email(subject, body, by), "by": by}
+
+
+async def email_draft(svc: Services, params: dict[str, Any]) -> Any:
+    subject = _str(params, "subject", required=True)
+    body = params.get("body", "")
+    if not isinstance(body, str):
+        raise RpcError(protocol.INVALID_PARAMS, "body must be a string")
+    assert subject is not None
+    by = _owner_caller(svc, params)
+    return {**await svc.owner.draft_email(subject, body, by), "by": by}
+
+
 HANDLERS: dict[str, Handler] = {
     protocol.HELLO: hello,
     protocol.PING: ping,
@@ -443,6 +484,9 @@ HANDLERS: dict[str, Handler] = {
     protocol.LOOP_LS: loop_ls,
     protocol.LOOP_RM: loop_rm,
     protocol.SCHEDULE_FIRES: schedule_fires,
+    protocol.IMESSAGE_SEND: imessage_send,
+    protocol.EMAIL_SEND: email_send,
+    protocol.EMAIL_DRAFT: email_draft,
     protocol.DEBUG_BLOCK_LOOP: debug_block_loop,
 }
 assert set(HANDLERS) == protocol.METHODS, "every protocol method needs a handler"

@@ -32,7 +32,7 @@ from netsky_shared.errors import (
 )
 from netskyd import log as logmod
 from netskyd.control.api import HANDLERS, RpcError, Services
-from netskyd.unixsock import listen_private, peer_uid
+from netskyd.unixsock import listen_private, peer_pid, peer_uid
 
 log = logmod.get("netskyd.control.server")
 
@@ -48,8 +48,10 @@ def error_code_for(exc: NetskyError) -> int:
     return protocol.NETSKY_ERROR
 
 
-async def dispatch(svc: Services, line: bytes) -> dict[str, Any]:
-    """Answer one request line; never raises."""
+async def dispatch(svc: Services, line: bytes, pid: int | None = None) -> dict[str, Any]:
+    """Answer one request line; never raises. ``pid``: the client's process (from the
+    socket), handed to the handler as ``params["_peer_pid"]``; keys a client sends
+    starting with ``_`` are dropped, so none can claim another process."""
     try:
         req = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -64,6 +66,8 @@ async def dispatch(svc: Services, line: bytes) -> dict[str, Any]:
         return protocol.error(req_id, protocol.METHOD_NOT_FOUND, f"unknown method {method!r}")
     if not isinstance(params, dict):
         return protocol.error(req_id, protocol.INVALID_PARAMS, "params must be an object")
+    params = {k: v for k, v in params.items() if not str(k).startswith("_")}
+    params["_peer_pid"] = pid
     try:
         return protocol.result(req_id, await handler(svc, params))
     except RpcError as e:
@@ -81,6 +85,7 @@ async def handle(svc: Services, stream: SocketStream) -> None:
         try:
             raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
             uid = peer_uid(raw)
+            pid = peer_pid(raw)
             if uid is not None and uid != os.getuid():
                 log.warning("control.peer_refused", peer_uid=uid)
                 msg = protocol.error(None, protocol.NETSKY_ERROR, "peer uid not allowed")
@@ -98,7 +103,7 @@ async def handle(svc: Services, stream: SocketStream) -> None:
                     return
                 if not line.strip():
                     continue
-                response = await dispatch(svc, line)
+                response = await dispatch(svc, line, pid)
                 await stream.send((json.dumps(response, default=str) + "\n").encode())
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             return

@@ -320,6 +320,20 @@ class Store:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def cursor_or_none(self, name: str) -> int | None:
+        """The position stored under ``name``, None when none is."""
+        async with self.conn.execute("SELECT value FROM cursors WHERE name = ?", (name,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else None
+
+    async def set_cursor(self, name: str, value: int) -> None:
+        """Store the position ``name`` (committed)."""
+        await self.write(
+            "INSERT INTO cursors (name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+
     async def add_owner_pages(
         self, rows: list[dict[str, Any]], cursor: tuple[str, int] | None = None
     ) -> None:

@@ -5,18 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from netsky_shared.imessage import SEND_SCRIPT
 from netskyd.config.legs import IMessageLeg, LegContext, LegUnavailable, Page
 from netskyd.escalation.legs.failure import LegFailed
 from netskyd.escalation.legs.process import last_line, run, script_args, which
-
-_SCRIPT = (
-    "on run argv",
-    'tell application "Messages"',
-    "send (item 1 of argv) to participant (item 2 of argv) "
-    "of (1st account whose service type = iMessage)",
-    "end tell",
-    "end run",
-)
 
 
 async def send(leg: IMessageLeg, page: Page, ctx: LegContext) -> str | None:
@@ -34,7 +26,7 @@ async def send(leg: IMessageLeg, page: Page, ctx: LegContext) -> str | None:
     if command is None:
         raise LegUnavailable(f"{leg.command} not found on PATH")
     # The text and the recipient travel as argv: nothing is spliced into the script.
-    script = script_args(_SCRIPT)
+    script = script_args(SEND_SCRIPT)
     text = f"{page.title()}\n{page.text()}"
     failures = []
     for recipient in leg.to:
