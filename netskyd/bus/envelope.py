@@ -107,8 +107,12 @@ class Envelope(BaseModel):
         return parse_ts(self.ts).timestamp()
 
     def to_json(self) -> dict[str, Any]:
-        """The on-disk JSON object (``from``, not ``sender``)."""
-        return self.model_dump(by_alias=True)
+        """The on-disk JSON object (``from``, not ``sender``; ``source`` only when it is
+        not ``agent``, as senders write it)."""
+        out = self.model_dump(by_alias=True)
+        if out["source"] == "agent":
+            del out["source"]
+        return out
 
 
 def render_channel(envelopes: list[Envelope]) -> str:
