@@ -254,11 +254,17 @@ class OwnerChannels(Outbound):
             if raw is None:
                 return
             crash_point(self.settings(), "owner.fetched")
-            try:
-                item = mail.parse(raw, uidvalidity=mb.uidvalidity, uid=uid, max_bytes=cfg.max_bytes)
-            except Quarantine as q:
-                item = q
+            item = await anyio.to_thread.run_sync(self._parse, raw, mb.uidvalidity, uid,
+                                                  cfg.max_bytes)  # fmt: skip
         await self.take(st, item, ref)
+
+    @staticmethod
+    def _parse(raw: bytes, uidvalidity: int, uid: int, max_bytes: int) -> Inbound | Quarantine:
+        """``mail.parse`` in a worker thread (a hostile mail may take a second)."""
+        try:
+            return mail.parse(raw, uidvalidity=uidvalidity, uid=uid, max_bytes=max_bytes)
+        except Quarantine as q:
+            return q
 
     # ----- iMessage ---------------------------------------------------------------------------
 

@@ -69,10 +69,12 @@ class Mailbox:
             raise ImapError(f"{what}: no answer within {self.cfg.timeout_s:g}s") from e
         except (OSError, aioimaplib.AioImapException, ssl.SSLError) as e:
             raise ImapError(f"{what}: {type(e).__name__}: {e}") from e
-        if isinstance(res, tuple) and hasattr(res, "lines") and res.result != "OK":
+        # A command answers a Response (result, lines); idle_start answers its task.
+        result = getattr(res, "result", None) if isinstance(res, tuple) else None
+        if result is not None and result != "OK":
             lines = [ln.decode(errors="replace") if isinstance(ln, bytes | bytearray) else str(ln)
                      for ln in res.lines]  # fmt: skip
-            raise ImapError(f"{what}: {res.result} {' '.join(lines)[:200]}")
+            raise ImapError(f"{what}: {result} {' '.join(lines)[:200]}")
         return res
 
     async def open(self) -> None:

@@ -6,10 +6,12 @@ text is kept as it decoded (only line ends and no-break spaces are normalised): 
 bus's rules on control characters and ``<channel>`` tags are ``admit``'s to apply, so a
 hostile body is quarantined there, never silently cleaned here.
 
-The stdlib parser (``email.policy.default``) is slow on some hostile shapes: per MIME
-part, and superlinearly in the length of one ``Content-*`` header. Those are bounded
-before parsing (``_screen``) so a 2 MiB message parses in about a second at worst; the
-caller still runs ``parse`` off the event loop.
+Mail is parsed before the allowlist is applied, so anyone can feed this module. The
+stdlib's parsers are slow on some hostile shapes: ``email`` per MIME part and
+superlinearly in the length of one ``Content-*`` header, ``html.parser`` quadratically
+on unclosed tags and comments. Those are bounded first (``_screen``, ``_tame``, the
+HTML size cap), so a 2 MiB message takes about 1.5 s at worst; the caller should still
+run ``parse`` in a worker thread, off the event loop.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def parse(raw: bytes, *, uidvalidity: int, uid: int, max_bytes: int) -> Inbound:
     with CRLF/CR made LF, U+00A0 made a space, and quoted history cut (``strip_quoted``)
     unless the subject marks a forward (``Fwd:``, ``FW:``, ``WG:``, ``TR:``: the forwarded
     mail is the point); ``attachments`` one ``"name (12.3 KB, type/subtype)"`` per
-    attachment (KB = 1024 bytes, decoded size), content never read.
+    attachment (decoded size, 1 KB = 1024 bytes), content never read.
 
     Raises ``Quarantine`` (and nothing else, whatever the bytes) when ``raw`` is over
     ``max_bytes``, when a header the parser would choke on is too long or the message
@@ -114,9 +116,7 @@ def _screen(raw: bytes) -> None:
             raise Quarantine(f"a {name} header is {size} bytes; at most {_MAX_HEADER_BYTES}")
         total += size
         if total > _MAX_MIME_HEADER_BYTES:
-            raise Quarantine(
-                f"Content-* headers are over {_MAX_MIME_HEADER_BYTES} bytes in all"
-            )
+            raise Quarantine(f"Content-* headers are over {_MAX_MIME_HEADER_BYTES} bytes in all")
 
 
 def _raw_header(msg: Message, name: str) -> str | None:
@@ -126,9 +126,8 @@ def _raw_header(msg: Message, name: str) -> str | None:
         if key.lower() == name.lower():
             text = re.sub(r"\r?\n(?=[ \t])", "", str(value)).replace("\r", "").replace("\n", "")
             if len(text) > _MAX_HEADER_BYTES:
-                raise Quarantine(
-                    f"the {name} header is {len(text)} characters; at most {_MAX_HEADER_BYTES}"
-                )
+                raise Quarantine(f"the {name} header is {len(text)} characters; at most "
+                                 f"{_MAX_HEADER_BYTES}")  # fmt: skip
             return text
     return None
 
@@ -214,13 +213,13 @@ def _attachments(msg: Message, body: Message | None) -> list[str]:
         if disposition != "attachment" and not filename and maintype == "text":
             continue  # an alternative of the body (text/html beside text/plain)
         name = _one_line(_unsurrogate(filename or ""), limit=200) or "unnamed"
-        out.append(f"{name} ({_size(part)}, {_one_line(ctype, limit=200)})")
+        out.append(f"{name} ({_size(part)}, {_one_line(_unsurrogate(ctype), limit=200)})")
     return out
 
 
 def _size(part: Message) -> str:
-    """The decoded size, ``"12.3 KB"`` (1 KB = 1024 bytes), ``"size unknown"`` when the
-    part cannot be measured (a broken nested message)."""
+    """The decoded size: ``"512 bytes"``, ``"12.3 KB"``, ``"4.1 MB"`` (1 KB = 1024 bytes);
+    ``"size unknown"`` when the part cannot be measured (a broken nested message)."""
     try:
         if part.is_multipart():  # message/rfc822: the nested message, re-serialised
             inner = part.get_payload()
@@ -230,6 +229,8 @@ def _size(part: Message) -> str:
             n = len(payload) if isinstance(payload, bytes) else 0
     except Exception:
         return "size unknown"
+    if n < 1024:
+        return f"{n} bytes"
     if n < 1024 * 1024:
         return f"{n / 1024:.1f} KB"
     if n < 1024 * 1024 * 1024:
@@ -246,6 +247,9 @@ _BREAKS = {
                      "header", "footer", "main", "nav", "form", "figcaption", "caption"), 1),
 }  # fmt: skip
 _HTML_SPACE = re.compile(r"[ \t\n\r\f]+")  # HTML's whitespace; U+00A0 is not in it
+_MARKED_SECTION = re.compile(r"<!\[[^<>]*>")  # <![CDATA[..]]>, <![endif]>: bogus comments
+_LONE_LT = re.compile(r"<(?=[^<>]*(?:<|\Z))")  # a "<" whose tag never closes
+_MAX_HTML_CHARS = 512 * 1024
 
 
 def html_to_text(html: str) -> str:
@@ -261,12 +265,15 @@ def html_to_text(html: str) -> str:
 
     Text nodes are joined with nothing between them (not ``get_text("\\n")``), so inline
     markup (``Hello <b>you</b>!``) stays on its line. The walk is iterative: deep
-    nesting cannot exhaust the stack. Raises what BeautifulSoup's ``html.parser``
-    raises on markup it rejects (``parse`` makes that a Quarantine).
+    nesting cannot exhaust the stack. Raises ``Quarantine`` for HTML over 512 Ki
+    characters (about 2 s of parsing), and what BeautifulSoup's ``html.parser`` raises
+    on markup it rejects (``parse`` makes that a Quarantine too).
     """
+    if len(html) > _MAX_HTML_CHARS:
+        raise Quarantine(f"the HTML body is {len(html)} characters; at most {_MAX_HTML_CHARS}")
     with warnings.catch_warnings():  # a short body that looks like a URL is still a body
         warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
-        soup = BeautifulSoup(html, "html.parser")
+        soup = BeautifulSoup(_tame(html), "html.parser")
     out: list[str] = []
     trailing = 0  # line breaks the output ends with
     pending = 0  # line breaks owed before the next text (those already there count)
@@ -306,14 +313,27 @@ def html_to_text(html: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
 
 
-# The reply headers of the common clients, tried against a line (and that line joined
-# with the next: Gmail and Apple Mail wrap long ones). Each must hold a digit (the date)
-# so a sentence like "On reflection she wrote:" is not taken for one.
-_WROTE = (
-    re.compile(r"On\s.*\swrote:\s*"),  # Gmail, Apple Mail, Thunderbird, Outlook mobile (en)
-    re.compile(r"Am\s.*\sschrieb\s.*:\s*"),  # Gmail, Apple Mail, Thunderbird (de)
-    re.compile(r"Le\s.*\sa\s+écrit\s*:\s*"),  # Gmail, Apple Mail, Thunderbird (fr)
-)
+def _tame(html: str) -> str:
+    """``html`` with what makes ``html.parser`` (CPython 3.11) quadratic taken out first:
+    comments (an unclosed one drops the rest), marked sections, and a ``<`` whose tag is
+    never closed before the next ``<`` (made ``&lt;``: text, as a browser would show it;
+    an attribute value holding ``<`` is the rare casualty)."""
+    kept: list[str] = []
+    i = 0
+    while (start := html.find("<!--", i)) >= 0:
+        kept.append(html[i:start])
+        end = html.find("-->", start + 4)
+        if end < 0:
+            break
+        i = end + 3
+    else:
+        kept.append(html[i:])
+    return _LONE_LT.sub("&lt;", _MARKED_SECTION.sub("", "".join(kept)))
+
+
+# The reply headers of the common clients, tried against a line (and an attribution
+# against that line joined with the next: Gmail and Apple Mail wrap long ones). An
+# attribution must hold a digit (the date) so "On reflection she wrote:" is not one.
 _OUTLOOK_ORIGINAL = re.compile(  # Outlook desktop (older), en/de/fr
     r"\s*-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine)\s*-{2,}\s*",
     re.IGNORECASE,
@@ -401,7 +421,16 @@ def _is_reply_header(lines: list[str], i: int) -> bool:
 
 
 def _wrote(line: str) -> bool:
-    return bool(re.search(r"\d", line)) and any(p.fullmatch(line) for p in _WROTE)
+    """An attribution line: en (Gmail, Apple Mail, Thunderbird, Outlook mobile), de, fr.
+    String tests, not regexes with two ``.*``: those go quadratic on hostile lines."""
+    s = " ".join(line.split())
+    if not any(c.isdigit() for c in s):
+        return False
+    return (
+        (s.startswith("On ") and s.endswith(" wrote:"))
+        or (s.startswith("Am ") and " schrieb " in s and s.endswith(":"))
+        or (s.startswith("Le ") and s.endswith((" a écrit :", " a écrit:")))
+    )
 
 
 def _unsurrogate(s: str) -> str:

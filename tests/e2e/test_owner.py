@@ -54,7 +54,7 @@ def email_settings(imap: ImapServer, tmp_path: Path, **over: Any) -> dict[str, A
     return {
         "host": imap.host, "port": imap.port, "security": "tls", "ca_file": str(imap.ca_file),
         "username": "owner", "password": {"file": str(pw)}, "allow": [BOSS],
-        "poll_s": 1.0, "idle_s": 30.0, "timeout_s": 3.0, **over,
+        "poll_s": 1.0, "idle_s": 30.0, "timeout_s": 3.0, "max_bytes": 200_000, **over,
     }  # fmt: skip
 
 
@@ -110,6 +110,20 @@ def test_allowlisted_mail_reaches_agent0_and_a_strangers_does_not(
     assert row["text"] == "Subject: the release\n\nShip it once CI is green."
     st = source(netsky, "email")
     assert (st["delivered"], st["dropped"]) == (1, 1) and st["last_message_ts"]
+    # HTML-only mail arrives as text; an oversized one is quarantined in agent0's poison/
+    html = EmailMessage()
+    html["From"], html["Subject"] = BOSS, "html"
+    html.set_content("<html><body><p>Hello <b>agent0</b></p><script>x()</script></body></html>",
+                     subtype="html")  # fmt: skip
+    imap.deliver(bytes(html))
+    imap.deliver(mail(BOSS, "big", "x" * 300_000))
+    got = wait_for(lambda: len(receipts(netsky, "agent0", "email")) == 2
+                   and receipts(netsky, "agent0", "email"), 30, "the HTML mail")  # fmt: skip
+    assert "Hello" in got[1]["text"] and "agent0" in got[1]["text"] and "x()" not in got[1]["text"]
+    wait_for(lambda: source(netsky, "email")["quarantined"] == 1, 30, "the big one quarantined")
+    poison = Paths(netsky.home).channel("agent0", "poison")
+    (reason,) = [json.loads(p.read_text()) for p in poison.glob("*.reason.json")]
+    assert "bytes" in reason["detail"] and reason["source"] == "email"
     status_text = netsky.ctl("status").stdout
     assert "owner email: ok" in status_text and "1 dropped (not allowed)" in status_text
     doctor = json.loads(netsky.ctl("doctor", "--json").stdout)
