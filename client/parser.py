@@ -50,6 +50,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "cron": ("client.schedule", "recurring prompts (cron.toml)"),
     "loop": ("client.schedule", "self-paced follow-ups into an agent"),
+    "notes": ("client.notes", "the agents' dated notes (no daemon)"),
     "imessage": ("client.owner", "agent0's iMessage to its owner"),
     "email": ("client.owner", "agent0's mail to its owner"),
     "incidents": ("client.incidents", "open incidents paged to the owner (no daemon needed)"),

@@ -178,6 +178,9 @@ class Settings(BaseModel):
     #: The work loop (docs/work.md). ``repo``: the repository clones are briefed from and
     #: harvested into; None = agent0's working directory (``workdir``).
     repo: Path | None = None
+    #: Where ``netskyctl notes`` keeps ``notes/<YYYY>/<MM>/<DD>/<agent>.md``; None = ``repo``,
+    #: else ``workdir``, else NETSKY_HOME (docs/notes.md).
+    notes_dir: Path | None = None
     #: Clones that may hold a brief at once; a brief beyond it is refused (exit 75).
     max_clones: int = Field(8, ge=1, le=MAX_CLONE)
     #: Shell command a harvest runs in the applied tree before it moves the target
