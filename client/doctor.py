@@ -443,7 +443,14 @@ def doctor(environ: Mapping[str, str]) -> list[dict[str, Any]]:
         check_head_stability(home, environ),
         _schedule_check(home, found),
         _owner_check(home, found),
+        _skills_check(home),
     ]
+
+
+def _skills_check(home: str) -> dict[str, Any]:
+    from client.notes import doctor_check
+
+    return doctor_check(home)
 
 
 def _owner_check(home: str, found: dict[str, Any]) -> dict[str, Any]:

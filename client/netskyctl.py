@@ -291,6 +291,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             from client.escalate import cmd_escalate
 
             return cmd_escalate(args, environ, lambda: Client(socket_path(home_of(environ))))
+        if args.command == "restart" and args.request:
+            from client.restarts import cmd_request
+
+            return cmd_request(args, environ)
         if args.command not in RPC_COMMANDS:
             from client.parser import COMMANDS, load
 

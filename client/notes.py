@@ -145,6 +145,41 @@ def read(
     return out_
 
 
+def doctor_check(home: str) -> dict[str, Any]:
+    """``doctor``'s ``skills`` finding: which skills netskyd installed for which agent and
+    where (``state/skills/installed.json``, written at each spawn), and whether those
+    files are still there; a Codex prompt left alone because the owner wrote it is a
+    warning."""
+    import json
+
+    from client.doctor import check
+
+    path = os.path.join(home, "state", "skills", "installed.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return check("skills", "ok", "none installed yet (claude and codex agents get them "
+                     "at spawn)")  # fmt: skip
+    except (OSError, ValueError) as e:
+        return check("skills", "warn", f"{path}: {e}")
+    parts, missing, skipped = [], [], []
+    for agent, row in sorted(data.items()):
+        where = sorted({os.path.dirname(p) for p in row.get("paths", [])})
+        parts.append(f"{agent} ({row.get('runtime')}): /{', /'.join(row.get('skills', []))} "
+                     f"in {', '.join(where) or '-'}")  # fmt: skip
+        missing += [p for p in row.get("paths", []) if not os.path.exists(p)]
+        skipped += row.get("skipped", [])
+    if missing or skipped:
+        detail = "; ".join(parts)
+        if missing:
+            detail += f"; gone since: {', '.join(missing)}"
+        if skipped:
+            detail += f"; left alone (the owner's own): {', '.join(skipped)}"
+        return check("skills", "warn", detail, "a re-spawn installs them again")
+    return check("skills", "ok", "; ".join(parts))
+
+
 def _agent(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
     value = args.agent or environ.get("AGENT_N", "").strip()
     if not value:

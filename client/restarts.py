@@ -6,6 +6,11 @@ the handoff text (``--handoff FILE``, ``-`` for standard input) reaches the fres
 agent0 as a ``handoff`` envelope. With ``--wait`` it follows the restart state
 machine until the restart is verified (exit 0) or fails (exit 1), printing each
 state it passes. ``restarts`` lists restart attempts from meta.db, newest first.
+
+``restart --request --handoff FILE|-`` is the agent's own way (the ``/restart`` skill,
+the demo agent's ``restart``): it writes the handoff to ``state/restart-request`` (tmp +
+rename; no daemon needed), which netskyd claims by rename at once (the tick is the
+backstop) and turns into the same planned restart, "requested by" the agent.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from netsky_shared.ids import parse_agent
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Mapping
     from typing import Any
 
     from client.rpc import Client
@@ -79,6 +85,32 @@ def _read_handoff(path: str | None) -> str | None:
             return f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise Usage(f"cannot read the handoff file {path}: {e}") from e
+
+
+def cmd_request(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """``restart --request``: write ``state/restart-request`` (module docstring)."""
+    from client.common import home_of
+    from netsky_shared.maildir import atomic_write_bytes
+    from netsky_shared.paths import Paths
+
+    handoff = _read_handoff(args.handoff)
+    if not handoff or not handoff.strip():
+        raise Usage("restart --request needs the handoff: --handoff FILE ('-': stdin)")
+    if args.n is not None or args.wait:
+        raise Usage("restart --request takes only --handoff (the watchdog does the rest)")
+    from pathlib import Path
+
+    path = Paths(Path(home_of(environ))).marker("restart-request")
+    try:
+        atomic_write_bytes(path, handoff.encode("utf-8"))
+    except OSError as e:
+        sys.stderr.write(f"netskyctl: cannot write {path}: {e.strerror or e}\n")
+        return protocol.EXIT_FAILED
+    who = environ.get("AGENT_N", "")
+    out(args, {"request": str(path), "bytes": len(handoff.encode()), "agent_n": who},
+        f"restart requested ({len(handoff.encode())} bytes of handoff in {path}); "
+        "netskyd claims it within a second")  # fmt: skip
+    return protocol.EXIT_OK
 
 
 def cmd_restart(args: argparse.Namespace, client: Client) -> int:
@@ -168,6 +200,11 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "--handoff", metavar="FILE", help="handoff text for the new agent0 ('-': stdin)"
     )
     rs.add_argument("--wait", action="store_true", help="follow the restart until it is verified")
+    rs.add_argument(
+        "--request",
+        action="store_true",
+        help="an agent's own request: write state/restart-request (no daemon needed)",
+    )
     rs.add_argument("--timeout", type=float, default=300.0, help="--wait deadline in seconds")
     rl = sub.add_parser("restarts", parents=[common], help="restart history from meta.db")
     rl.add_argument("agent", nargs="?", help="only this agent")

@@ -21,8 +21,9 @@ Drill commands (in an envelope or typed into the pane):
   ``commit``, ``report``, ``done``; netskyd.agents.demo_work): carried out with real git in
   its workspace, reported with ``netskyctl clone report``, so the work loop runs end to end
   with no model.
-- ``restart [handoff text]``: writes a planned-restart request to
-  ``state/restart-request`` (tmp + rename), content the handoff text as UTF-8
+- ``restart [handoff text]``: asks for a planned restart the way the ``/restart`` skill
+  does, ``netskyctl restart --request --handoff -`` (writing ``state/restart-request``
+  itself only if that fails), the handoff text as UTF-8
   (default ``handoff from <agent>: planned restart requested by the demo agent``),
   prints ``<agent>: restart requested (N bytes of handoff)`` and exits 0. The
   watchdog claims the file by rename; the text is what the next agent0 receives.
@@ -184,11 +185,15 @@ class DemoAgent:
         """
         text = handoff or f"handoff from {self.agent}: planned restart requested by the demo agent"
         data = text.encode("utf-8")
-        try:
-            atomic_write_bytes(self.paths.marker(RESTART_REQUEST), data)
-        except OSError as e:
-            self.say(f"{self.agent}: could not write the restart request: {e}")
-            return None
+        # The /restart skill's command (netskyd/agents/skills.py), as an AI agent runs it.
+        went, said = demo_work.request_restart(text, self.workdir, self.environ)
+        if not went:
+            self.say(f"{self.agent}: netskyctl restart --request failed ({said}); writing it")
+            try:
+                atomic_write_bytes(self.paths.marker(RESTART_REQUEST), data)
+            except OSError as e:
+                self.say(f"{self.agent}: could not write the restart request: {e}")
+                return None
         self.say(f"{self.agent}: restart requested ({len(data)} bytes of handoff)")
         return 0
 

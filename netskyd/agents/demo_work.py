@@ -60,6 +60,21 @@ def run_owner_verb(args: list[str], workdir: Path, environ: Mapping[str, str]) -
     return True, out.strip().splitlines()[-1] if out.strip() else "ok"
 
 
+def request_restart(handoff: str, workdir: Path, environ: Mapping[str, str]) -> tuple[bool, str]:
+    """``netskyctl restart --request --handoff -`` with ``handoff`` on stdin (the /restart
+    skill's command); (it went, what it said)."""
+    try:
+        done = subprocess.run(
+            [*this_python("client"), "restart", "--request", "--handoff", "-"],
+            cwd=workdir, env=dict(environ), input=handoff, capture_output=True, text=True,
+            timeout=STEP_TIMEOUT_S, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as e:
+        return False, str(e)
+    tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+    return done.returncode == 0, tail[0]
+
+
 def is_brief(agent: str, text: str) -> bool:
     """True when ``text`` is a brief for ``agent`` (netskyd.work.loop.brief_text)."""
     return text.startswith(f"brief for {agent}:")

@@ -28,7 +28,8 @@ from netsky_shared.errors import SpawnFailed, TmuxError
 from netsky_shared.ids import agent_n
 from netsky_shared.maildir import atomic_write_bytes
 from netskyd.agents import seeding as seed
-from netskyd.agents.prompts import render_prompt
+from netskyd.agents import skills
+from netskyd.agents.prompts import prompts_dir, render_prompt
 from netskyd.agents.readiness import read_ready_record, record_counts
 from netskyd.agents.tmux import PaneInfo, Tmux
 from netskyd.config import Runtime
@@ -134,6 +135,8 @@ async def create_session(
         raise SpawnFailed(f"{agent}'s workspace {workdir} does not exist")
     if settings.seed_runtime_settings and runtime in (Runtime.CLAUDE, Runtime.CODEX):
         await seed_runtime(spawner, agent, runtime, workdir)
+    if runtime in (Runtime.CLAUDE, Runtime.CODEX):
+        await install_skills(spawner, agent, runtime)
     command = build_command(settings, runtime, agent, prompt_file, workdir)
     session_id = uuid.uuid4().hex
     env = {
@@ -158,6 +161,38 @@ async def create_session(
     except TmuxError as e:
         raise SpawnFailed(f"tmux could not create session {agent}: {e}") from e
     return Spawned(agent, runtime, session_id, pane)
+
+
+async def install_skills(spawner: Spawner, agent: str, runtime: Runtime) -> None:
+    """Render ``agent``'s skills and install them where ``runtime`` reads them
+    (netskyd.agents.skills). A template that does not render fails the spawn
+    (PromptRenderError, like the prompt); a directory that cannot be written is reported
+    (``runtime.skills_failed``) and the agent starts without them."""
+    settings = spawner.settings()
+    rendered = skills.render(prompts_dir(settings), agent, settings.home)
+
+    def install() -> tuple[list[Path], list[str]]:
+        if runtime is Runtime.CLAUDE:
+            where: list[Path] = skills.install_claude(settings, agent, rendered)
+            skipped: list[str] = []
+        else:
+            root = skills.codex_skills(spawner.environ)
+            if root is None:
+                raise OSError("neither CODEX_HOME nor HOME is set: no place for Codex skills")
+            where, skipped = skills.install_codex(root, rendered)
+        skills.record(settings.paths, agent, runtime.value, list(rendered), where, skipped)
+        return where, skipped
+
+    try:
+        where, skipped = await anyio.to_thread.run_sync(install)
+    except OSError as e:
+        await spawner.recorder.event("runtime.skills_failed", level="warning", agent=agent,
+                                     runtime=runtime.value, error=str(e))  # fmt: skip
+        return
+    await spawner.recorder.event(
+        "runtime.skills_installed", agent=agent, runtime=runtime.value,
+        skills=list(rendered), paths=[str(p) for p in where], skipped=skipped,
+    )  # fmt: skip
 
 
 async def seed_runtime(spawner: Spawner, agent: str, runtime: Runtime, workdir: Path) -> None:

@@ -24,7 +24,7 @@ from netskyd.agents.sessions import SessionWatcher
 from netskyd.bus.watcher import Bus
 from netskyd.config import Runtime
 from netskyd.escalation.spool import Spool
-from netskyd.owner.callers import owner_line_caller
+from netskyd.owner.callers import NotAllowed, agent_of, owner_line_caller
 from netskyd.owner.channels import OwnerChannels
 from netskyd.ports import Clock, SettingsView, TickView
 from netskyd.schedule.crontab import CronEntry
@@ -291,7 +291,24 @@ def _str(params: dict[str, Any], key: str, *, required: bool = False) -> str | N
     return value
 
 
+def _not_from_a_clone(svc: Services, params: dict[str, Any], what: str) -> None:
+    """Refuse ``what`` when the call comes from a clone's pane (the process tree, as for
+    the owner's verbs): briefing, harvesting and ending clones are agent0's. Raises
+    NotAllowed."""
+    pid = params.get("_peer_pid")
+    if not isinstance(pid, int):
+        return
+    panes = {a: st.pane_pid for a, st in svc.supervisor.agents.items() if st.pane_pid}
+    who = agent_of(pid, panes)
+    if who is not None and who not in ("agent0", "agentinfinity"):
+        raise NotAllowed(
+            f"{who} may not {what}: clones never brief, harvest or end clones; ask agent0 "
+            f"(netskyctl channel send agent0 TEXT --from {who})"
+        )
+
+
 async def clone_brief(svc: Services, params: dict[str, Any]) -> Any:
+    _not_from_a_clone(svc, params, "brief a clone")
     text = _str(params, "text", required=True)
     workspace = _str(params, "workspace", required=True)
     assert text is not None and workspace is not None
@@ -327,12 +344,14 @@ async def clone_status(svc: Services, params: dict[str, Any]) -> Any:
 
 
 async def clone_kill(svc: Services, params: dict[str, Any]) -> Any:
+    _not_from_a_clone(svc, params, "end a clone")
     return await svc.work.kill(
         _agent(params), rm=bool(params.get("rm", False)), force=bool(params.get("force", False))
     )
 
 
 async def harvest_(svc: Services, params: dict[str, Any]) -> Any:
+    _not_from_a_clone(svc, params, "harvest")
     target = _str(params, "target", required=True)
     assert target is not None
     return await svc.work.harvest(

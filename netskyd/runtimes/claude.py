@@ -52,6 +52,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netsky_shared.ids import role_of
 from netskyd.runtimes.names import Runtime
 from netskyd.runtimes.screens import Action, DialogSpec, Kind, Screens, _re
 
@@ -214,6 +215,23 @@ def mcp_channel_config(settings: Settings, agent: str) -> dict[str, Any]:
     return {"mcpServers": {CHANNEL_SERVER: server}}
 
 
+#: Bash commands a clone's Claude Code may not run (docs/notes.md, "Roles"): briefing and
+#: harvesting are agent0's, the owner's line is agent0's and agentinfinity's. netskyd
+#: refuses them from a clone's pane as well; this keeps Claude from trying.
+CLONE_DISALLOWED = (
+    "Bash(netskyctl clone brief:*)",
+    "Bash(netskyctl harvest:*)",
+    "Bash(netskyctl email:*)",
+    "Bash(netskyctl imessage:*)",
+)
+
+
+def plugin_dir(settings: Settings, agent: str) -> Path:
+    """``state/skills/<agent>/netsky``: the agent's skills as a Claude Code plugin
+    (written at spawn by netskyd.agents.skills, loaded with ``--plugin-dir``)."""
+    return settings.paths.state / "skills" / agent / "netsky"
+
+
 def command(settings: Settings, agent: str, prompt_file: Path, workdir: Path) -> str:
     """The claude command line, ``shlex.join``-quoted.
 
@@ -228,5 +246,10 @@ def command(settings: Settings, agent: str, prompt_file: Path, workdir: Path) ->
         )
         argv += ["--mcp-config", str(mcp_file)]
         argv += ["--dangerously-load-development-channels", f"server:{CHANNEL_SERVER}"]
+    skills = plugin_dir(settings, agent)
+    if (skills / ".claude-plugin" / "plugin.json").exists():
+        argv += ["--plugin-dir", str(skills)]
+    if role_of(agent) == "clone":
+        argv += ["--disallowedTools", *CLONE_DISALLOWED]
     argv += ["--append-system-prompt-file", str(prompt_file)]
     return shlex.join(argv)

@@ -473,7 +473,7 @@ def test_doctor_json_and_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture
     assert got["ok"] is True
     assert list(by_name) == [
         "tmux", "socket", "version", "schema", "units", "shim", "lkg", "legs",
-        "workspaces", "head-stability", "cron", "owner",
+        "workspaces", "head-stability", "cron", "owner", "skills",
     ]  # fmt: skip
     assert all(set(c) == {"name", "status", "detail", "hint"} for c in got["checks"])
     assert by_name["units"]["status"] == "warn" and by_name["legs"]["status"] == "warn"
