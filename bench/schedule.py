@@ -4,10 +4,10 @@ Runs netskyd's real ``Scheduler`` (meta.db, cron.toml, inbox files in a temporar
 NETSKY_HOME) in this process, on anyio with uvloop where installed, on the real clock:
 
 - **load**: 1,000 cron entries ``* * * * *`` (the worst case: every one due in the same
-  second, each minute) and 1,000 loops every 60 s whose grids are spread over the minute (the first fires 5 s in),
-  over 10 agents (agent0..agent8, agentinfinity). A separate process takes what lands in
-  the inboxes every 0.1 s (what the bus does), so fires do not coalesce; its CPU is not
-  the scheduler's.
+  second, each minute) and 1,000 loops every 60 s whose grids are spread over the minute
+  (the first fires 5 s in), over 10 agents (agent0..agent8, agentinfinity). A separate
+  process takes what lands in the inboxes every 0.1 s (what the bus does), so fires do not
+  coalesce; its CPU is not the scheduler's.
 - **baseline** (the same process, before the load): the scheduler with no entries, for
   ``--idle-s`` seconds.
 

@@ -132,6 +132,11 @@ class DemoAgent:
         except OSError as e:
             self.say(f"{self.agent}: could not write receipt: {e}")
 
+    def child_env(self) -> dict[str, str]:
+        """The environment of a netskyctl this agent runs: its own, with NETSKY_HOME
+        its paths' (never another home's)."""
+        return {**self.environ, "NETSKY_HOME": str(self.paths.home)}
+
     def action(self, row: dict[str, object]) -> None:
         """Append what the agent did to ``state/demo/<agent>.actions.jsonl`` (tests read it)."""
         path = self.paths.demo_receipts(self.agent).with_name(f"{self.agent}.actions.jsonl")
@@ -163,7 +168,7 @@ class DemoAgent:
             return None
         owner_args = demo_work.owner_verb(text)
         if owner_args is not None:
-            went, said = demo_work.run_owner_verb(owner_args, self.workdir, self.environ)
+            went, said = demo_work.run_owner_verb(owner_args, self.workdir, self.child_env())
             self.say(f"{self.agent}: owner line {'ok' if went else 'refused'}: {said}")
             self.action({"verb": owner_args[0] + " " + owner_args[1], "ok": went, "said": said})
             return None
@@ -186,7 +191,8 @@ class DemoAgent:
         text = handoff or f"handoff from {self.agent}: planned restart requested by the demo agent"
         data = text.encode("utf-8")
         # The /restart skill's command (netskyd/agents/skills.py), as an AI agent runs it.
-        went, said = demo_work.request_restart(text, self.workdir, self.environ)
+        went, said = demo_work.request_restart(text, self.workdir, self.child_env())
+        self.action({"verb": "restart --request", "ok": went, "said": said})
         if not went:
             self.say(f"{self.agent}: netskyctl restart --request failed ({said}); writing it")
             try:

@@ -111,6 +111,10 @@ def test_agent_side_restart_request_is_claimed_and_handed_off(netsky: Netsky) ->
     assert len(archived) == 1 and archived[0].read_text() == "the tests are green, ship it"
     rows = _query(netsky, "SELECT cause, reason FROM restarts WHERE agent = 'agent0'")
     assert rows == [("planned", "restart requested by agent0")]
+    # the demo agent went the /restart skill's way: netskyctl restart --request
+    actions = netsky.home / "state" / "demo" / "agent0.actions.jsonl"
+    (done,) = [json.loads(line) for line in actions.read_text().splitlines()]
+    assert (done["verb"], done["ok"]) == ("restart --request", True), done
 
 
 def test_crash_of_agent0_gets_a_synthetic_handoff_and_a_dead_clone_is_respawned_alone(

@@ -39,6 +39,7 @@ from netskyd.bus.channel_server import (
 from netskyd.bus.envelope import Envelope
 from netskyd.config import Runtime, load_settings
 from netskyd.runtimes import build_command, mcp_channel_config
+from netskyd.runtimes.claude import CLONE_DISALLOWED
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -308,6 +309,8 @@ def test_claude_command_loads_the_channel_server_when_enabled(tmp_path: Path) ->
         "claude",
         "--model",
         "x",
+        "--disallowedTools",  # a clone's (netskyd.runtimes.claude.CLONE_DISALLOWED)
+        *CLONE_DISALLOWED,
         "--append-system-prompt-file",
         str(pf),
     ]
@@ -324,6 +327,8 @@ def test_claude_command_loads_the_channel_server_when_enabled(tmp_path: Path) ->
         str(config_file),
         "--dangerously-load-development-channels",
         "server:agent",
+        "--disallowedTools",
+        *CLONE_DISALLOWED,
         "--append-system-prompt-file",
         str(pf),
     ]

@@ -30,8 +30,9 @@ def ctl(home: Path, *args: str, agent: str = "", input: str | None = None,
         env["NETSKY_NOTES_DIR"] = str(notes_dir)
     if agent:
         env["AGENT_N"] = agent
-    return subprocess.run([sys.executable, "-m", "client", "notes", *args], env=env,
-                          capture_output=True, text=True, input=input, timeout=30, check=False)  # fmt: skip
+    argv = [sys.executable, "-m", "client", "notes", *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, input=input,
+                          timeout=30, check=False)  # fmt: skip
 
 
 def test_dates_are_utc_and_cross_midnight(tmp_path: Path) -> None:

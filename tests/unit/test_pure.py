@@ -18,6 +18,7 @@ from netskyd.agents.demo_agent import CRASH_EXIT_CODE, DemoAgent
 from netskyd.agents.readiness import record_counts
 from netskyd.config import Runtime, load_settings
 from netskyd.runtimes import build_command
+from netskyd.runtimes.claude import CLONE_DISALLOWED
 from netskyd.supervision import desired as d
 from netskyd.timing import next_deadline
 
@@ -139,7 +140,8 @@ def test_command_lines(tmp_path: Path) -> None:
     pf.parent.mkdir(parents=True)
     pf.write_text('say "hi"\nline two\n')
     claude = shlex.split(build_command(s, Runtime.CLAUDE, "agent1", pf, tmp_path))
-    assert claude == ["claude", "--model", "x", "--append-system-prompt-file", str(pf)]
+    assert claude == ["claude", "--model", "x", "--disallowedTools", *CLONE_DISALLOWED,
+                      "--append-system-prompt-file", str(pf)]  # fmt: skip
     codex = build_command(s, Runtime.CODEX, "agent1", pf, tmp_path)
     assert codex.startswith("codex -c ")
     sidecar = pf.with_suffix(".codex.toml")

@@ -55,6 +55,9 @@ def synthetic_handoff(agent: str, reason: str, tail: str | None, restart_id: str
         lines += ["", "Its last screen could not be captured."]
     lines += [
         "",
+        f"What it noted of its work (today's and yesterday's notes): netskyctl notes show "
+        f"--agent {agent} --since 1d",
+        "",
         "Wait for the owner before resuming any work it was doing: tell the owner you were "
         "restarted after a crash and ask how to proceed.",
     ]
