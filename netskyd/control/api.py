@@ -454,22 +454,24 @@ async def imessage_send(svc: Services, params: dict[str, Any]) -> Any:
     return {**await svc.owner.send_imessage(text, by), "by": by}
 
 
-async def email_send(svc: Services, params: dict[str, Any]) -> Any:
+def _mail(params: dict[str, Any]) -> tuple[str, str]:
+    """``(subject, body)`` of ``email.send`` / ``email.draft``."""
     subject = _str(params, "subject", required=True)
     body = params.get("body", "")
     if not isinstance(body, str):
         raise RpcError(protocol.INVALID_PARAMS, "body must be a string")
     assert subject is not None
+    return subject, body
+
+
+async def email_send(svc: Services, params: dict[str, Any]) -> Any:
+    subject, body = _mail(params)
     by = _owner_caller(svc, params)
     return {**await svc.owner.send_email(subject, body, by), "by": by}
 
 
 async def email_draft(svc: Services, params: dict[str, Any]) -> Any:
-    subject = _str(params, "subject", required=True)
-    body = params.get("body", "")
-    if not isinstance(body, str):
-        raise RpcError(protocol.INVALID_PARAMS, "body must be a string")
-    assert subject is not None
+    subject, body = _mail(params)
     by = _owner_caller(svc, params)
     return {**await svc.owner.draft_email(subject, body, by), "by": by}
 
