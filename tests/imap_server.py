@@ -46,7 +46,8 @@ from typing import Self
 
 import trustme
 
-HOST = "127.0.0.1"
+from tests.owner_servers import HOST, free_port
+
 DOVECOT = "/usr/sbin/dovecot"
 START_DEADLINE_S = 10.0
 STOP_DEADLINE_S = 5.0
@@ -75,13 +76,6 @@ def dovecot_path() -> str | None:
     if os.access(DOVECOT, os.X_OK):
         return DOVECOT
     return shutil.which("dovecot")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def _run_as() -> tuple[int, int]:

@@ -40,7 +40,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -111,7 +111,23 @@ def _secret(v: object) -> object:
     return v
 
 
-class _Leg(BaseModel):
+class ByReference(BaseModel):
+    """A model whose ``SECRET_FIELDS`` take a credential only by reference (SecretRef):
+    a plain string there is refused with the reason, before any other validation."""
+
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refs(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            for key in cls.SECRET_FIELDS:
+                if key in v:
+                    _secret(v[key])
+        return v
+
+
+class _Leg(ByReference):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = True
@@ -130,6 +146,8 @@ class IMessageLeg(_Leg):
 class EmailLeg(_Leg):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
+    SECRET_FIELDS = ("password",)
+
     type: Literal["email"] = "email"
     host: str
     #: None: 587 for starttls, 465 for tls, 25 for none.
@@ -143,19 +161,14 @@ class EmailLeg(_Leg):
     #: A CA bundle to trust instead of the system's (a private relay's certificate).
     ca_file: Path | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _refs(cls, v: Any) -> Any:
-        if isinstance(v, dict) and "password" in v:
-            _secret(v["password"])
-        return v
-
     def effective_port(self) -> int:
         """``port``, else the usual one for ``security``."""
         return self.port or {"starttls": 587, "tls": 465, "none": 25}[self.security]
 
 
 class WebhookLeg(_Leg):
+    SECRET_FIELDS = ("token",)
+
     type: Literal["webhook"] = "webhook"
     #: The URL, or a reference to it (an ntfy topic URL is itself a secret).
     url: str | SecretRef
@@ -166,12 +179,6 @@ class WebhookLeg(_Leg):
     token: SecretRef | None = None
     ca_file: Path | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _refs(cls, v: Any) -> Any:
-        if isinstance(v, dict) and "token" in v:
-            _secret(v["token"])
-        return v
 
 
 class DesktopLeg(_Leg):

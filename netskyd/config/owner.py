@@ -8,14 +8,14 @@ A source that is not configured is off; a configured one is on unless ``enabled 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from netskyd.config.legs import SecretRef, _secret
+from netskyd.config.legs import ByReference, SecretRef
 
 
-class _Source(BaseModel):
+class _Source(ByReference):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     enabled: bool = True
@@ -38,6 +38,8 @@ class _Source(BaseModel):
 class OwnerEmail(_Source):
     """Mail to agent0 over IMAP (IDLE where the server offers it, else polling), and
     ``email send --owner`` (SMTP) / ``email draft`` (IMAP APPEND)."""
+
+    SECRET_FIELDS = ("password",)
 
     host: str
     #: None: 993 for ``tls``, 143 for ``none``.
@@ -62,13 +64,6 @@ class OwnerEmail(_Source):
     idle_s: float = Field(600.0, gt=0)
     #: A raw message larger than this is quarantined unread.
     max_bytes: int = Field(2 * 1024 * 1024, ge=1024)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refs(cls, v: Any) -> Any:
-        if isinstance(v, dict) and "password" in v:
-            _secret(v["password"])
-        return v
 
     def imap_port(self) -> int:
         return self.port or (993 if self.security == "tls" else 143)

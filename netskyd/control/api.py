@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from netsky_shared import protocol
 from netsky_shared.errors import NetskyError
 from netsky_shared.ids import parse_agent
@@ -291,15 +293,14 @@ def _str(params: dict[str, Any], key: str, *, required: bool = False) -> str | N
     return value
 
 
-def _not_from_a_clone(svc: Services, params: dict[str, Any], what: str) -> None:
+async def _not_from_a_clone(svc: Services, params: dict[str, Any], what: str) -> None:
     """Refuse ``what`` when the call comes from a clone's pane (the process tree, as for
     the owner's verbs): briefing, harvesting and ending clones are agent0's. Raises
     NotAllowed."""
     pid = params.get("_peer_pid")
     if not isinstance(pid, int):
         return
-    panes = {a: st.pane_pid for a, st in svc.supervisor.agents.items() if st.pane_pid}
-    who = agent_of(pid, panes)
+    who = await anyio.to_thread.run_sync(agent_of, pid, _panes(svc))
     if who is not None and who not in ("agent0", "agentinfinity"):
         raise NotAllowed(
             f"{who} may not {what}: clones never brief, harvest or end clones; ask agent0 "
@@ -308,7 +309,7 @@ def _not_from_a_clone(svc: Services, params: dict[str, Any], what: str) -> None:
 
 
 async def clone_brief(svc: Services, params: dict[str, Any]) -> Any:
-    _not_from_a_clone(svc, params, "brief a clone")
+    await _not_from_a_clone(svc, params, "brief a clone")
     text = _str(params, "text", required=True)
     workspace = _str(params, "workspace", required=True)
     assert text is not None and workspace is not None
@@ -344,14 +345,14 @@ async def clone_status(svc: Services, params: dict[str, Any]) -> Any:
 
 
 async def clone_kill(svc: Services, params: dict[str, Any]) -> Any:
-    _not_from_a_clone(svc, params, "end a clone")
+    await _not_from_a_clone(svc, params, "end a clone")
     return await svc.work.kill(
         _agent(params), rm=bool(params.get("rm", False)), force=bool(params.get("force", False))
     )
 
 
 async def harvest_(svc: Services, params: dict[str, Any]) -> Any:
-    _not_from_a_clone(svc, params, "harvest")
+    await _not_from_a_clone(svc, params, "harvest")
     target = _str(params, "target", required=True)
     assert target is not None
     return await svc.work.harvest(
@@ -438,19 +439,24 @@ async def schedule_fires(svc: Services, params: dict[str, Any]) -> Any:
     )
 
 
-def _owner_caller(svc: Services, params: dict[str, Any]) -> str:
-    """Who signs an owner verb (netskyd.owner.callers); raises NotAllowed for a clone."""
-    panes = {a: st.pane_pid for a, st in svc.supervisor.agents.items() if st.pane_pid}
+def _panes(svc: Services) -> dict[str, int]:
+    return {a: st.pane_pid for a, st in svc.supervisor.agents.items() if st.pane_pid}
+
+
+async def _owner_caller(svc: Services, params: dict[str, Any]) -> str:
+    """Who signs an owner verb (netskyd.owner.callers; the process walk in a worker
+    thread: off Linux it runs ``ps``); raises NotAllowed for a clone."""
     claimed = params.get("agent_n")
     pid = params.get("_peer_pid")
     said = str(claimed) if claimed not in (None, "") else None
-    return owner_line_caller(pid if isinstance(pid, int) else None, said, panes)
+    caller = pid if isinstance(pid, int) else None
+    return await anyio.to_thread.run_sync(owner_line_caller, caller, said, _panes(svc))
 
 
 async def imessage_send(svc: Services, params: dict[str, Any]) -> Any:
     text = _str(params, "text", required=True)
     assert text is not None
-    by = _owner_caller(svc, params)
+    by = await _owner_caller(svc, params)
     return {**await svc.owner.send_imessage(text, by), "by": by}
 
 
@@ -466,13 +472,13 @@ def _mail(params: dict[str, Any]) -> tuple[str, str]:
 
 async def email_send(svc: Services, params: dict[str, Any]) -> Any:
     subject, body = _mail(params)
-    by = _owner_caller(svc, params)
+    by = await _owner_caller(svc, params)
     return {**await svc.owner.send_email(subject, body, by), "by": by}
 
 
 async def email_draft(svc: Services, params: dict[str, Any]) -> Any:
     subject, body = _mail(params)
-    by = _owner_caller(svc, params)
+    by = await _owner_caller(svc, params)
     return {**await svc.owner.draft_email(subject, body, by), "by": by}
 
 

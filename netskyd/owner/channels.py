@@ -44,7 +44,7 @@ from netskyd.owner import deliver as box
 from netskyd.owner import imessage as messages_db
 from netskyd.owner import mail
 from netskyd.owner.imap import ImapError, Mailbox
-from netskyd.owner.inbound import Inbound, Quarantine, admit
+from netskyd.owner.inbound import Inbound, Quarantine, admit, allowed
 from netskyd.owner.outbound import Outbound
 from netskyd.ports import Clock, Pager, SettingsView
 from netskyd.store.db import Store
@@ -183,8 +183,9 @@ class OwnerChannels(Outbound):
                 rule="unreadable", reason=item.reason, file=name,
             )  # fmt: skip
             return
-        verdict, why = admit(item, cfg.allow, self._rate(item), cfg.rate_per_hour,
-                             cfg.max_text_bytes)  # fmt: skip
+        # Only an allowed sender has a rate window: a stranger's mail must not grow one.
+        recent = self._rate(item) if allowed(item.sender, cfg.allow) else 0
+        verdict, why = admit(item, cfg.allow, recent, cfg.rate_per_hour, cfg.max_text_bytes)
         if verdict == "drop":
             st.dropped += 1
             await self.recorder.event("owner.dropped", source=st.name, ref=ref,

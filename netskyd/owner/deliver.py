@@ -13,6 +13,7 @@ lists it with the bus's own rejects.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from typing import Any
@@ -68,8 +69,6 @@ def already_there(paths: Paths, envelope_id: str) -> bool:
 
 
 def _names(d: Any) -> list[str]:
-    import os
-
     try:
         return os.listdir(d)
     except FileNotFoundError:

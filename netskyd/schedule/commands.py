@@ -73,11 +73,13 @@ class ScheduleCommands:
         async def reload(self, *, start: bool = False) -> None: ...
         async def _end_loop(self, loop_id: int, state: str, reason: str) -> None: ...
         async def _send(self, fire_id: int, envelope: dict[str, Any]) -> bool: ...
-        async def _record(
-            self, s: Slotted, agent: str, fire: Fire, now: float, *, outcome: str,
+        async def _record(self, s: Slotted, row: dict[str, Any]) -> int: ...
+        @staticmethod
+        def _row(
+            s: Slotted, agent: str, fire: Fire, now: float, *, outcome: str,
             envelope: dict[str, Any] | None = None, reason: str | None = None,
             through: float | None = None,
-        ) -> int: ...  # fmt: skip
+        ) -> dict[str, Any]: ...  # fmt: skip
 
     # ----- cron -------------------------------------------------------------------------------
 
@@ -129,10 +131,9 @@ class ScheduleCommands:
         fire = plan.Fire(now, 0.0, 0)
         body = cron_text(name, entry.text, fire, by_hand=True)
         envelope = new_envelope("agentcron", entry.agent, body, kind="cron")
-        fire_id = await self._record(
-            s, entry.agent, fire, now, outcome="persisted", envelope=envelope,
-            reason="run by hand", through=through,
-        )  # fmt: skip
+        row = self._row(s, entry.agent, fire, now, outcome="persisted", envelope=envelope,
+                        reason="run by hand", through=through)  # fmt: skip
+        fire_id = await self._record(s, row)
         await self._send(fire_id, envelope)
         self.fired_count += 1
         await self.recorder.event(

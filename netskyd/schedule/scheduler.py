@@ -82,7 +82,6 @@ class Slotted:
     last: dict[str, Any] | None = None
     next_at: float = 0.0
     missing: bool = False
-    coalesced: int = 0
 
 
 class Scheduler(ScheduleCommands):
@@ -362,8 +361,9 @@ class Scheduler(ScheduleCommands):
         s.next_at = d.next_at
         if d.skipped:
             assert d.handled is not None
-            await self._record(s, e.agent, Fire(d.handled, now - d.handled, d.skipped),
-                               now, outcome="skipped", reason="catchup = none")  # fmt: skip
+            fire = Fire(d.handled, now - d.handled, d.skipped)
+            await self._record(s, self._row(s, e.agent, fire, now, outcome="skipped",
+                                            reason="catchup = none"))  # fmt: skip
             await self.recorder.event(
                 "schedule.skipped", agent=e.agent, entry=e.name, slots=d.skipped
             )
@@ -443,8 +443,8 @@ class Scheduler(ScheduleCommands):
         added to the pass's ``batch``, persisted and sent together at the end of the
         pass: ``_persist_and_send``)."""
         if not self.exists(agent):
-            await self._record(s, agent, fire, now, outcome="refused",
-                               reason=f"{agent} is not part of the constellation")  # fmt: skip
+            why = f"{agent} is not part of the constellation"
+            await self._record(s, self._row(s, agent, fire, now, outcome="refused", reason=why))
             self.refused_count += 1
             if not s.missing:
                 s.missing = True
@@ -461,7 +461,6 @@ class Scheduler(ScheduleCommands):
             await self.records.coalesce(s.last["id"], fire.slot)
             s.last["coalesced"] = int(s.last.get("coalesced") or 0) + 1
             s.handled = max(s.handled or fire.slot, fire.slot)
-            s.coalesced += 1
             self.coalesced_count += 1
             await self.recorder.event(
                 "schedule.coalesced", agent=agent, kind=s.key[0], entry=s.key[1],
@@ -470,29 +469,16 @@ class Scheduler(ScheduleCommands):
             return "coalesced"
         envelope = new_envelope(SENDERS[s.key[0]], agent, body, kind=s.key[0])
         row = self._row(s, agent, fire, now, outcome="persisted", envelope=envelope)
-        self._keep(s, row, envelope)
+        self._keep(s, row)
         batch.append((s, row, envelope))
         self.fired_count += 1
         return "sent"
 
-    async def _record(
-        self,
-        s: Slotted,
-        agent: str,
-        fire: Fire,
-        now: float,
-        *,
-        outcome: str,
-        envelope: dict[str, Any] | None = None,
-        reason: str | None = None,
-        through: float | None = None,
-    ) -> int:
-        """Persist one fire row now (one committed statement) and keep it as ``s``'s
-        state; returns its id."""
-        row = self._row(s, agent, fire, now, outcome=outcome, envelope=envelope, reason=reason,
-                        through=through)  # fmt: skip
+    async def _record(self, s: Slotted, row: dict[str, Any]) -> int:
+        """Persist one fire row (``_row``) now, one committed statement, and keep it as
+        ``s``'s state; returns its id."""
         row["id"] = await self.records.add_fire(row)
-        self._keep(s, row, envelope)
+        self._keep(s, row)
         return int(row["id"])
 
     @staticmethod
@@ -524,11 +510,12 @@ class Scheduler(ScheduleCommands):
         return row
 
     @staticmethod
-    def _keep(s: Slotted, row: dict[str, Any], envelope: dict[str, Any] | None) -> None:
+    def _keep(s: Slotted, row: dict[str, Any]) -> None:
         """What ``s`` remembers of a fire row: the newest slot handled; for a sending row
-        the count and the row itself (to see whether it is still pending)."""
+        (one with an envelope) the count and the row itself (to see whether it is still
+        pending)."""
         s.handled = max(s.handled or row["through"], row["through"])
-        if envelope is not None:
+        if row.get("envelope") is not None:
             s.sent += 1
             s.last = row
 
